@@ -1,0 +1,34 @@
+//! pollhook turns e-invoicing providers that only push webhooks into a local event stream for
+//! ERPs behind NAT: it polls the provider's APIs on a cron schedule, diffs what it sees against
+//! an embedded sled store, and emits the very webhook payloads the provider would have sent —
+//! to a JSON Lines log (more sinks follow) — at least once, with deterministic event ids.
+//!
+//! # Layout
+//! - [`cli`]: the subcommands; prints errors and picks exit codes. `main.rs` only calls it.
+//! - [`config`]: the TOML schema, validation with file:line:column errors, secret references.
+//! - [`scheduler`]: the daemon loop on tokio-cron-scheduler; shutdown.
+//! - [`engine`]: one cycle of one account, never two at once; totals.
+//! - [`providers`]: the `Provider` trait; [`providers::caminvoice`] (client, token, model, pure
+//!   diff).
+//! - [`http`]: timeouts, retries with backoff and jitter, Retry-After.
+//! - [`store`]: the only module that touches sled: state, cursors, outbox, acks, in one
+//!   transaction per commit.
+//! - [`event`]: the envelope and deterministic ids.
+//! - [`sinks`]: the dispatcher and the JSONL sink.
+//! - [`sim`]: the CamInvoice simulator with its ground-truth journal; [`demo`] runs both.
+//! - [`time`]: durations and timestamps.
+//!
+//! ARCHITECTURE.md is the map: data flow, invariants, and why things are where they are.
+
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod engine;
+pub mod event;
+pub mod http;
+pub mod providers;
+pub mod scheduler;
+pub mod sim;
+pub mod sinks;
+pub mod store;
+pub mod time;

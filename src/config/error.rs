@@ -1,0 +1,119 @@
+//! Config errors that point at the place to fix: file, line, column, the offending line with a
+//! caret under it, and a `help:` line saying what to do.
+
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+/// A config problem, located in the file when it has a location.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// 1-based line and column, when the problem has a place in the file.
+    pub location: Option<(usize, usize)>,
+    /// The source line and the caret range on it.
+    snippet: Option<(String, Range<usize>)>,
+    pub message: String,
+    pub help: Option<String>,
+}
+
+impl ConfigError {
+    /// An error about the file as a whole (unreadable, missing).
+    pub fn whole_file(file: &Path, message: impl Into<String>, help: Option<String>) -> Self {
+        ConfigError {
+            file: file.to_path_buf(),
+            location: None,
+            snippet: None,
+            message: message.into(),
+            help,
+        }
+    }
+
+    /// An error at byte range `span` of `source`.
+    pub fn at(
+        file: &Path,
+        source: &str,
+        span: Option<Range<usize>>,
+        message: impl Into<String>,
+        help: Option<String>,
+    ) -> Self {
+        let mut err = ConfigError::whole_file(file, message, help);
+        if let Some(span) = span {
+            let start = span.start.min(source.len());
+            let line_start = source[..start].rfind('\n').map_or(0, |i| i + 1);
+            let line_end = source[start..]
+                .find('\n')
+                .map_or(source.len(), |i| start + i);
+            let line_no = source[..start].matches('\n').count() + 1;
+            let col = source[line_start..start].chars().count() + 1;
+            let text = source[line_start..line_end]
+                .trim_end_matches('\r')
+                .to_string();
+            let caret_start = col - 1;
+            let caret_len = source[start..span.end.clamp(start, line_end)]
+                .chars()
+                .count()
+                .max(1);
+            err.location = Some((line_no, col));
+            err.snippet = Some((text, caret_start..caret_start + caret_len));
+        }
+        err
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.location {
+            Some((line, col)) => write!(
+                f,
+                "{}:{}:{}: {}",
+                self.file.display(),
+                line,
+                col,
+                self.message
+            )?,
+            None => write!(f, "{}: {}", self.file.display(), self.message)?,
+        }
+        if let (Some((line, _)), Some((text, caret))) = (self.location, &self.snippet) {
+            let gutter = line.to_string().len();
+            write!(
+                f,
+                "\n{:gutter$} |\n{line} | {text}\n{:gutter$} | {}{}",
+                "",
+                "",
+                " ".repeat(caret.start),
+                "^".repeat(caret.len()),
+            )?;
+        }
+        if let Some(help) = &self.help {
+            write!(f, "\nhelp: {help}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_file_line_column_caret_and_help() {
+        let src = "[daemon]\nschedule = \"nope\"\n";
+        let start = src.find("\"nope\"").unwrap();
+        let e = ConfigError::at(
+            Path::new("c.toml"),
+            src,
+            Some(start..start + 6),
+            "bad cron",
+            Some("write six fields".into()),
+        );
+        assert_eq!(e.location, Some((2, 12)));
+        let text = e.to_string();
+        assert_eq!(
+            text,
+            "c.toml:2:12: bad cron\n  |\n2 | schedule = \"nope\"\n  |            ^^^^^^\nhelp: write six fields"
+        );
+    }
+}

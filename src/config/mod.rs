@@ -1,0 +1,668 @@
+//! Configuration: the TOML schema, its validation, and secret references.
+//!
+//! Built in two stages, as ripgrep builds its flags: [`Config::parse`] reads and validates the
+//! TOML with no I/O beyond reading the file (unknown keys are errors; every error names file,
+//! line, column and the fix); secrets stay [`SecretRef`]s until a client resolves them
+//! ([`Config::resolve_secrets`] checks them all, for `check-config`).
+//!
+//! Provider-specific keys live flat in `[[accounts]]` (so serde keeps exact spans for every
+//! error) and each provider's builder rejects keys that belong to another provider.
+
+mod error;
+pub mod secret;
+
+pub use error::ConfigError;
+pub use secret::{Secret, SecretError, SecretSource};
+
+use crate::time::{format_duration, parse_duration, Millis};
+use serde::Deserialize;
+use std::collections::BTreeSet;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use toml::Spanned;
+
+/// The whole validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub file: PathBuf,
+    pub daemon: Daemon,
+    pub accounts: Vec<Account>,
+    pub sinks: Vec<Sink>,
+}
+
+/// `[daemon]`.
+#[derive(Debug, Clone)]
+pub struct Daemon {
+    pub state_dir: PathBuf,
+    pub schedule: Schedule,
+    pub resync_schedule: Option<Schedule>,
+    pub start: Start,
+    pub log_level: String,
+}
+
+/// A validated cron expression with seconds, evaluated in UTC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Schedule(pub String);
+
+impl Schedule {
+    fn parser() -> croner::parser::CronParser {
+        croner::parser::CronParser::builder()
+            .seconds(croner::parser::Seconds::Required)
+            .dom_and_dow(true)
+            .build()
+    }
+
+    /// Validates `expr` the way the scheduler will read it.
+    pub fn new(expr: &str) -> Result<Schedule, String> {
+        Self::parser()
+            .parse(expr)
+            .map(|_| Schedule(expr.to_string()))
+            .map_err(|e| e.to_string())
+    }
+
+    /// The next run strictly after `after`, in UTC.
+    pub fn next_after(
+        &self,
+        after: chrono::DateTime<chrono::Utc>,
+    ) -> Option<chrono::DateTime<chrono::Utc>> {
+        Self::parser()
+            .parse(&self.0)
+            .ok()?
+            .find_next_occurrence(&after, false)
+            .ok()
+    }
+}
+
+/// `start`: where event history begins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// Record a silent baseline at first start; emit only changes after it.
+    Now,
+    /// Back-fill changes from this instant on.
+    At(Millis),
+}
+
+/// One `[[accounts]]` entry.
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub name: String,
+    pub http: HttpSettings,
+    pub provider: ProviderSettings,
+}
+
+/// How an account's HTTP client behaves.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpSettings {
+    /// Whole-request timeout.
+    pub timeout: Duration,
+    /// Retries after the first attempt on 5xx, 429, timeouts and connection errors.
+    pub max_retries: u32,
+    /// First backoff step; doubles per retry, with full jitter, capped at 30 s.
+    pub retry_base: Duration,
+    /// The longest `Retry-After` honoured; longer values are capped (and logged).
+    pub retry_after_cap: Duration,
+    /// Members (or pages) fetched at once.
+    pub concurrency: usize,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            timeout: Duration::from_secs(30),
+            max_retries: 4,
+            retry_base: Duration::from_millis(500),
+            retry_after_cap: Duration::from_secs(120),
+            concurrency: 4,
+        }
+    }
+}
+
+/// The provider-specific part of an account.
+#[derive(Debug, Clone)]
+pub enum ProviderSettings {
+    CamInvoice(CamInvoiceSettings),
+}
+
+impl ProviderSettings {
+    /// The provider's name as written in the config and in envelopes.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProviderSettings::CamInvoice(_) => "caminvoice",
+        }
+    }
+}
+
+/// A secret as configured, with where it was configured (for error messages).
+#[derive(Debug, Clone)]
+pub struct SecretRef {
+    pub source: SecretSource,
+    /// `file:line:col (key)`.
+    pub origin: String,
+}
+
+impl SecretRef {
+    /// Reads the secret; the error names the config location and the source, not the value.
+    pub fn resolve(&self) -> Result<Secret, String> {
+        self.source
+            .resolve()
+            .map_err(|e| format!("{}: {e}", self.origin))
+    }
+}
+
+/// CamInvoice account keys.
+#[derive(Debug, Clone)]
+pub struct CamInvoiceSettings {
+    pub base_url: String,
+    pub client_id: String,
+    pub client_secret: SecretRef,
+    pub members: Vec<Member>,
+    /// How far before the cursor each poll reaches back.
+    pub overlap: Duration,
+    pub list_page_size: u32,
+    /// The list endpoint's value for the sent side: `send` (reference) or `sent` (sample).
+    pub list_send_type: String,
+    /// Consecutive refused refreshes that make a member revoked.
+    pub revoke_after_refusals: u32,
+}
+
+/// `[[accounts.members]]`: one connected business.
+#[derive(Debug, Clone)]
+pub struct Member {
+    pub endpoint_id: String,
+    pub refresh_token: SecretRef,
+}
+
+/// One `[[sinks]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sink {
+    pub name: String,
+    pub kind: SinkKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SinkKind {
+    Jsonl { path: PathBuf },
+}
+
+// ---------------------------------------------------------------- stage 1: the TOML shape
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    daemon: Option<RawDaemon>,
+    #[serde(default)]
+    accounts: Vec<Spanned<RawAccount>>,
+    #[serde(default)]
+    sinks: Vec<Spanned<RawSink>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDaemon {
+    state_dir: Option<Spanned<String>>,
+    schedule: Option<Spanned<String>>,
+    resync_schedule: Option<Spanned<String>>,
+    start: Option<Spanned<String>>,
+    log_level: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAccount {
+    name: Spanned<String>,
+    provider: Spanned<String>,
+    base_url: Spanned<String>,
+    // HTTP behaviour (every provider)
+    timeout: Option<Spanned<String>>,
+    max_retries: Option<Spanned<i64>>,
+    retry_base: Option<Spanned<String>>,
+    retry_after_cap: Option<Spanned<String>>,
+    concurrency: Option<Spanned<i64>>,
+    // caminvoice
+    client_id: Option<Spanned<String>>,
+    client_secret: Option<Spanned<SecretSource>>,
+    members: Option<Spanned<Vec<RawMember>>>,
+    overlap: Option<Spanned<String>>,
+    list_page_size: Option<Spanned<i64>>,
+    list_send_type: Option<Spanned<String>>,
+    revoke_after_refusals: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMember {
+    endpoint_id: Spanned<String>,
+    refresh_token: Spanned<SecretSource>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSink {
+    kind: Spanned<String>,
+    name: Option<Spanned<String>>,
+    path: Option<Spanned<String>>,
+}
+
+// ---------------------------------------------------------------- stage 2: validation
+
+/// Carries the file and source text so every check can point into it.
+struct Checker<'a> {
+    file: &'a Path,
+    src: &'a str,
+}
+
+impl Checker<'_> {
+    fn err(
+        &self,
+        span: Range<usize>,
+        msg: impl Into<String>,
+        help: impl Into<String>,
+    ) -> ConfigError {
+        ConfigError::at(self.file, self.src, Some(span), msg, Some(help.into()))
+    }
+
+    fn origin(&self, span: &Range<usize>, key: &str) -> String {
+        let e = ConfigError::at(self.file, self.src, Some(span.clone()), "", None);
+        let (l, c) = e.location.unwrap_or((0, 0));
+        format!("{}:{l}:{c} ({key})", self.file.display())
+    }
+
+    fn secret(&self, s: &Spanned<SecretSource>, key: &str) -> SecretRef {
+        SecretRef {
+            source: s.get_ref().clone(),
+            origin: self.origin(&s.span(), key),
+        }
+    }
+
+    fn duration(
+        &self,
+        v: &Option<Spanned<String>>,
+        key: &str,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        match v {
+            None => Ok(default),
+            Some(s) => parse_duration(s.get_ref()).ok_or_else(|| {
+                self.err(
+                    s.span(),
+                    format!("`{key}` is not a duration: {:?}", s.get_ref()),
+                    format!(
+                        "write a number and a unit, e.g. \"{}\" (units: ms, s, m, h, d)",
+                        format_duration(default)
+                    ),
+                )
+            }),
+        }
+    }
+
+    fn int(
+        &self,
+        v: &Option<Spanned<i64>>,
+        key: &str,
+        range: Range<i64>,
+        default: i64,
+    ) -> Result<i64, ConfigError> {
+        match v {
+            None => Ok(default),
+            Some(s) if range.contains(s.get_ref()) => Ok(*s.get_ref()),
+            Some(s) => Err(self.err(
+                s.span(),
+                format!("`{key}` = {} is out of range", s.get_ref()),
+                format!(
+                    "use a whole number from {} to {}",
+                    range.start,
+                    range.end - 1
+                ),
+            )),
+        }
+    }
+
+    fn schedule(&self, s: &Spanned<String>, key: &str) -> Result<Schedule, ConfigError> {
+        Schedule::new(s.get_ref()).map_err(|why| {
+            self.err(
+                s.span(),
+                format!("`{key}` is not a valid cron expression: {why}"),
+                "cron with seconds, six fields, in UTC: \"sec min hour day-of-month month day-of-week\", e.g. \"0 */5 * * * *\" (every 5 minutes)",
+            )
+        })
+    }
+
+    fn url(&self, s: &Spanned<String>) -> Result<String, ConfigError> {
+        let text = s.get_ref().trim_end_matches('/');
+        match reqwest::Url::parse(text) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
+                Ok(text.to_string())
+            }
+            _ => Err(self.err(
+                s.span(),
+                format!("`base_url` is not an http(s) URL: {:?}", s.get_ref()),
+                "e.g. \"https://sb-merchant.e-invoice.gov.kh\" (without /api/v1)",
+            )),
+        }
+    }
+
+    fn require<'v, T>(
+        &self,
+        v: &'v Option<Spanned<T>>,
+        key: &str,
+        table: Range<usize>,
+        help: &str,
+    ) -> Result<&'v Spanned<T>, ConfigError> {
+        v.as_ref().ok_or_else(|| {
+            self.err(
+                table,
+                format!("missing `{key}` in this [[accounts]] entry"),
+                help.to_string(),
+            )
+        })
+    }
+}
+
+/// Help for serde's own messages.
+fn help_for(message: &str) -> String {
+    if message.starts_with("unknown field") {
+        "remove the key or fix its spelling; config.toml.example documents every key".into()
+    } else if message.starts_with("missing field") {
+        "add the key; config.toml.example documents every key".into()
+    } else if message.starts_with("invalid type") {
+        "check the value's type (strings need quotes, numbers do not)".into()
+    } else {
+        "fix the TOML syntax at this place".into()
+    }
+}
+
+impl Config {
+    /// Reads and validates the config file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::whole_file(
+                path,
+                format!("cannot read the config file: {e}"),
+                Some(
+                    "pass --config PATH; config.toml.example is a documented starting point".into(),
+                ),
+            )
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Validates config `text`; `file` is only used in messages.
+    pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
+        let ck = Checker { file, src: text };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let msg = e.message().trim().to_string();
+            let help = help_for(&msg);
+            ConfigError::at(file, text, e.span(), msg, Some(help))
+        })?;
+
+        let d = raw.daemon.unwrap_or_default();
+        let state_dir = match &d.state_dir {
+            Some(s) => PathBuf::from(s.get_ref()),
+            None => std::env::var_os("STATE_DIRECTORY")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("/var/lib/pollhook")),
+        };
+        let schedule = match &d.schedule {
+            Some(s) => ck.schedule(s, "schedule")?,
+            None => Schedule("0 */5 * * * *".into()),
+        };
+        let resync_schedule = match &d.resync_schedule {
+            Some(s) if s.get_ref() == "off" => None,
+            Some(s) => Some(ck.schedule(s, "resync_schedule")?),
+            None => Some(Schedule("0 30 3 * * *".into())),
+        };
+        let start = match &d.start {
+            None => Start::Now,
+            Some(s) if s.get_ref() == "now" => Start::Now,
+            Some(s) => match chrono::DateTime::parse_from_rfc3339(s.get_ref()) {
+                Ok(t) => Start::At(t.timestamp_millis()),
+                Err(e) => {
+                    return Err(ck.err(
+                        s.span(),
+                        format!("`start` is neither \"now\" nor an RFC 3339 instant: {e}"),
+                        "write \"now\" (silent baseline at first start) or e.g. \"2026-03-01T00:00:00Z\" (back-fill from then)",
+                    ))
+                }
+            },
+        };
+        let log_level = match &d.log_level {
+            None => "info".to_string(),
+            Some(s) => {
+                let v = s.get_ref().as_str();
+                if !matches!(v, "error" | "warn" | "info" | "debug" | "trace") {
+                    return Err(ck.err(
+                        s.span(),
+                        format!("unknown `log_level` {v:?}"),
+                        "use one of error, warn, info, debug, trace",
+                    ));
+                }
+                v.to_string()
+            }
+        };
+
+        let mut accounts = Vec::new();
+        let mut names = BTreeSet::new();
+        for acc in &raw.accounts {
+            let a = acc.get_ref();
+            if !names.insert(a.name.get_ref().clone()) {
+                return Err(ck.err(
+                    a.name.span(),
+                    format!("account name {:?} is used twice", a.name.get_ref()),
+                    "give every [[accounts]] entry its own name; it keys the account's state",
+                ));
+            }
+            if a.name.get_ref().is_empty() || a.name.get_ref().contains(['/', '\0']) {
+                return Err(ck.err(
+                    a.name.span(),
+                    "account `name` must be non-empty and contain no '/'",
+                    "use a short slug such as \"acme-kh\"",
+                ));
+            }
+            let defaults = HttpSettings::default();
+            let http = HttpSettings {
+                timeout: ck.duration(&a.timeout, "timeout", defaults.timeout)?,
+                max_retries: ck.int(
+                    &a.max_retries,
+                    "max_retries",
+                    0..21,
+                    defaults.max_retries as i64,
+                )? as u32,
+                retry_base: ck.duration(&a.retry_base, "retry_base", defaults.retry_base)?,
+                retry_after_cap: ck.duration(
+                    &a.retry_after_cap,
+                    "retry_after_cap",
+                    defaults.retry_after_cap,
+                )?,
+                concurrency: ck.int(
+                    &a.concurrency,
+                    "concurrency",
+                    1..257,
+                    defaults.concurrency as i64,
+                )? as usize,
+            };
+            let provider = match a.provider.get_ref().as_str() {
+                "caminvoice" => ProviderSettings::CamInvoice(caminvoice(&ck, a, acc.span())?),
+                other => {
+                    return Err(ck.err(
+                        a.provider.span(),
+                        format!("unknown provider {other:?}"),
+                        "use \"caminvoice\"",
+                    ))
+                }
+            };
+            accounts.push(Account {
+                name: a.name.get_ref().clone(),
+                http,
+                provider,
+            });
+        }
+
+        let mut sinks = Vec::new();
+        let mut sink_names = BTreeSet::new();
+        for s in &raw.sinks {
+            let r = s.get_ref();
+            let name = r
+                .name
+                .as_ref()
+                .map(|n| n.get_ref().clone())
+                .unwrap_or_else(|| r.kind.get_ref().clone());
+            let kind = match r.kind.get_ref().as_str() {
+                "jsonl" => {
+                    let path = r.path.as_ref().ok_or_else(|| {
+                        ck.err(
+                            s.span(),
+                            "a jsonl sink needs `path`",
+                            "e.g. path = \"/var/lib/pollhook/events.jsonl\"",
+                        )
+                    })?;
+                    SinkKind::Jsonl {
+                        path: PathBuf::from(path.get_ref()),
+                    }
+                }
+                other => {
+                    return Err(ck.err(
+                        r.kind.span(),
+                        format!("unknown sink kind {other:?}"),
+                        "use \"jsonl\"",
+                    ));
+                }
+            };
+            if !sink_names.insert(name.clone()) {
+                let span = r
+                    .name
+                    .as_ref()
+                    .map(|n| n.span())
+                    .unwrap_or_else(|| r.kind.span());
+                return Err(ck.err(span, format!("sink name {name:?} is used twice"), "set a distinct `name` on each [[sinks]] entry; it keys the sink's delivery cursor"));
+            }
+            sinks.push(Sink { name, kind });
+        }
+
+        if accounts.is_empty() {
+            return Err(ConfigError::whole_file(
+                file,
+                "no [[accounts]] configured",
+                Some("add an [[accounts]] entry; see config.toml.example".into()),
+            ));
+        }
+        if sinks.is_empty() {
+            return Err(ConfigError::whole_file(
+                file,
+                "no [[sinks]] configured: events would only pile up in the store",
+                Some(
+                    "add e.g. [[sinks]] kind = \"jsonl\" path = \"/var/lib/pollhook/events.jsonl\""
+                        .into(),
+                ),
+            ));
+        }
+
+        Ok(Config {
+            file: file.to_path_buf(),
+            daemon: Daemon {
+                state_dir,
+                schedule,
+                resync_schedule,
+                start,
+                log_level,
+            },
+            accounts,
+            sinks,
+        })
+    }
+
+    /// Every secret reference in the config, with what it is for.
+    pub fn secrets(&self) -> Vec<(&str, &SecretRef)> {
+        let mut out = Vec::new();
+        for a in &self.accounts {
+            match &a.provider {
+                ProviderSettings::CamInvoice(c) => {
+                    out.push(("client_secret", &c.client_secret));
+                    for m in &c.members {
+                        out.push(("refresh_token", &m.refresh_token));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Resolves every secret once, to report all that are missing (for `check-config`).
+    pub fn resolve_secrets(&self) -> Result<(), Vec<String>> {
+        let errors: Vec<String> = self
+            .secrets()
+            .into_iter()
+            .filter_map(|(_, s)| s.resolve().err())
+            .collect();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+fn caminvoice(
+    ck: &Checker,
+    a: &RawAccount,
+    table: Range<usize>,
+) -> Result<CamInvoiceSettings, ConfigError> {
+    let help = "CamInvoice accounts need base_url, client_id, client_secret and at least one [[accounts.members]]";
+    let client_id = ck.require(&a.client_id, "client_id", table.clone(), help)?;
+    let client_secret = ck.require(&a.client_secret, "client_secret", table.clone(), help)?;
+    let members_raw = ck.require(&a.members, "[[accounts.members]]", table.clone(), help)?;
+    let mut members = Vec::new();
+    let mut seen = BTreeSet::new();
+    for m in members_raw.get_ref() {
+        if !seen.insert(m.endpoint_id.get_ref().clone()) {
+            return Err(ck.err(
+                m.endpoint_id.span(),
+                format!("member {:?} is listed twice", m.endpoint_id.get_ref()),
+                "list each connected business once",
+            ));
+        }
+        if m.endpoint_id.get_ref().is_empty() || m.endpoint_id.get_ref().contains(['/', '\0']) {
+            return Err(ck.err(
+                m.endpoint_id.span(),
+                "`endpoint_id` must be non-empty and contain no '/'",
+                "use the endpoint id CamInvoice gave at connect, e.g. \"KHUID00001234\"",
+            ));
+        }
+        members.push(Member {
+            endpoint_id: m.endpoint_id.get_ref().clone(),
+            refresh_token: ck.secret(&m.refresh_token, "refresh_token"),
+        });
+    }
+    if members.is_empty() {
+        return Err(ck.err(members_raw.span(), "no members listed", help));
+    }
+    let list_send_type = match &a.list_send_type {
+        None => "send".to_string(),
+        Some(s) if matches!(s.get_ref().as_str(), "send" | "sent") => s.get_ref().clone(),
+        Some(s) => {
+            return Err(ck.err(
+                s.span(),
+                format!("`list_send_type` {:?} is not send or sent", s.get_ref()),
+                "the reference says \"send\", the sample collection \"sent\"",
+            ))
+        }
+    };
+    Ok(CamInvoiceSettings {
+        base_url: ck.url(&a.base_url)?,
+        client_id: client_id.get_ref().clone(),
+        client_secret: ck.secret(client_secret, "client_secret"),
+        members,
+        overlap: ck.duration(&a.overlap, "overlap", Duration::from_secs(120))?,
+        list_page_size: ck.int(&a.list_page_size, "list_page_size", 1..1001, 100)? as u32,
+        list_send_type,
+        revoke_after_refusals: ck.int(
+            &a.revoke_after_refusals,
+            "revoke_after_refusals",
+            1..101,
+            2,
+        )? as u32,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,183 @@
+//! Config table tests: each case is a TOML text and what check must say about it.
+
+use super::*;
+
+const GOOD: &str = r#"
+[daemon]
+state_dir = "/tmp/ph"
+schedule = "*/10 * * * * *"
+start = "2026-03-01T00:00:00Z"
+
+[[accounts]]
+name = "acme-kh"
+provider = "caminvoice"
+base_url = "https://sb-merchant.e-invoice.gov.kh/"
+client_id = "cid"
+client_secret = { env = "ACME_SECRET" }
+overlap = "5m"
+
+[[accounts.members]]
+endpoint_id = "KHUID00001234"
+refresh_token = "rt-1"
+
+[[sinks]]
+kind = "jsonl"
+path = "/tmp/ph/events.jsonl"
+"#;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(text, Path::new("pollhook.toml"))
+}
+
+/// Replaces `from` by `to` in the good config and returns the error text.
+fn error_after(from: &str, to: &str) -> ConfigError {
+    assert!(GOOD.contains(from), "fixture lacks {from:?}");
+    parse(&GOOD.replacen(from, to, 1)).expect_err("config should be rejected")
+}
+
+#[test]
+fn a_good_config_validates_with_defaults_filled_in() {
+    let c = parse(GOOD).unwrap();
+    assert_eq!(c.daemon.state_dir, PathBuf::from("/tmp/ph"));
+    assert_eq!(c.daemon.start, Start::At(1_772_323_200_000));
+    assert_eq!(
+        c.daemon.resync_schedule,
+        Some(Schedule("0 30 3 * * *".into()))
+    );
+    let ProviderSettings::CamInvoice(ci) = &c.accounts[0].provider;
+    assert_eq!(ci.base_url, "https://sb-merchant.e-invoice.gov.kh");
+    assert_eq!(ci.overlap, Duration::from_secs(300));
+    assert_eq!(ci.list_send_type, "send");
+    assert_eq!(
+        ci.members[0].refresh_token.origin,
+        "pollhook.toml:17:17 (refresh_token)"
+    );
+    assert_eq!(c.accounts[0].http, HttpSettings::default());
+    assert_eq!(c.sinks[0].name, "jsonl");
+}
+
+#[test]
+fn errors_name_line_column_and_fix() {
+    // (replace, with, line, column, words the message must contain)
+    let cases: &[(&str, &str, usize, usize, &str)] = &[
+        (
+            "client_id = \"cid\"",
+            "clinet_id = \"cid\"",
+            11,
+            1,
+            "unknown field `clinet_id`",
+        ),
+        (
+            "schedule = \"*/10 * * * * *\"",
+            "schedule = \"*/10 * * *\"",
+            4,
+            12,
+            "not a valid cron expression",
+        ),
+        (
+            "overlap = \"5m\"",
+            "overlap = \"5 parsecs\"",
+            13,
+            11,
+            "not a duration",
+        ),
+        (
+            "provider = \"caminvoice\"",
+            "provider = \"camnvoice\"",
+            9,
+            12,
+            "unknown provider",
+        ),
+        (
+            "start = \"2026-03-01T00:00:00Z\"",
+            "start = \"yesterday\"",
+            5,
+            9,
+            "neither \"now\"",
+        ),
+        (
+            "base_url = \"https://sb-merchant.e-invoice.gov.kh/\"",
+            "base_url = \"sb-merchant\"",
+            10,
+            12,
+            "not an http(s) URL",
+        ),
+        (
+            "kind = \"jsonl\"",
+            "kind = \"syslog\"",
+            20,
+            8,
+            "unknown sink kind",
+        ),
+        ("[daemon]", "[deamon]", 2, 2, "unknown field `deamon`"),
+        ("overlap = \"5m\"", "overlap = 5", 13, 11, "invalid type"),
+        (
+            "refresh_token = \"rt-1\"",
+            "refresh_token = { envv = \"X\" }",
+            17,
+            17,
+            "unknown field `envv`",
+        ),
+    ];
+    for (from, to, line, col, words) in cases {
+        let e = error_after(from, to);
+        let text = e.to_string();
+        assert_eq!(e.location, Some((*line, *col)), "{from} -> {to}:\n{text}");
+        assert!(
+            text.contains(words),
+            "{from} -> {to}: wanted {words:?} in\n{text}"
+        );
+        assert!(text.contains("help: "), "no help line in\n{text}");
+        assert!(text.starts_with("pollhook.toml:"), "{text}");
+    }
+}
+
+#[test]
+fn missing_required_keys_point_at_the_account() {
+    let e = error_after("client_id = \"cid\"\n", "");
+    assert!(e.to_string().contains("missing `client_id`"), "{e}");
+    assert_eq!(
+        e.location.map(|l| l.0),
+        Some(7),
+        "points at the [[accounts]] header"
+    );
+}
+
+#[test]
+fn duplicates_are_rejected() {
+    let twice = GOOD.replace(
+        "[[sinks]]",
+        "[[accounts.members]]\nendpoint_id = \"KHUID00001234\"\nrefresh_token = \"x\"\n\n[[sinks]]",
+    );
+    let e = parse(&twice).unwrap_err();
+    assert!(e.to_string().contains("listed twice"), "{e}");
+    let two_sinks = format!("{GOOD}\n[[sinks]]\nkind = \"jsonl\"\npath = \"/tmp/other\"\n");
+    let e = parse(&two_sinks).unwrap_err();
+    assert!(e.to_string().contains("used twice"), "{e}");
+}
+
+#[test]
+fn no_sinks_or_accounts_is_an_error() {
+    let e = parse("[daemon]\nstate_dir = \"/x\"\n").unwrap_err();
+    assert!(e.to_string().contains("no [[accounts]]"), "{e}");
+}
+
+#[test]
+fn secrets_resolve_with_their_origin_in_errors() {
+    let c = parse(GOOD).unwrap();
+    let errors = c.resolve_secrets().unwrap_err();
+    assert_eq!(errors.len(), 1);
+    assert!(
+        errors[0]
+            .starts_with("pollhook.toml:12:17 (client_secret): environment variable ACME_SECRET"),
+        "{}",
+        errors[0]
+    );
+}
+
+#[test]
+fn the_example_config_validates() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml.example");
+    let c = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert!(!c.accounts.is_empty());
+}

@@ -1,0 +1,198 @@
+//! The engine: runs one cycle of one account, never two of the same account at once, and
+//! keeps the totals the demo and `once` report.
+//!
+//! It knows nothing of HTTP or sled layouts: a cycle is `provider.cycle(ctx)`; the provider
+//! commits through the store. A tick that finds the account's previous cycle still running is
+//! skipped and logged (not queued); a skipped resync is remembered for the next cycle.
+
+use crate::config::{Config, Start};
+use crate::providers::{self, CycleContext, CycleReport, Provider, RequestCount};
+use crate::store::Store;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+struct Runner {
+    provider: Arc<dyn Provider>,
+    running: tokio::sync::Mutex<()>,
+    resync_pending: AtomicBool,
+}
+
+/// Cumulative figures since the engine started.
+#[derive(Debug, Clone, Default)]
+pub struct Totals {
+    pub cycles: u64,
+    pub skipped_ticks: u64,
+    pub units_polled: u64,
+    pub changed: u64,
+    pub events: u64,
+    pub failed_cycles: u64,
+    pub requests: BTreeMap<&'static str, u64>,
+}
+
+/// What a tick did.
+#[derive(Debug)]
+pub enum Tick {
+    Ran(CycleReport),
+    /// The account's previous cycle was still running.
+    Skipped,
+}
+
+pub struct Engine {
+    store: Arc<Store>,
+    start: Start,
+    runners: Vec<Runner>,
+    next_cycle: AtomicU64,
+    totals: Mutex<Totals>,
+}
+
+impl Engine {
+    /// Builds every account's provider client (resolving secrets).
+    pub fn new(store: Arc<Store>, config: &Config) -> Result<Engine, String> {
+        let mut runners = Vec::new();
+        for a in &config.accounts {
+            let provider = providers::build(a).map_err(|e| format!("account {}: {e}", a.name))?;
+            runners.push(Runner {
+                provider,
+                running: tokio::sync::Mutex::new(()),
+                resync_pending: AtomicBool::new(false),
+            });
+        }
+        Ok(Engine {
+            store,
+            start: config.daemon.start,
+            runners,
+            next_cycle: AtomicU64::new(1),
+            totals: Mutex::default(),
+        })
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Account names, in config order (their index is the account's id here).
+    pub fn accounts(&self) -> Vec<String> {
+        self.runners
+            .iter()
+            .map(|r| r.provider.account().to_string())
+            .collect()
+    }
+
+    pub fn provider(&self, idx: usize) -> &Arc<dyn Provider> {
+        &self.runners[idx].provider
+    }
+
+    /// Runs one cycle of account `idx` unless one is running already.
+    pub async fn tick(&self, idx: usize, resync: bool) -> Tick {
+        let r = &self.runners[idx];
+        let account = r.provider.account();
+        let Ok(_guard) = r.running.try_lock() else {
+            if resync {
+                r.resync_pending.store(true, Ordering::SeqCst);
+            }
+            self.totals.lock().unwrap().skipped_ticks += 1;
+            tracing::warn!(account, "tick skipped: the previous cycle of this account is still running (schedule shorter than a cycle?)");
+            return Tick::Skipped;
+        };
+        let resync = resync | r.resync_pending.swap(false, Ordering::SeqCst);
+        let cycle = self.next_cycle.fetch_add(1, Ordering::SeqCst);
+        let began = Instant::now();
+        let ctx = CycleContext {
+            store: Arc::clone(&self.store),
+            resync,
+            start: self.start,
+            requests: Arc::new(RequestCount::default()),
+        };
+        let span = tracing::info_span!("cycle", account, cycle);
+        let report =
+            tracing::Instrument::instrument(Arc::clone(&r.provider).cycle(ctx), span).await;
+        let elapsed_ms = began.elapsed().as_millis() as u64;
+        let requests: u64 = report.requests.values().sum();
+        for f in &report.failures {
+            tracing::error!(account, cycle, "{f}");
+        }
+        if report.events > 0 || !report.ok() || resync {
+            tracing::info!(
+                account,
+                cycle,
+                resync,
+                units = report.units,
+                changed = report.changed,
+                events = report.events,
+                requests,
+                elapsed_ms,
+                failures = report.failures.len(),
+                "cycle done"
+            );
+        } else {
+            tracing::debug!(
+                account,
+                cycle,
+                units = report.units,
+                requests,
+                elapsed_ms,
+                "cycle done, nothing new"
+            );
+        }
+        let mut t = self.totals.lock().unwrap();
+        t.cycles += 1;
+        t.units_polled += report.units as u64;
+        t.changed += report.changed;
+        t.events += report.events;
+        t.failed_cycles += u64::from(!report.ok());
+        for (k, v) in &report.requests {
+            *t.requests.entry(k).or_default() += v;
+        }
+        Tick::Ran(report)
+    }
+
+    /// One cycle of every account, concurrently; reports in account order.
+    pub async fn cycle_all(&self) -> Vec<(String, Tick)> {
+        let ticks = self
+            .runners
+            .iter()
+            .enumerate()
+            .map(|(i, _)| self.tick(i, false));
+        let results = join_all(ticks).await;
+        self.accounts().into_iter().zip(results).collect()
+    }
+
+    /// Waits until no cycle is running.
+    pub async fn wait_idle(&self) {
+        for r in &self.runners {
+            let _ = r.running.lock().await;
+        }
+    }
+
+    pub fn totals(&self) -> Totals {
+        self.totals.lock().unwrap().clone()
+    }
+}
+
+/// Awaits futures concurrently, results in order (a tiny `join_all`, to avoid a dependency).
+async fn join_all<F: std::future::Future>(futs: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let mut pinned: Vec<_> = futs.map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, slot) in pinned.iter_mut().zip(out.iter_mut()) {
+            if slot.is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *slot = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter()
+        .map(|o| o.expect("every future completed"))
+        .collect()
+}

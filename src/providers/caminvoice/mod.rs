@@ -1,0 +1,690 @@
+//! CamInvoice: one cycle polls every connected member and turns what changed into the
+//! DOCUMENT.* and ENTITY.REVOKED webhooks CamInvoice would have sent.
+//!
+//! Per member, one cycle is:
+//! 1. load the member's record (start instant, poll cursor, refusals, revocation);
+//!    a revoked member is skipped until its refresh token changes (reconnected);
+//! 2. on the first cycle or when a resync is due, walk the list endpoint (both sides, all
+//!    pages) through the same diff — the baseline, and the net under the poll;
+//! 3. poll from the cursor minus the overlap window; skip items whose `updated_at` is already
+//!    stored; fetch Get Document Detail only for the rest; diff in `updated_at` order;
+//! 4. commit each chunk (state + events + member record with the advanced cursor) in one
+//!    transaction. A failure stops the member at the failing item: everything before it is
+//!    kept, the cursor stays before it, the next cycle resumes there.
+//!
+//! A refused refresh (not the Basic credentials: those are a config error) counts towards
+//! `revoke_after_refusals`; reaching it emits ENTITY.REVOKED once and stops polling the member.
+
+pub mod client;
+pub mod diff;
+pub mod model;
+pub mod token;
+
+use self::client::{Api, ApiError, DETAIL, LIST, POLL};
+use self::diff::{diff, Observation};
+use self::model::{Detail, DocState, MemberRecord, Side};
+use self::token::AccessToken;
+use super::{
+    unit_prefix, BoxFuture, CycleContext, CycleReport, Provider, RequestCount, UnitStatus,
+};
+use crate::config::{CamInvoiceSettings, HttpSettings, Secret, Start};
+use crate::event::NewEvent;
+use crate::http::{Http, Reply};
+use crate::store::{Batch, Store, StoreError};
+use crate::time::{format_naive_seconds, now_ms, Millis};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tracing::Instrument;
+
+/// Documents diffed per commit: large enough to amortize the flush, small enough that a crash
+/// or a failure repeats little work.
+const CHUNK: usize = 256;
+
+struct MemberCreds {
+    endpoint_id: String,
+    refresh_token: Secret,
+    /// Identifies the refresh token without revealing it (first 16 hex of SHA-256).
+    fingerprint: String,
+}
+
+/// One configured CamInvoice account.
+pub struct CamInvoice {
+    account: String,
+    settings: CamInvoiceSettings,
+    api: Api,
+    members: Vec<MemberCreds>,
+    tokens: Mutex<HashMap<usize, AccessToken>>,
+    /// Refresh tokens the provider rotated during this run (kept in memory only).
+    rotated: Mutex<HashMap<usize, Secret>>,
+}
+
+/// Why a member's cycle stopped early.
+#[derive(Debug, thiserror::Error)]
+enum Stop {
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Tallies of one member's cycle.
+#[derive(Debug, Default, Clone, Copy)]
+struct Counts {
+    changed: u64,
+    events: u64,
+    duplicates: u64,
+}
+
+impl std::ops::AddAssign for Counts {
+    fn add_assign(&mut self, o: Counts) {
+        self.changed += o.changed;
+        self.events += o.events;
+        self.duplicates += o.duplicates;
+    }
+}
+
+/// A document that may have changed, from the poll or the list.
+#[derive(Debug, Clone)]
+struct Candidate {
+    document_id: String,
+    /// `None` when the source did not say: then the detail decides.
+    updated_at: Option<Millis>,
+    side: Option<Side>,
+    /// A list item that already carries the status: no detail call needed.
+    known: Option<Detail>,
+}
+
+fn fingerprint(token: &str) -> String {
+    let d = Sha256::digest(token.as_bytes());
+    d[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Percent-encodes a path segment (document ids are uuids; anything else is escaped).
+fn segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+impl CamInvoice {
+    /// Resolves the account's secrets and builds its client.
+    pub fn new(
+        account: &str,
+        s: &CamInvoiceSettings,
+        http: &HttpSettings,
+    ) -> Result<CamInvoice, String> {
+        let secret = s.client_secret.resolve()?;
+        let mut members = Vec::new();
+        for m in &s.members {
+            let refresh_token = m.refresh_token.resolve()?;
+            members.push(MemberCreds {
+                endpoint_id: m.endpoint_id.clone(),
+                fingerprint: fingerprint(refresh_token.expose()),
+                refresh_token,
+            });
+        }
+        Ok(CamInvoice {
+            account: account.to_string(),
+            api: Api::new(Http::new(http), &s.base_url, &s.client_id, &secret),
+            settings: s.clone(),
+            members,
+            tokens: Mutex::new(HashMap::new()),
+            rotated: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn record_key(&self, idx: usize) -> Vec<u8> {
+        let mut k = unit_prefix(&self.account, &self.members[idx].endpoint_id);
+        k.pop();
+        k
+    }
+
+    fn doc_key(&self, idx: usize, document_id: &str) -> Vec<u8> {
+        let mut k = unit_prefix(&self.account, &self.members[idx].endpoint_id);
+        k.extend_from_slice(document_id.as_bytes());
+        k
+    }
+
+    fn load_record(&self, store: &Store, idx: usize) -> Result<Option<MemberRecord>, StoreError> {
+        Ok(match store.get_cursor(&self.record_key(idx))? {
+            None => None,
+            Some(v) => match serde_json::from_slice(&v) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    return Err(StoreError::Corrupt(format!(
+                        "member record of {}: {e}",
+                        self.members[idx].endpoint_id
+                    )))
+                }
+            },
+        })
+    }
+
+    fn record_entry(&self, idx: usize, rec: &MemberRecord) -> (Vec<u8>, Vec<u8>) {
+        (
+            self.record_key(idx),
+            serde_json::to_vec(rec).expect("member record serializes"),
+        )
+    }
+
+    /// A usable access token, refreshed ahead of expiry or when `force`d (after a 401).
+    async fn token(
+        &self,
+        idx: usize,
+        force: bool,
+        count: &RequestCount,
+    ) -> Result<Secret, ApiError> {
+        if !force {
+            if let Some(t) = self.tokens.lock().unwrap().get(&idx) {
+                if !t.needs_refresh(now_ms()) {
+                    return Ok(t.token.clone());
+                }
+            }
+        }
+        let refresh_token = self
+            .rotated
+            .lock()
+            .unwrap()
+            .get(&idx)
+            .cloned()
+            .unwrap_or_else(|| self.members[idx].refresh_token.clone());
+        let fresh = self.api.refresh(&refresh_token, count).await?;
+        if let Some(new) = fresh.refresh_token {
+            if new != refresh_token {
+                tracing::warn!(member = %self.members[idx].endpoint_id,
+                    "CamInvoice returned a new refresh token; using it for this run. Update refresh_token in the config before the next restart");
+                self.rotated.lock().unwrap().insert(idx, new);
+            }
+        }
+        let token = fresh.access.token.clone();
+        self.tokens.lock().unwrap().insert(idx, fresh.access);
+        Ok(token)
+    }
+
+    /// A Bearer GET with one refresh-and-retry on 401.
+    async fn get(
+        &self,
+        idx: usize,
+        label: &'static str,
+        path: &str,
+        count: &RequestCount,
+    ) -> Result<Reply, ApiError> {
+        let token = self.token(idx, false, count).await?;
+        let r = self.api.get(label, path, &token, count).await?;
+        if r.status != 401 {
+            return Ok(r);
+        }
+        tracing::debug!(member = %self.members[idx].endpoint_id, endpoint = label, "401: refreshing the token and retrying once");
+        let token = self.token(idx, true, count).await?;
+        let r = self.api.get(label, path, &token, count).await?;
+        if r.status == 401 {
+            return Err(ApiError::Status {
+                label,
+                status: 401,
+                message: "Unauthorized even with a freshly refreshed token".into(),
+            });
+        }
+        Ok(r)
+    }
+
+    /// Get Document Detail; `None` when CamInvoice answers 404.
+    async fn detail(
+        &self,
+        idx: usize,
+        document_id: &str,
+        count: &RequestCount,
+    ) -> Result<Option<Detail>, ApiError> {
+        let path = format!("/api/v1/document/{}", segment(document_id));
+        let r = self.get(idx, DETAIL, &path, count).await?;
+        if r.status == 404 {
+            return Ok(None);
+        }
+        model::detail(&r.body)
+            .map(Some)
+            .map_err(|why| ApiError::Malformed { label: DETAIL, why })
+    }
+
+    /// Details for `ids`, fetched concurrently (the account's in-flight limit applies).
+    async fn fetch_details(
+        self: &Arc<Self>,
+        idx: usize,
+        ids: Vec<String>,
+        count: &Arc<RequestCount>,
+    ) -> HashMap<String, Result<Option<Detail>, ApiError>> {
+        let tasks: Vec<_> = ids
+            .into_iter()
+            .map(|id| {
+                let me = Arc::clone(self);
+                let count = Arc::clone(count);
+                tokio::spawn(async move {
+                    let r = me.detail(idx, &id, &count).await;
+                    (id, r)
+                })
+            })
+            .collect();
+        let mut out = HashMap::with_capacity(tasks.len());
+        for t in tasks {
+            let (id, r) = t.await.expect("a detail fetch task panicked");
+            out.insert(id, r);
+        }
+        out
+    }
+
+    /// Diffs `items` in order and commits them chunk by chunk. With `advance_cursor`, the
+    /// member's poll cursor follows the items fully processed.
+    async fn apply(
+        self: &Arc<Self>,
+        idx: usize,
+        ctx: &CycleContext,
+        rec: &mut MemberRecord,
+        items: &[Candidate],
+        advance_cursor: bool,
+    ) -> Result<Counts, Stop> {
+        let endpoint = &self.members[idx].endpoint_id;
+        let mut total = Counts::default();
+        for chunk in items.chunks(CHUNK) {
+            let mut prevs = Vec::with_capacity(chunk.len());
+            let mut need = Vec::new();
+            for c in chunk {
+                let prev = ctx
+                    .store
+                    .get_state(&self.doc_key(idx, &c.document_id))?
+                    .and_then(|v| DocState::decode(&v));
+                let changed = match (&prev, c.updated_at) {
+                    (Some(p), Some(at)) => at > p.updated_at,
+                    _ => true,
+                };
+                if changed && c.known.as_ref().and_then(|d| d.status.as_ref()).is_none() {
+                    need.push(c.document_id.clone());
+                }
+                prevs.push((prev, changed));
+            }
+            let mut fetched = self.fetch_details(idx, need, &ctx.requests).await;
+
+            let now = now_ms();
+            let mut batch = Batch::default();
+            let mut cursor = rec.cursor;
+            let mut failure = None;
+            for (c, (prev, changed)) in chunk.iter().zip(prevs) {
+                if changed {
+                    let detail = match c.known.clone().filter(|d| d.status.is_some()) {
+                        Some(d) => Some(d),
+                        None => match fetched
+                            .remove(&c.document_id)
+                            .expect("every needed detail was fetched")
+                        {
+                            Ok(d) => d,
+                            Err(e) => {
+                                failure = Some(e);
+                                break;
+                            }
+                        },
+                    };
+                    match detail {
+                        None => tracing::warn!(member = %endpoint, document = %c.document_id,
+                            "listed by the poll but Get Document Detail answers 404; skipped"),
+                        Some(d) => {
+                            total.changed += 1;
+                            self.diff_one(idx, c, &d, prev.as_ref(), rec.start, now, &mut batch);
+                        }
+                    }
+                }
+                if let Some(at) = c.updated_at {
+                    cursor = Some(cursor.map_or(at, |cur| cur.max(at)));
+                }
+            }
+            if advance_cursor {
+                rec.cursor = cursor;
+            }
+            batch.cursors.push(self.record_entry(idx, rec));
+            let committed = ctx.store.commit(batch).await?;
+            total.events += committed.events as u64;
+            total.duplicates += committed.duplicates as u64;
+            if let Some(e) = failure {
+                return Err(e.into());
+            }
+        }
+        Ok(total)
+    }
+
+    /// Runs the pure diff for one document and adds its state and events to `batch`.
+    #[allow(clippy::too_many_arguments)]
+    fn diff_one(
+        &self,
+        idx: usize,
+        c: &Candidate,
+        d: &Detail,
+        prev: Option<&DocState>,
+        start: Millis,
+        now: Millis,
+        batch: &mut Batch,
+    ) {
+        let endpoint = &self.members[idx].endpoint_id;
+        let Some(status) = d.status.as_deref() else {
+            tracing::warn!(member = %endpoint, document = %c.document_id, "the document detail has no status; skipped");
+            return;
+        };
+        let Some(side) = c.side.or_else(|| d.side_for(endpoint)) else {
+            tracing::warn!(member = %endpoint, document = %c.document_id,
+                "cannot tell whether this member sent or received the document (poll type missing, parties do not match); skipped");
+            return;
+        };
+        let Some(updated_at) = d.updated_at.or(c.updated_at) else {
+            tracing::warn!(member = %endpoint, document = %c.document_id, "the document has no updated_at; skipped");
+            return;
+        };
+        let obs = Observation {
+            side,
+            status,
+            created_at: d.created_at,
+            updated_at,
+        };
+        let out = diff(prev, &obs, start);
+        let Some(record) = out.record else { return };
+        if status_is_unknown(status) {
+            tracing::info!(member = %endpoint, document = %c.document_id, status, "unknown document status, carried through as given");
+        }
+        for emit in out.emits {
+            batch.events.push(NewEvent {
+                id: emit.id(&self.account, endpoint, &c.document_id, updated_at),
+                provider: "caminvoice",
+                account: self.account.clone(),
+                event_type: emit.event_type().to_string(),
+                occurred_at: updated_at,
+                detected_at: now,
+                subject: format!("{endpoint}/{}", c.document_id),
+                payload: emit.payload(&c.document_id, endpoint),
+            });
+        }
+        batch
+            .state
+            .push((self.doc_key(idx, &c.document_id), record.encode()));
+    }
+
+    /// Polls from the cursor minus the overlap window.
+    async fn poll(
+        self: &Arc<Self>,
+        idx: usize,
+        ctx: &CycleContext,
+        rec: &mut MemberRecord,
+    ) -> Result<Counts, Stop> {
+        let overlap = self.settings.overlap.as_millis() as i64;
+        let since = rec.cursor.unwrap_or(rec.start) - overlap;
+        let path = format!(
+            "/api/v1/document/poll?last_synced_at={}",
+            format_naive_seconds(since)
+        );
+        let r = self.get(idx, POLL, &path, &ctx.requests).await?;
+        if r.status == 404 {
+            return Err(ApiError::Status {
+                label: POLL,
+                status: 404,
+                message: "not found; check base_url".into(),
+            }
+            .into());
+        }
+        let (mut items, bad) =
+            model::poll_items(&r.body).map_err(|why| ApiError::Malformed { label: POLL, why })?;
+        for b in bad {
+            tracing::warn!(member = %self.members[idx].endpoint_id, "{b}; skipped (the next resync looks again)");
+        }
+        // Oldest first; a document listed twice keeps its newest entry.
+        items.sort_by_key(|i| i.updated_at);
+        let mut last: HashMap<&str, usize> = HashMap::with_capacity(items.len());
+        for (i, it) in items.iter().enumerate() {
+            last.insert(&it.document_id, i);
+        }
+        let candidates: Vec<Candidate> = items
+            .iter()
+            .enumerate()
+            .filter(|(i, it)| last[it.document_id.as_str()] == *i)
+            .map(|(_, it)| Candidate {
+                document_id: it.document_id.clone(),
+                updated_at: Some(it.updated_at),
+                side: it.side,
+                known: None,
+            })
+            .collect();
+        self.apply(idx, ctx, rec, &candidates, true).await
+    }
+
+    /// Walks the list endpoint, both sides, every page, through the same diff.
+    async fn resync(
+        self: &Arc<Self>,
+        idx: usize,
+        ctx: &CycleContext,
+        rec: &mut MemberRecord,
+    ) -> Result<Counts, Stop> {
+        let size = self.settings.list_page_size;
+        let mut total = Counts::default();
+        for (kind, side) in [
+            (self.settings.list_send_type.as_str(), Side::Send),
+            ("received", Side::Receive),
+        ] {
+            let mut page = 1u64;
+            loop {
+                let path = format!("/api/v1/document?type={kind}&page={page}&size={size}");
+                let r = self.get(idx, LIST, &path, &ctx.requests).await?;
+                if r.status == 404 {
+                    return Err(ApiError::Status {
+                        label: LIST,
+                        status: 404,
+                        message: "not found; check base_url".into(),
+                    }
+                    .into());
+                }
+                let p = model::list_page(&r.body)
+                    .map_err(|why| ApiError::Malformed { label: LIST, why })?;
+                for b in &p.bad {
+                    tracing::warn!(member = %self.members[idx].endpoint_id, "{b}; skipped");
+                }
+                let n = p.items.len() as u64;
+                let candidates: Vec<Candidate> = p
+                    .items
+                    .into_iter()
+                    .map(|d| Candidate {
+                        document_id: d.document_id.clone(),
+                        updated_at: d.updated_at,
+                        side: Some(side),
+                        known: Some(d),
+                    })
+                    .collect();
+                total += self.apply(idx, ctx, rec, &candidates, false).await?;
+                let more = match p.total_pages {
+                    Some(t) => page < t,
+                    None => n == size as u64,
+                };
+                if !more || n == 0 {
+                    break;
+                }
+                page += 1;
+            }
+        }
+        Ok(total)
+    }
+
+    /// One member's whole cycle. Returns `Err` with a line for the operator when it failed.
+    async fn sync_member(self: Arc<Self>, idx: usize, ctx: CycleContext) -> Result<Counts, String> {
+        let m = &self.members[idx];
+        let existing = self
+            .load_record(&ctx.store, idx)
+            .map_err(|e| e.to_string())?;
+        let first = existing.is_none();
+        let mut rec = existing.unwrap_or_else(|| MemberRecord {
+            start: match ctx.start {
+                Start::Now => now_ms(),
+                Start::At(t) => t,
+            },
+            ..MemberRecord::default()
+        });
+        if let Some(fp) = &rec.revoked_token {
+            if *fp == m.fingerprint {
+                tracing::debug!(member = %m.endpoint_id, "revoked; not polled until reconnected (a new refresh_token)");
+                return Ok(Counts::default());
+            }
+            tracing::info!(member = %m.endpoint_id, "refresh_token changed since the revocation: polling again");
+            rec.revoked_token = None;
+            rec.refusals = 0;
+        }
+
+        let mut counts = Counts::default();
+        let run: Result<(), Stop> = async {
+            if first || ctx.resync {
+                counts += self.resync(idx, &ctx, &mut rec).await?;
+                rec.last_resync = Some(now_ms());
+            }
+            counts += self.poll(idx, &ctx, &mut rec).await?;
+            Ok(())
+        }
+        .await;
+
+        let mut batch = Batch::default();
+        let result = match run {
+            Ok(()) => {
+                rec.last_success = Some(now_ms());
+                rec.last_error = None;
+                rec.refusals = 0;
+                Ok(counts)
+            }
+            Err(Stop::Api(ApiError::RefreshRefused { status, message })) => {
+                rec.refusals += 1;
+                let why =
+                    format!("CamInvoice refused the refresh token (HTTP {status}: {message})");
+                rec.last_error = Some(why.clone());
+                if rec.refusals >= self.settings.revoke_after_refusals {
+                    let (payload, id) =
+                        diff::revoked(&self.account, &m.endpoint_id, &m.fingerprint);
+                    let now = now_ms();
+                    batch.events.push(NewEvent {
+                        id,
+                        provider: "caminvoice",
+                        account: self.account.clone(),
+                        event_type: diff::REVOKED.to_string(),
+                        occurred_at: now,
+                        detected_at: now,
+                        subject: format!("{}/", m.endpoint_id),
+                        payload,
+                    });
+                    rec.revoked_token = Some(m.fingerprint.clone());
+                    tracing::warn!(member = %m.endpoint_id, refusals = rec.refusals,
+                        "{why}: the member is revoked; ENTITY.REVOKED emitted, polling stops until it is reconnected");
+                    Ok(counts)
+                } else {
+                    Err(format!(
+                        "{why}; {} more refusal(s) and it counts as revoked",
+                        self.settings.revoke_after_refusals - rec.refusals
+                    ))
+                }
+            }
+            Err(e) => {
+                rec.last_error = Some(e.to_string());
+                Err(e.to_string())
+            }
+        };
+        batch.cursors.push(self.record_entry(idx, &rec));
+        match ctx.store.commit(batch).await {
+            Ok(c) => counts.events += c.events as u64,
+            Err(e) => return Err(e.to_string()),
+        }
+        result.map(|_| counts)
+    }
+}
+
+fn status_is_unknown(status: &str) -> bool {
+    !matches!(
+        status,
+        "VALID"
+            | "DELIVERED"
+            | "ACKNOWLEDGED"
+            | "IN_PROCESS"
+            | "UNDER_QUERY"
+            | "CONDITIONALLY_ACCEPTED"
+            | "ACCEPTED"
+            | "REJECTED"
+            | "PAID"
+            | "SENT"
+            | "PENDING"
+    )
+}
+
+impl Provider for CamInvoice {
+    fn kind(&self) -> &'static str {
+        "caminvoice"
+    }
+
+    fn account(&self) -> &str {
+        &self.account
+    }
+
+    fn cycle(self: Arc<Self>, ctx: CycleContext) -> BoxFuture<'static, CycleReport> {
+        Box::pin(async move {
+            let tasks: Vec<_> = (0..self.members.len())
+                .map(|idx| {
+                    let span =
+                        tracing::info_span!("member", member = %self.members[idx].endpoint_id);
+                    tokio::spawn(
+                        Arc::clone(&self)
+                            .sync_member(idx, ctx.clone())
+                            .instrument(span),
+                    )
+                })
+                .collect();
+            let mut report = CycleReport {
+                units: tasks.len(),
+                ..CycleReport::default()
+            };
+            for (idx, t) in tasks.into_iter().enumerate() {
+                let endpoint = &self.members[idx].endpoint_id;
+                match t.await {
+                    Ok(Ok(c)) => {
+                        report.changed += c.changed;
+                        report.events += c.events;
+                        report.duplicates += c.duplicates;
+                    }
+                    Ok(Err(why)) => report.failures.push(format!("member {endpoint}: {why}")),
+                    Err(e) => report
+                        .failures
+                        .push(format!("member {endpoint}: the sync task failed: {e}")),
+                }
+            }
+            report.requests = ctx.requests.snapshot();
+            report
+        })
+    }
+
+    fn status(&self, store: &Store) -> Result<Vec<UnitStatus>, StoreError> {
+        let mut out = Vec::new();
+        for (idx, m) in self.members.iter().enumerate() {
+            let rec = self.load_record(store, idx)?;
+            let documents = store.count_state(&unit_prefix(&self.account, &m.endpoint_id))?;
+            let state = match &rec {
+                None => "never polled".to_string(),
+                Some(r) if r.revoked_token.as_deref() == Some(m.fingerprint.as_str()) => {
+                    "revoked (reconnect, then update refresh_token)".to_string()
+                }
+                Some(r) if r.revoked_token.is_some() => {
+                    "reconnected, waiting for the next cycle".to_string()
+                }
+                Some(r) if r.refusals > 0 => format!("refresh refused {} time(s)", r.refusals),
+                Some(r) if r.last_error.is_some() => "failing".to_string(),
+                Some(_) => "ok".to_string(),
+            };
+            out.push(UnitStatus {
+                unit: m.endpoint_id.clone(),
+                state,
+                last_success: rec.as_ref().and_then(|r| r.last_success),
+                cursor: rec.as_ref().and_then(|r| r.cursor),
+                documents,
+                last_error: rec.and_then(|r| r.last_error),
+            });
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,114 @@
+//! Providers: one module per e-invoicing API, behind one trait.
+//!
+//! A provider owns everything specific to its API — auth, fetching what changed, the pure diff
+//! that turns observations into webhook events, and the byte layout of its records — and
+//! commits through [`Store::commit`]. The engine only schedules cycles and reports them.
+//! Adding a provider = a new module here, an arm in [`build`], and its keys in `config`.
+
+pub mod caminvoice;
+
+use crate::config::{Account, ProviderSettings, Start};
+use crate::store::{Store, StoreError};
+use crate::time::Millis;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+/// A boxed future, so the trait stays object-safe.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What one cycle may use.
+#[derive(Clone)]
+pub struct CycleContext {
+    pub store: Arc<Store>,
+    /// Also walk the full document list (resync_schedule, or a first cycle).
+    pub resync: bool,
+    pub start: Start,
+    /// Shared request counter for this cycle.
+    pub requests: Arc<RequestCount>,
+}
+
+/// Requests sent, by endpoint label (retries included).
+#[derive(Debug, Default)]
+pub struct RequestCount(Mutex<BTreeMap<&'static str, u64>>);
+
+impl RequestCount {
+    pub fn add(&self, label: &'static str, n: u32) {
+        *self.0.lock().unwrap().entry(label).or_default() += n as u64;
+    }
+    pub fn snapshot(&self) -> BTreeMap<&'static str, u64> {
+        self.0.lock().unwrap().clone()
+    }
+    pub fn total(&self) -> u64 {
+        self.0.lock().unwrap().values().sum()
+    }
+}
+
+/// The result of one cycle of one account. A cycle never returns early on one member's error:
+/// it reports it and goes on with the others.
+#[derive(Debug, Default, Clone)]
+pub struct CycleReport {
+    /// Members (or companies) polled.
+    pub units: usize,
+    /// Documents whose observed version differed from the stored one.
+    pub changed: u64,
+    /// Events committed to the outbox.
+    pub events: u64,
+    /// Events dropped because their id was already in the outbox.
+    pub duplicates: u64,
+    /// One line per unit that failed, saying what to do.
+    pub failures: Vec<String>,
+    /// Requests sent, by endpoint.
+    pub requests: BTreeMap<&'static str, u64>,
+}
+
+impl CycleReport {
+    pub fn ok(&self) -> bool {
+        self.failures.is_empty()
+    }
+}
+
+/// What `status` shows for one member/company.
+#[derive(Debug, Clone, Default)]
+pub struct UnitStatus {
+    pub unit: String,
+    pub state: String,
+    pub last_success: Option<Millis>,
+    pub cursor: Option<Millis>,
+    pub documents: usize,
+    pub last_error: Option<String>,
+}
+
+/// One configured account of some provider.
+pub trait Provider: Send + Sync + 'static {
+    /// `"caminvoice"`, ...
+    fn kind(&self) -> &'static str;
+    /// The account name.
+    fn account(&self) -> &str;
+    /// Polls every unit once, commits state and events, and reports.
+    fn cycle(self: Arc<Self>, ctx: CycleContext) -> BoxFuture<'static, CycleReport>;
+    /// Per-unit progress as stored.
+    fn status(&self, store: &Store) -> Result<Vec<UnitStatus>, StoreError>;
+}
+
+/// Builds the provider client for `account`. Fails when a secret cannot be resolved.
+pub fn build(account: &Account) -> Result<Arc<dyn Provider>, String> {
+    match &account.provider {
+        ProviderSettings::CamInvoice(s) => Ok(Arc::new(caminvoice::CamInvoice::new(
+            &account.name,
+            s,
+            &account.http,
+        )?)),
+    }
+}
+
+/// The store key prefix of one unit: `account \0 unit \0`.
+pub fn unit_prefix(account: &str, unit: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(account.len() + unit.len() + 2);
+    k.extend_from_slice(account.as_bytes());
+    k.push(0);
+    k.extend_from_slice(unit.as_bytes());
+    k.push(0);
+    k
+}

@@ -1,0 +1,455 @@
+//! The state store: the ONLY module that opens or touches sled.
+//!
+//! Trees (see ARCHITECTURE.md for the byte layouts):
+//! - `state`   — provider-encoded document records, keyed `account \0 member \0 document`;
+//! - `cursors` — provider-encoded per-member progress (poll cursor, start, revocation);
+//! - `outbox`  — big-endian seq -> envelope line (the JSONL line, without newline);
+//! - `ids`     — event id -> seq, so an id is never written to the outbox twice;
+//! - `acks`    — sink name -> last delivered seq;
+//! - `meta`    — schema version, next seq.
+//!
+//! [`Store::commit`] writes state, cursors and new events in ONE transaction, then flushes,
+//! and only then tells sinks there is something new: commit-then-emit. Exactly one writer
+//! commits at a time (an async mutex holds the next sequence number); readers are free.
+//! No I/O happens inside a transaction closure (sled may run it again).
+
+use crate::event::{NewEvent, StoredEvent};
+use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+use sled::{IVec, Tree};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::sync::{watch, Mutex};
+
+/// The store layout version this build reads and writes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// sled's page cache. Its default is 1 GiB; a poller needs little: the working set is one
+/// member's documents at a time.
+const CACHE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// What went wrong with the store, and what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the state dir {0} is in use by another pollhook process; stop it first (systemctl stop pollhook), or point this one at another state_dir")]
+    Locked(PathBuf),
+    #[error("cannot open the state store in {dir}: {source}; check that the directory exists and is writable by this user")]
+    Open { dir: PathBuf, source: sled::Error },
+    #[error("the state dir {dir} was written by a newer pollhook (store schema {found}, this build reads {SCHEMA_VERSION}); upgrade pollhook or use a fresh state_dir")]
+    Newer { dir: PathBuf, found: u32 },
+    #[error("state store write failed: {0} (disk full or read-only? nothing was acknowledged; the daemon retries)")]
+    Write(sled::Error),
+    #[error(
+        "the state store holds an unreadable value under {0}; was it written by another program?"
+    )]
+    Corrupt(String),
+}
+
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> Self {
+        StoreError::Write(e)
+    }
+}
+
+/// Everything one commit writes, atomically.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// Document records: key -> provider-encoded value.
+    pub state: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Member progress records: key -> provider-encoded value.
+    pub cursors: Vec<(Vec<u8>, Vec<u8>)>,
+    /// New events, in the order they happened.
+    pub events: Vec<NewEvent>,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.state.is_empty() && self.cursors.is_empty() && self.events.is_empty()
+    }
+}
+
+/// What a commit wrote.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Committed {
+    /// Events appended to the outbox.
+    pub events: usize,
+    /// Events dropped because their id was already in the outbox.
+    pub duplicates: usize,
+}
+
+/// The open store. Share it as `Arc<Store>`.
+pub struct Store {
+    dir: PathBuf,
+    db: sled::Db,
+    state: Tree,
+    cursors: Tree,
+    outbox: Tree,
+    ids: Tree,
+    acks: Tree,
+    meta: Tree,
+    /// The next sequence number; holding the lock makes the holder the only committer.
+    next_seq: Mutex<u64>,
+    /// The greatest seq that is committed and flushed.
+    durable: AtomicU64,
+    notify: watch::Sender<u64>,
+}
+
+const NEXT_SEQ: &[u8] = b"next_seq";
+const SCHEMA: &[u8] = b"schema_version";
+
+impl Store {
+    /// Opens (creating if needed) the store under `state_dir`.
+    pub fn open(state_dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(state_dir).map_err(|e| StoreError::Open {
+            dir: state_dir.to_path_buf(),
+            source: sled::Error::Io(e),
+        })?;
+        let path = state_dir.join("store");
+        let db = sled::Config::new()
+            .path(&path)
+            .cache_capacity(CACHE_BYTES)
+            .flush_every_ms(Some(1000))
+            .open()
+            .map_err(|e| match &e {
+                sled::Error::Io(io)
+                    if io.kind() == std::io::ErrorKind::WouldBlock
+                        || io.to_string().contains("lock") =>
+                {
+                    StoreError::Locked(state_dir.to_path_buf())
+                }
+                _ => StoreError::Open {
+                    dir: state_dir.to_path_buf(),
+                    source: e,
+                },
+            })?;
+        let tree = |name: &str| db.open_tree(name);
+        let store_meta = tree("meta")?;
+        match store_meta.get(SCHEMA)? {
+            None => {
+                store_meta.insert(SCHEMA, &SCHEMA_VERSION.to_be_bytes())?;
+            }
+            Some(v) => {
+                let found = u32::from_be_bytes(
+                    v.as_ref()
+                        .try_into()
+                        .map_err(|_| StoreError::Corrupt("meta/schema_version".into()))?,
+                );
+                if found > SCHEMA_VERSION {
+                    return Err(StoreError::Newer {
+                        dir: state_dir.to_path_buf(),
+                        found,
+                    });
+                }
+            }
+        }
+        let outbox = tree("outbox")?;
+        let after_last = match outbox.last()? {
+            Some((k, _)) => decode_seq(&k)? + 1,
+            None => 1,
+        };
+        let next = match store_meta.get(NEXT_SEQ)? {
+            Some(v) => decode_seq(&v)?.max(after_last),
+            None => after_last,
+        };
+        let (notify, _) = watch::channel(next - 1);
+        Ok(Store {
+            dir: state_dir.to_path_buf(),
+            state: tree("state")?,
+            cursors: tree("cursors")?,
+            ids: tree("ids")?,
+            acks: tree("acks")?,
+            outbox,
+            meta: store_meta,
+            db,
+            next_seq: Mutex::new(next),
+            durable: AtomicU64::new(next - 1),
+            notify,
+        })
+    }
+
+    /// The state dir this store lives in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// One document record.
+    pub fn get_state(&self, key: &[u8]) -> Result<Option<IVec>, StoreError> {
+        Ok(self.state.get(key)?)
+    }
+
+    /// How many document records start with `prefix`.
+    pub fn count_state(&self, prefix: &[u8]) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for kv in self.state.scan_prefix(prefix).keys() {
+            kv?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// One member progress record.
+    pub fn get_cursor(&self, key: &[u8]) -> Result<Option<IVec>, StoreError> {
+        Ok(self.cursors.get(key)?)
+    }
+
+    /// Writes `batch` atomically, flushes it to disk, then wakes the sinks.
+    pub async fn commit(&self, mut batch: Batch) -> Result<Committed, StoreError> {
+        if batch.is_empty() {
+            return Ok(Committed::default());
+        }
+        let mut next = self.next_seq.lock().await;
+        // Drop events whose id is already in the outbox (or twice in this batch): an id is
+        // written once, whatever path re-detects the change.
+        let before = batch.events.len();
+        let mut seen = std::collections::HashSet::new();
+        let mut kept = Vec::with_capacity(before);
+        for ev in batch.events.drain(..) {
+            if seen.insert(ev.id.clone()) && !self.ids.contains_key(ev.id.as_bytes())? {
+                kept.push(ev);
+            }
+        }
+        let duplicates = before - kept.len();
+        let lines: Vec<(u64, &NewEvent, Vec<u8>)> = kept
+            .iter()
+            .enumerate()
+            .map(|(i, ev)| {
+                let seq = *next + i as u64;
+                (seq, ev, ev.to_line(seq))
+            })
+            .collect();
+        let new_next = *next + lines.len() as u64;
+
+        let result: Result<(), TransactionError<()>> = (
+            &self.state,
+            &self.cursors,
+            &self.outbox,
+            &self.ids,
+            &self.meta,
+        )
+            .transaction(|(state, cursors, outbox, ids, meta)| {
+                for (k, v) in &batch.state {
+                    state.insert(k.as_slice(), v.as_slice())?;
+                }
+                for (k, v) in &batch.cursors {
+                    cursors.insert(k.as_slice(), v.as_slice())?;
+                }
+                for (seq, ev, line) in &lines {
+                    outbox.insert(&seq.to_be_bytes(), line.as_slice())?;
+                    ids.insert(ev.id.as_bytes(), &seq.to_be_bytes())?;
+                }
+                meta.insert(NEXT_SEQ, &new_next.to_be_bytes())?;
+                Ok::<(), ConflictableTransactionError<()>>(())
+            });
+        match result {
+            Ok(()) => {}
+            Err(TransactionError::Storage(e)) => return Err(StoreError::Write(e)),
+            Err(TransactionError::Abort(())) => unreachable!("the commit closure never aborts"),
+        }
+        *next = new_next;
+        drop(next);
+        self.db.flush_async().await?;
+        let last = new_next - 1;
+        self.durable.fetch_max(last, Ordering::SeqCst);
+        self.notify.send_if_modified(|v| {
+            if *v < last {
+                *v = last;
+                true
+            } else {
+                false
+            }
+        });
+        Ok(Committed {
+            events: lines.len(),
+            duplicates,
+        })
+    }
+
+    /// The greatest committed, durable sequence number (0 when the outbox was always empty).
+    pub fn last_seq(&self) -> u64 {
+        self.durable.load(Ordering::SeqCst)
+    }
+
+    /// A receiver that changes whenever new events are durable.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.notify.subscribe()
+    }
+
+    /// Up to `limit` outbox events with seq greater than `after`, in order.
+    pub fn read_outbox(&self, after: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.outbox.range((after + 1).to_be_bytes()..).take(limit) {
+            let (k, v) = kv?;
+            out.push(StoredEvent {
+                seq: decode_seq(&k)?,
+                line: v.to_vec(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// The last seq delivered to `sink` (0 if none).
+    pub fn acked(&self, sink: &str) -> Result<u64, StoreError> {
+        match self.acks.get(sink.as_bytes())? {
+            Some(v) => decode_seq(&v),
+            None => Ok(0),
+        }
+    }
+
+    /// Records that `sink` has everything up to `seq`. Never moves backwards.
+    pub fn ack(&self, sink: &str, seq: u64) -> Result<(), StoreError> {
+        self.acks.fetch_and_update(sink.as_bytes(), |old| {
+            let old = old
+                .and_then(|v| v.try_into().ok().map(u64::from_be_bytes))
+                .unwrap_or(0);
+            Some(old.max(seq).to_be_bytes().to_vec())
+        })?;
+        Ok(())
+    }
+
+    /// Flushes everything written so far (acks included).
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// Bytes the store occupies on disk.
+    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
+        Ok(self.db.size_on_disk()?)
+    }
+}
+
+fn decode_seq(bytes: &[u8]) -> Result<u64, StoreError> {
+    bytes
+        .try_into()
+        .map(u64::from_be_bytes)
+        .map_err(|_| StoreError::Corrupt("a sequence number".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::event_id;
+
+    fn ev(n: u32) -> NewEvent {
+        NewEvent {
+            id: event_id(&["t", &n.to_string()]),
+            provider: "caminvoice",
+            account: "a".into(),
+            event_type: "DOCUMENT.DELIVERED".into(),
+            occurred_at: 0,
+            detected_at: 0,
+            subject: format!("m/d{n}"),
+            payload: format!(r#"{{"n":{n}}}"#),
+        }
+    }
+
+    #[tokio::test]
+    async fn commit_assigns_consecutive_seqs_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            let mut rx = s.subscribe();
+            let c = s
+                .commit(Batch {
+                    state: vec![(b"a\0m\0d1".to_vec(), b"rec".to_vec())],
+                    cursors: vec![(b"a\0m".to_vec(), b"cur".to_vec())],
+                    events: vec![ev(1), ev(2)],
+                })
+                .await
+                .unwrap();
+            assert_eq!(
+                c,
+                Committed {
+                    events: 2,
+                    duplicates: 0
+                }
+            );
+            assert_eq!(*rx.borrow_and_update(), 2);
+            assert_eq!(s.last_seq(), 2);
+        }
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.last_seq(), 2);
+        let got = s.read_outbox(0, 10).unwrap();
+        assert_eq!(got.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(got[1].envelope().unwrap().payload.get(), r#"{"n":2}"#);
+        assert_eq!(s.get_state(b"a\0m\0d1").unwrap().unwrap().as_ref(), b"rec");
+        assert_eq!(s.get_cursor(b"a\0m").unwrap().unwrap().as_ref(), b"cur");
+        assert_eq!(s.count_state(b"a\0m\0").unwrap(), 1);
+        let c = s
+            .commit(Batch {
+                events: vec![ev(3)],
+                ..Batch::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(c.events, 1);
+        assert_eq!(s.read_outbox(2, 10).unwrap()[0].seq, 3);
+    }
+
+    #[tokio::test]
+    async fn an_event_id_enters_the_outbox_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        s.commit(Batch {
+            events: vec![ev(1)],
+            ..Batch::default()
+        })
+        .await
+        .unwrap();
+        let c = s
+            .commit(Batch {
+                events: vec![ev(1), ev(2), ev(2)],
+                ..Batch::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            c,
+            Committed {
+                events: 1,
+                duplicates: 2
+            }
+        );
+        assert_eq!(s.read_outbox(0, 10).unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn acks_are_per_sink_and_never_go_backwards() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.acked("a").unwrap(), 0);
+        s.ack("a", 5).unwrap();
+        s.ack("a", 3).unwrap();
+        s.ack("b", 1).unwrap();
+        assert_eq!(s.acked("a").unwrap(), 5);
+        assert_eq!(s.acked("b").unwrap(), 1);
+    }
+
+    #[test]
+    fn a_second_opener_gets_a_clear_locked_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = Store::open(dir.path()).unwrap();
+        match Store::open(dir.path()) {
+            Err(e @ StoreError::Locked(_)) => {
+                assert!(e.to_string().contains("in use by another pollhook"))
+            }
+            Err(e) => panic!("wrong error: {e}"),
+            Ok(_) => panic!("opened a locked store"),
+        }
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            s.meta
+                .insert(SCHEMA, &(SCHEMA_VERSION + 1).to_be_bytes())
+                .unwrap();
+            s.db.flush().unwrap();
+        }
+        assert!(matches!(
+            Store::open(dir.path()),
+            Err(StoreError::Newer { .. })
+        ));
+    }
+}

@@ -1,0 +1,151 @@
+//! Time helpers shared by config, providers and the envelope: human durations ("30s", "15m",
+//! "1d"), provider timestamps in and out, and milliseconds since the epoch as the one compact
+//! representation the store keeps.
+//!
+//! Everything here is pure; nothing reads the clock except [`now_ms`].
+
+use chrono::{DateTime, NaiveDateTime, SecondsFormat, TimeZone, Utc};
+use std::time::Duration;
+
+/// Milliseconds since the Unix epoch, UTC.
+pub type Millis = i64;
+
+/// The current wall-clock time in milliseconds.
+pub fn now_ms() -> Millis {
+    Utc::now().timestamp_millis()
+}
+
+/// Parses a human duration: a number followed by `ms`, `s`, `m`, `h` or `d`
+/// (`"500ms"`, `"30s"`, `"15m"`, `"1d"`); a bare number means seconds.
+/// Several parts may follow each other (`"1h30m"`).
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    if text.is_empty() {
+        return None;
+    }
+    if let Ok(secs) = text.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            return None;
+        }
+        let value: u64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit = &rest[..unit_len];
+        rest = &rest[unit_len..];
+        let part = match unit.trim() {
+            "ms" => Duration::from_millis(value),
+            "s" | "sec" | "secs" => Duration::from_secs(value),
+            "m" | "min" | "mins" => Duration::from_secs(value.checked_mul(60)?),
+            "h" | "hr" | "hrs" => Duration::from_secs(value.checked_mul(3600)?),
+            "d" | "day" | "days" => Duration::from_secs(value.checked_mul(86_400)?),
+            _ => return None,
+        };
+        total = total.checked_add(part)?;
+    }
+    Some(total)
+}
+
+/// Formats a duration the way [`parse_duration`] reads it (`"2m"`, `"90s"`, `"250ms"`).
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms % 1000 != 0 {
+        return format!("{ms}ms");
+    }
+    let s = ms / 1000;
+    match s {
+        0 => "0s".to_string(),
+        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+/// Parses a provider timestamp. Accepts RFC 3339 (`2024-03-07T07:16:07.859Z`,
+/// `...+07:00`) and, as some providers send them, zone-less forms (`2024-06-01T01:00:00`,
+/// `2024-06-01 01:00:00.123`), which are read as UTC.
+pub fn parse_timestamp(text: &str) -> Option<Millis> {
+    let text = text.trim();
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Some(t.timestamp_millis());
+    }
+    for fmt in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(text, fmt) {
+            return Some(Utc.from_utc_datetime(&t).timestamp_millis());
+        }
+    }
+    None
+}
+
+/// Formats milliseconds as RFC 3339 UTC with milliseconds: `2026-03-07T07:16:07.859Z`.
+pub fn format_ms(ms: Millis) -> String {
+    match Utc.timestamp_millis_opt(ms).single() {
+        Some(t) => t.to_rfc3339_opts(SecondsFormat::Millis, true),
+        None => format!("@{ms}ms"),
+    }
+}
+
+/// Formats milliseconds as the zone-less, second-precision UTC form CamInvoice's poll
+/// endpoint documents for `last_synced_at` (`2024-06-01T01:00:00`). Truncation only widens
+/// the window, which the diff makes free.
+pub fn format_naive_seconds(ms: Millis) -> String {
+    match Utc.timestamp_millis_opt(ms).single() {
+        Some(t) => t.format("%Y-%m-%dT%H:%M:%S").to_string(),
+        None => "1970-01-01T00:00:00".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_in_every_unit() {
+        let cases = [
+            ("30", Some(30_000)),
+            ("500ms", Some(500)),
+            ("30s", Some(30_000)),
+            ("15m", Some(900_000)),
+            ("1h", Some(3_600_000)),
+            ("1d", Some(86_400_000)),
+            ("1h30m", Some(5_400_000)),
+            ("", None),
+            ("m", None),
+            ("5 parsecs", None),
+            ("-1s", None),
+        ];
+        for (text, want) in cases {
+            let got = parse_duration(text).map(|d| d.as_millis() as i64);
+            assert_eq!(got, want, "parse_duration({text:?})");
+        }
+    }
+
+    #[test]
+    fn durations_round_trip_through_format() {
+        for ms in [250u64, 1000, 90_000, 120_000, 3_600_000, 86_400_000 * 7] {
+            let d = Duration::from_millis(ms);
+            assert_eq!(parse_duration(&format_duration(d)), Some(d));
+        }
+    }
+
+    #[test]
+    fn timestamps_with_and_without_zone() {
+        let z = parse_timestamp("2024-03-07T07:16:07.859Z").unwrap();
+        assert_eq!(format_ms(z), "2024-03-07T07:16:07.859Z");
+        assert_eq!(parse_timestamp("2024-03-07T07:16:07.859"), Some(z));
+        assert_eq!(parse_timestamp("2024-03-07T14:16:07.859+07:00"), Some(z));
+        assert_eq!(parse_timestamp("2024-03-07 07:16:07.859"), Some(z));
+        assert_eq!(parse_timestamp("yesterday"), None);
+        assert_eq!(format_naive_seconds(z), "2024-03-07T07:16:07");
+    }
+}
