@@ -15,7 +15,8 @@
 //!   transaction per commit.
 //! - [`event`]: the envelope and deterministic ids.
 //! - [`sinks`]: the dispatcher and the JSONL sink.
-//! - [`sim`]: the CamInvoice simulator with its ground-truth journal; [`demo`] runs both.
+//! - [`sim`]: the CamInvoice simulator with its ground-truth journal; [`demo`] runs both;
+//!   [`fidelity`] compares what was emitted with that journal.
 //! - [`time`]: durations and timestamps.
 //!
 //! ARCHITECTURE.md is the map: data flow, invariants, and why things are where they are.
@@ -25,6 +26,7 @@ pub mod config;
 pub mod demo;
 pub mod engine;
 pub mod event;
+pub mod fidelity;
 pub mod http;
 pub mod providers;
 pub mod scheduler;

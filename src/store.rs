@@ -11,7 +11,8 @@
 //! [`Store::commit`] writes state, cursors and new events in ONE transaction, then flushes,
 //! and only then tells sinks there is something new: commit-then-emit. Exactly one writer
 //! commits at a time (an async mutex holds the next sequence number); readers are free.
-//! No I/O happens inside a transaction closure (sled may run it again).
+//! No I/O happens inside a transaction closure (sled may run it again). Transactions and
+//! flushes are serialized process-wide (see [`SLED_WRITES`]).
 
 use crate::event::{NewEvent, StoredEvent};
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
@@ -94,6 +95,18 @@ pub struct Store {
 }
 
 const NEXT_SEQ: &[u8] = b"next_seq";
+
+/// Serializes sled transactions and flushes across the whole process.
+///
+/// sled 0.34 guards transactions with a process-global reader-writer lock, and `flush_async`
+/// waits for log stability on sled's small internal thread pool. With several commits and
+/// flushes in flight (several members, or several stores in one test process) every pool
+/// thread ended up waiting for a write that needed a pool thread: a deadlock, reproduced in
+/// this crate's tests. One transaction-then-flush at a time, flushed synchronously on a
+/// blocking thread, cannot starve that pool. sled's own background flusher is off for the same
+/// reason: every commit flushes, and sinks flush their acks (see `sinks::drain`). Commits are batched, so this costs one fsync per
+/// chunk of documents, which is the cost of durability anyway.
+static SLED_WRITES: std::sync::Mutex<()> = std::sync::Mutex::new(());
 const SCHEMA: &[u8] = b"schema_version";
 
 impl Store {
@@ -107,7 +120,7 @@ impl Store {
         let db = sled::Config::new()
             .path(&path)
             .cache_capacity(CACHE_BYTES)
-            .flush_every_ms(Some(1000))
+            .flush_every_ms(None)
             .open()
             .map_err(|e| match &e {
                 sled::Error::Io(io)
@@ -218,35 +231,49 @@ impl Store {
             .collect();
         let new_next = *next + lines.len() as u64;
 
-        let result: Result<(), TransactionError<()>> = (
-            &self.state,
-            &self.cursors,
-            &self.outbox,
-            &self.ids,
-            &self.meta,
-        )
-            .transaction(|(state, cursors, outbox, ids, meta)| {
-                for (k, v) in &batch.state {
-                    state.insert(k.as_slice(), v.as_slice())?;
-                }
-                for (k, v) in &batch.cursors {
-                    cursors.insert(k.as_slice(), v.as_slice())?;
-                }
-                for (seq, ev, line) in &lines {
-                    outbox.insert(&seq.to_be_bytes(), line.as_slice())?;
-                    ids.insert(ev.id.as_bytes(), &seq.to_be_bytes())?;
-                }
-                meta.insert(NEXT_SEQ, &new_next.to_be_bytes())?;
-                Ok::<(), ConflictableTransactionError<()>>(())
-            });
-        match result {
-            Ok(()) => {}
-            Err(TransactionError::Storage(e)) => return Err(StoreError::Write(e)),
-            Err(TransactionError::Abort(())) => unreachable!("the commit closure never aborts"),
-        }
+        let trees = (
+            self.state.clone(),
+            self.cursors.clone(),
+            self.outbox.clone(),
+            self.ids.clone(),
+            self.meta.clone(),
+        );
+        let db = self.db.clone();
+        let entries: Vec<(u64, Vec<u8>, Vec<u8>)> = lines
+            .into_iter()
+            .map(|(seq, ev, line)| (seq, ev.id.clone().into_bytes(), line))
+            .collect();
+        let written = entries.len();
+        tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
+            let _serial = SLED_WRITES.lock().unwrap_or_else(|p| p.into_inner());
+            let (state, cursors, outbox, ids, meta) = &trees;
+            let result: Result<(), TransactionError<()>> = (state, cursors, outbox, ids, meta)
+                .transaction(|(state, cursors, outbox, ids, meta)| {
+                    for (k, v) in &batch.state {
+                        state.insert(k.as_slice(), v.as_slice())?;
+                    }
+                    for (k, v) in &batch.cursors {
+                        cursors.insert(k.as_slice(), v.as_slice())?;
+                    }
+                    for (seq, id, line) in &entries {
+                        outbox.insert(&seq.to_be_bytes(), line.as_slice())?;
+                        ids.insert(id.as_slice(), &seq.to_be_bytes())?;
+                    }
+                    meta.insert(NEXT_SEQ, &new_next.to_be_bytes())?;
+                    Ok::<(), ConflictableTransactionError<()>>(())
+                });
+            match result {
+                Ok(()) => {}
+                Err(TransactionError::Storage(e)) => return Err(StoreError::Write(e)),
+                Err(TransactionError::Abort(())) => unreachable!("the commit closure never aborts"),
+            }
+            db.flush()?;
+            Ok(())
+        })
+        .await
+        .expect("the commit task panicked")?;
         *next = new_next;
         drop(next);
-        self.db.flush_async().await?;
         let last = new_next - 1;
         self.durable.fetch_max(last, Ordering::SeqCst);
         self.notify.send_if_modified(|v| {
@@ -258,7 +285,7 @@ impl Store {
             }
         });
         Ok(Committed {
-            events: lines.len(),
+            events: written,
             duplicates,
         })
     }
@@ -307,7 +334,13 @@ impl Store {
 
     /// Flushes everything written so far (acks included).
     pub async fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush_async().await?;
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let _serial = SLED_WRITES.lock().unwrap_or_else(|p| p.into_inner());
+            db.flush().map(|_| ())
+        })
+        .await
+        .expect("the flush task panicked")?;
         Ok(())
     }
 

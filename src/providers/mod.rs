@@ -49,10 +49,12 @@ impl RequestCount {
 /// it reports it and goes on with the others.
 #[derive(Debug, Default, Clone)]
 pub struct CycleReport {
-    /// Members (or companies) polled.
+    /// Members (or companies) whose poll was answered.
     pub units: usize,
-    /// Documents whose observed version differed from the stored one.
+    /// Documents the poll showed changed: each needed one detail call.
     pub changed: u64,
+    /// Documents a list walk (resync) showed changed.
+    pub resynced: u64,
     /// Events committed to the outbox.
     pub events: u64,
     /// Events dropped because their id was already in the outbox.

@@ -1,12 +1,467 @@
-//! TEMPORARY stub until the simulator lands.
-#[derive(Default)]
+//! The CamInvoice API simulator: pollhook's test oracle and demo counterpart.
+//!
+//! This module owns a stateful, seeded fake of the CamInvoice API (see
+//! `providers/caminvoice.md`) and the *ground-truth journal*: every webhook CamInvoice would
+//! have POSTed for the traffic the simulator generated, one entry per recipient, payload bytes
+//! exactly as documented. pollhook's tests compare the daemon's output with that journal, so
+//! the journal is built here from the simulator's own state changes and never from the daemon's
+//! diff code. Nothing in `sim` may depend on the daemon's modules.
+//!
+//! # Layout
+//! - `world`: the state (businesses, documents, tokens, journal, counters, queued faults);
+//!   pure methods, no HTTP.
+//! - `traffic`: the seeded traffic generator (`step`) and the pre-run history.
+//! - `caminvoice`: the axum routes of the CamInvoice API and its response variants.
+//! - `faults`: request counting and fault injection, one layer around every API route.
+//! - `admin`: the unauthenticated `/_sim/...` control routes for out-of-process tests.
+//!
+//! # Time
+//! Document timestamps and journal instants come from the wall clock plus an offset that only
+//! [`Simulator::advance_clock`] moves ("accelerated time": tests can play 20 one-second steps
+//! without sleeping). Access-token expiry always uses the real wall clock, because the daemon
+//! judges a JWT's `exp` against its own clock.
+//!
+//! # Determinism
+//! One seeded RNG drives the traffic; tokens and ids handed out over HTTP come from counters and
+//! hashes, so requests never perturb the traffic. The same seed and the same step timing give
+//! the same journal payloads. The only time-dependent decision is the revocation quiet period.
+
+mod admin;
+mod caminvoice;
+mod faults;
+mod traffic;
+mod world;
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use faults::{Fault, FaultKind};
+
+use world::World;
+
+/// How the simulated world is built and how the API answers. Every field has a default.
+#[derive(Clone, Debug)]
 pub struct SimConfig {
+    /// Seed of the traffic RNG and of every id and refresh token. Default 1.
     pub seed: u64,
+    /// Businesses connected to our integrator at start ("members"). Default 4.
+    pub members: usize,
+    /// Other businesses on the network, not connected. Default 3.
+    pub outsiders: usize,
+    /// Documents created before the run (1-48 h in the past), never journaled. Default 12.
+    pub initial_documents: usize,
+    /// The integrator's client id (HTTP Basic user). Default `sim-client`.
+    pub client_id: String,
+    /// The integrator's client secret (HTTP Basic password). Default `sim-secret`.
+    pub client_secret: String,
+    /// Lifetime of an access token. Default 900 s.
+    pub token_ttl: Duration,
+    /// Shape of the `POST /api/v1/auth/token` answer. Default [`TokenVariant::Documented`].
+    pub token_variant: TokenVariant,
+    /// Shape of the `GET /api/v1/document/poll` answer. Default [`PollVariant::BareArray`].
+    pub poll_variant: PollVariant,
+    /// How the zone-less `last_synced_at` is read. Default [`PollTimezone::Utc`].
+    pub poll_timezone: PollTimezone,
+    /// Chance, per step and per connected member, that the member starts disconnecting.
+    /// Default 0.05.
+    pub revoke_probability: f64,
+    /// A member is revoked by the generator only once its last journal entry is at least this
+    /// old, so a poller has seen everything before the revocation. Default 3 s.
+    pub revoke_quiet: Duration,
+    /// Most revocations the generator makes in a run. Default 1.
+    pub max_revocations: usize,
 }
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            seed: 1,
+            members: 4,
+            outsiders: 3,
+            initial_documents: 12,
+            client_id: "sim-client".to_string(),
+            client_secret: "sim-secret".to_string(),
+            token_ttl: Duration::from_secs(900),
+            token_variant: TokenVariant::Documented,
+            poll_variant: PollVariant::BareArray,
+            poll_timezone: PollTimezone::Utc,
+            revoke_probability: 0.05,
+            revoke_quiet: Duration::from_secs(3),
+            max_revocations: 1,
+        }
+    }
+}
+
+/// The four refresh-response shapes listed in `caminvoice.md`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TokenVariant {
+    /// `{"token": <JWT>, "token_type": "Bearer", "expire_in": <seconds>}`.
+    #[default]
+    Documented,
+    /// `{"data": {"access_token": <JWT>, "expire_at": "<RFC 3339>"}}` (official sample).
+    DataWrapped,
+    /// `{"access_token": <opaque>, "expireIn": "15m", "expire_at": .., "expired_at": ..}`.
+    ThirdParty,
+    /// `{"access_token": <opaque>, "expires_in": "15m"}` (a duration string).
+    StringExpiry,
+}
+
+/// The two poll-response wrappers listed in `caminvoice.md`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PollVariant {
+    /// A bare JSON array of items (documented).
+    #[default]
+    BareArray,
+    /// `{"documents": [...]}` (two clients).
+    Wrapped,
+}
+
+/// How the server reads `last_synced_at` (undocumented upstream).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PollTimezone {
+    /// Zone-less values are UTC; an explicit `Z` or `±hh:mm` is honoured.
+    #[default]
+    Utc,
+    /// The date-time is read as Cambodia local time (UTC+7) and any zone suffix is ignored,
+    /// as a server that parses only the local fields would. A UTC cursor then widens the window.
+    Cambodia,
+}
+
+/// What a daemon needs to talk to the simulator: the integrator's client credentials and one
+/// refresh token per currently connected member.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SimCredentials {
+    /// HTTP Basic user for the `/auth` calls.
+    pub client_id: String,
+    /// HTTP Basic password for the `/auth` calls.
+    pub client_secret: String,
+    /// Connected members, in the order they were created or connected.
+    pub members: Vec<SimMember>,
+}
+
+/// One connected business and its refresh token.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SimMember {
+    /// The member's CamInvoice id, e.g. `KHUID00001234`.
+    pub endpoint_id: String,
+    /// The token `POST /api/v1/auth/token` accepts for this member.
+    pub refresh_token: String,
+    /// The member's English company name.
+    pub company_name_en: String,
+}
+
+/// One webhook CamInvoice would have POSTed: the ground truth pollhook is measured against.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalEntry {
+    /// 1-based position in the journal.
+    pub seq: u64,
+    /// Simulated instant of the change that caused the webhook.
+    #[serde(with = "ts_millis")]
+    pub at: DateTime<Utc>,
+    /// The member the webhook is for.
+    pub endpoint_id: String,
+    /// `DOCUMENT.DELIVERED`, `DOCUMENT.RECEIVED`, `DOCUMENT.STATUS_UPDATED` or `ENTITY.REVOKED`.
+    pub event_type: String,
+    /// The webhook body as compact JSON, keys in the documented order.
+    pub payload: String,
+}
+
+/// The simulator: a cheap, cloneable handle on one shared world.
+#[derive(Clone)]
+pub struct Simulator {
+    world: Arc<Mutex<World>>,
+}
+
+impl Simulator {
+    /// Builds the world: businesses, members' refresh tokens and the pre-run history.
+    pub fn new(cfg: SimConfig) -> Self {
+        let mut world = World::new(cfg);
+        traffic::seed_history(&mut world);
+        Simulator {
+            world: Arc::new(Mutex::new(world)),
+        }
+    }
+
+    /// Runs `f` with the world locked. Never hold the lock across an `.await`.
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&mut World) -> R) -> R {
+        let mut guard: MutexGuard<'_, World> = self
+            .world
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        f(&mut guard)
+    }
+
+    /// Every route: the CamInvoice API (counted, fault-injectable) and the `/_sim` admin routes.
+    pub fn router(&self) -> axum::Router {
+        caminvoice::routes(self).merge(admin::routes(self))
+    }
+
+    /// Binds `addr` (tests use `127.0.0.1:0`) and serves [`Simulator::router`] on a spawned task.
+    pub async fn serve(&self, addr: SocketAddr) -> io::Result<SimServer> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let app = self.router();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.await;
+                })
+                .await
+        });
+        Ok(SimServer {
+            addr,
+            stop: Some(stop),
+            task: Some(task),
+        })
+    }
+
+    /// The client credentials and every connected member's refresh token.
+    pub fn credentials(&self) -> SimCredentials {
+        self.with(|w| w.credentials())
+    }
+
+    /// One deterministic traffic step; returns how many webhooks it journaled.
+    pub fn step(&self) -> usize {
+        self.with(traffic::step)
+    }
+
+    /// Calls [`Simulator::step`] every `period`, first after one period, until aborted.
+    pub fn spawn_traffic(&self, period: Duration) -> JoinHandle<()> {
+        let sim = self.clone();
+        tokio::spawn(async move {
+            let start = tokio::time::Instant::now() + period;
+            let mut ticks = tokio::time::interval_at(start, period);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                let journaled = sim.step();
+                tracing::debug!(journaled, "simulator step");
+            }
+        })
+    }
+
+    /// A copy of the ground-truth journal, in order.
+    pub fn journal(&self) -> Vec<JournalEntry> {
+        self.with(|w| w.journal.clone())
+    }
+
+    /// Requests received per route, keyed `"METHOD /route/{template}"`, faulted ones included.
+    pub fn request_counts(&self) -> BTreeMap<String, u64> {
+        self.with(|w| w.requests.clone())
+    }
+
+    /// Switches the refresh-response shape from now on.
+    pub fn set_token_variant(&self, v: TokenVariant) {
+        self.with(|w| w.cfg.token_variant = v);
+    }
+
+    /// Switches the poll-response wrapper from now on.
+    pub fn set_poll_variant(&self, v: PollVariant) {
+        self.with(|w| w.cfg.poll_variant = v);
+    }
+
+    /// Disconnects a connected member now and journals `ENTITY.REVOKED`; `false` if
+    /// `endpoint_id` is not a connected member. Unlike the generator, this may revoke the last
+    /// member and ignores the quiet period.
+    pub fn revoke(&self, endpoint_id: &str) -> bool {
+        self.with(|w| w.revoke_endpoint(endpoint_id))
+    }
+
+    /// Invalidates every access token issued so far (a mid-cycle expiry).
+    pub fn expire_tokens(&self) {
+        self.with(|w| w.expire_tokens());
+    }
+
+    /// Queues a fault for the next matching requests.
+    pub fn inject(&self, fault: Fault) {
+        self.with(|w| w.inject(fault));
+    }
+
+    /// How many documents exist on the network (any status, any party).
+    pub fn document_count(&self) -> usize {
+        self.with(|w| w.documents.len())
+    }
+
+    /// Moves the simulated clock forward by `by` (document timestamps, journal instants and the
+    /// revocation quiet period; not token expiry).
+    pub fn advance_clock(&self, by: Duration) {
+        self.with(|w| w.advance_clock(by));
+    }
+}
+
+/// A running simulator server. Dropping it, or [`SimServer::shutdown`], stops it.
+pub struct SimServer {
+    /// The bound address (the real port when bound to port 0).
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<io::Result<()>>>,
+}
+
+impl SimServer {
+    /// `http://IP:PORT`, the `base_url` a daemon is configured with.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops accepting, lets in-flight requests finish, and waits for the server task.
+    pub async fn shutdown(mut self) -> io::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.task.take() {
+            Some(task) => task.await.map_err(io::Error::other)?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for SimServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Serves a simulator on `listen` until Ctrl-C, printing a ready-to-use pollhook config
+/// snippet on stdout; steps the traffic every `step_period` if given (else only through
+/// `POST /_sim/step`).
 pub async fn run_standalone(
-    _l: std::net::SocketAddr,
-    _c: SimConfig,
-    _s: Option<std::time::Duration>,
-) -> std::io::Result<()> {
-    Ok(())
+    listen: SocketAddr,
+    cfg: SimConfig,
+    step_period: Option<Duration>,
+) -> io::Result<()> {
+    let sim = Simulator::new(cfg);
+    let server = sim.serve(listen).await?;
+    println!("{}", config_snippet(&server.base_url(), &sim.credentials()));
+    let traffic = step_period.map(|period| sim.spawn_traffic(period));
+    tokio::signal::ctrl_c().await?;
+    if let Some(traffic) = traffic {
+        traffic.abort();
+    }
+    server.shutdown().await
+}
+
+/// The pollhook TOML for one CamInvoice account pointing at this simulator.
+fn config_snippet(base_url: &str, creds: &SimCredentials) -> String {
+    let mut out = String::new();
+    out.push_str("# pollhook config for the CamInvoice simulator\n");
+    out.push_str("[[accounts]]\n");
+    out.push_str("provider = \"caminvoice\"\n");
+    out.push_str(&format!("base_url = {}\n", toml_str(base_url)));
+    out.push_str(&format!("client_id = {}\n", toml_str(&creds.client_id)));
+    out.push_str(&format!(
+        "client_secret = {}\n",
+        toml_str(&creds.client_secret)
+    ));
+    out.push_str(&format!(
+        "# simulator controls: POST {base_url}/_sim/step, GET {base_url}/_sim/journal\n"
+    ));
+    for m in &creds.members {
+        out.push_str("\n[[accounts.members]]\n");
+        out.push_str(&format!("endpoint_id = {}\n", toml_str(&m.endpoint_id)));
+        out.push_str(&format!("refresh_token = {}\n", toml_str(&m.refresh_token)));
+    }
+    out
+}
+
+/// A TOML basic string.
+fn toml_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// `2024-03-07T07:16:07.859Z`: the CamInvoice timestamp format (UTC, milliseconds).
+pub(crate) fn fmt_ts(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
+
+/// Serde for [`JournalEntry::at`] (chrono's own serde feature is not enabled).
+mod ts_millis {
+    use chrono::{DateTime, Utc};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::fmt_ts(*t))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        let text = String::deserialize(d)?;
+        DateTime::parse_from_rfc3339(&text)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_snippet_lists_every_member() {
+        let sim = Simulator::new(SimConfig::default());
+        let creds = sim.credentials();
+        let text = config_snippet("http://127.0.0.1:9", &creds);
+        assert!(text.contains("provider = \"caminvoice\""));
+        assert!(text.contains("base_url = \"http://127.0.0.1:9\""));
+        assert_eq!(text.matches("[[accounts.members]]").count(), 4);
+        for m in &creds.members {
+            assert!(text.contains(&format!("refresh_token = \"{}\"", m.refresh_token)));
+        }
+    }
+
+    #[test]
+    fn journal_entry_round_trips_through_json() {
+        let entry = JournalEntry {
+            seq: 3,
+            at: DateTime::parse_from_rfc3339("2024-03-07T07:16:07.859Z")
+                .unwrap()
+                .with_timezone(&Utc),
+            endpoint_id: "KHUID00001234".into(),
+            event_type: "ENTITY.REVOKED".into(),
+            payload: r#"{"type":"ENTITY.REVOKED","endpoint_id":"KHUID00001234"}"#.into(),
+        };
+        let text = serde_json::to_string(&entry).unwrap();
+        assert!(text.contains("\"at\":\"2024-03-07T07:16:07.859Z\""));
+        assert_eq!(serde_json::from_str::<JournalEntry>(&text).unwrap(), entry);
+    }
+
+    #[tokio::test]
+    async fn spawned_traffic_steps_on_its_own() {
+        let sim = Simulator::new(SimConfig::default());
+        let before = sim.document_count();
+        let traffic = sim.spawn_traffic(Duration::from_millis(20));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        traffic.abort();
+        assert!(sim.document_count() > before);
+        assert!(!sim.journal().is_empty());
+    }
+
+    #[tokio::test]
+    async fn server_stops_on_shutdown() {
+        let sim = Simulator::new(SimConfig::default());
+        let server = sim.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = server.addr;
+        server.shutdown().await.unwrap();
+        assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    }
 }

@@ -58,13 +58,17 @@ pub enum DrainError {
     Store(#[from] StoreError),
 }
 
-/// Delivers everything committed so far to `sink`; returns how many events were delivered.
+/// Delivers everything committed so far to `sink`, then flushes the acks; returns how many
+/// events were delivered.
 pub async fn drain(store: &Store, sink: &mut dyn Sink) -> Result<u64, DrainError> {
     let mut delivered = 0u64;
     loop {
         let acked = store.acked(sink.name())?;
         let events = store.read_outbox(acked, BATCH)?;
         let Some(last) = events.last().map(|e| e.seq) else {
+            if delivered > 0 {
+                store.flush().await?;
+            }
             return Ok(delivered);
         };
         match sink.deliver(&events).await {
@@ -75,6 +79,7 @@ pub async fn drain(store: &Store, sink: &mut dyn Sink) -> Result<u64, DrainError
             Err(e) => {
                 if e.delivered > 0 {
                     store.ack(sink.name(), events[e.delivered - 1].seq)?;
+                    store.flush().await?;
                 }
                 return Err(DrainError::Sink {
                     sink: sink.name().to_string(),

@@ -71,14 +71,21 @@ enum Stop {
 /// Tallies of one member's cycle.
 #[derive(Debug, Default, Clone, Copy)]
 struct Counts {
+    /// 1 when the poll was answered.
+    polled: u64,
+    /// Documents the poll showed changed (each costs one detail call).
     changed: u64,
+    /// Documents the list walk showed changed (no detail call when the item has a status).
+    resynced: u64,
     events: u64,
     duplicates: u64,
 }
 
 impl std::ops::AddAssign for Counts {
     fn add_assign(&mut self, o: Counts) {
+        self.polled += o.polled;
         self.changed += o.changed;
+        self.resynced += o.resynced;
         self.events += o.events;
         self.duplicates += o.duplicates;
     }
@@ -331,7 +338,11 @@ impl CamInvoice {
                         None => tracing::warn!(member = %endpoint, document = %c.document_id,
                             "listed by the poll but Get Document Detail answers 404; skipped"),
                         Some(d) => {
-                            total.changed += 1;
+                            if advance_cursor {
+                                total.changed += 1;
+                            } else {
+                                total.resynced += 1;
+                            }
                             self.diff_one(idx, c, &d, prev.as_ref(), rec.start, now, &mut batch);
                         }
                     }
@@ -452,7 +463,12 @@ impl CamInvoice {
                 known: None,
             })
             .collect();
-        self.apply(idx, ctx, rec, &candidates, true).await
+        let mut counts = Counts {
+            polled: 1,
+            ..Counts::default()
+        };
+        counts += self.apply(idx, ctx, rec, &candidates, true).await?;
+        Ok(counts)
     }
 
     /// Walks the list endpoint, both sides, every page, through the same diff.
@@ -636,15 +652,14 @@ impl Provider for CamInvoice {
                     )
                 })
                 .collect();
-            let mut report = CycleReport {
-                units: tasks.len(),
-                ..CycleReport::default()
-            };
+            let mut report = CycleReport::default();
             for (idx, t) in tasks.into_iter().enumerate() {
                 let endpoint = &self.members[idx].endpoint_id;
                 match t.await {
                     Ok(Ok(c)) => {
+                        report.units += c.polled as usize;
                         report.changed += c.changed;
+                        report.resynced += c.resynced;
                         report.events += c.events;
                         report.duplicates += c.duplicates;
                     }

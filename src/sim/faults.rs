@@ -1,0 +1,189 @@
+//! Request counting and fault injection for the simulated API.
+//!
+//! This module owns the one layer wrapped around every CamInvoice route: it counts the request
+//! under its route key (`"GET /api/v1/document/{id}"`) and, when a queued [`Fault`] matches,
+//! answers with the fault instead of (or around) the real handler. It never decides what the
+//! real answer is; the admin routes are never counted nor faulted.
+
+use std::time::Duration;
+
+use axum::body::{to_bytes, Body};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::Simulator;
+
+/// A fault for the next `count` requests whose route key contains `path_contains`.
+///
+/// As JSON (for `POST /_sim/fault`):
+/// `{"path_contains": "poll", "count": 2, "kind": {"type": "ServerError", "status": 503}}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fault {
+    /// Substring of the route key, e.g. `"poll"`, `"POST /api/v1/auth/token"`; empty = any.
+    #[serde(default)]
+    pub path_contains: String,
+    /// How many matching requests get the fault before it is used up.
+    pub count: u32,
+    /// What those requests get.
+    pub kind: FaultKind,
+}
+
+impl Fault {
+    /// A fault for the next `count` requests whose route key contains `path_contains`.
+    pub fn new(path_contains: impl Into<String>, count: u32, kind: FaultKind) -> Self {
+        Fault {
+            path_contains: path_contains.into(),
+            count,
+            kind,
+        }
+    }
+
+    /// Whether this fault applies to a request with route key `key`.
+    pub(crate) fn matches(&self, key: &str) -> bool {
+        self.count > 0 && key.contains(&self.path_contains)
+    }
+}
+
+/// What a faulted request gets.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum FaultKind {
+    /// `status` (a 5xx; anything else outside 500-599 becomes 500) with a JSON body.
+    ServerError {
+        /// HTTP status to answer with.
+        status: u16,
+    },
+    /// 429 with `Retry-After: retry_after_secs` and `{"message":"Too many requests"}`.
+    RateLimited {
+        /// Seconds for the `Retry-After` header.
+        retry_after_secs: u64,
+    },
+    /// Sleeps `millis`, then answers normally (a slow upstream; client timeouts fire).
+    Stall {
+        /// How long to sleep before handling the request.
+        millis: u64,
+    },
+    /// 200 with a body that is not JSON; the request is not handled.
+    MalformedJson,
+    /// The real answer (the request IS handled) with its body cut in half.
+    Truncated,
+    /// 502 with an HTML proxy error page.
+    HtmlPage,
+    /// 401 `{"message":"Unauthorized"}`, whatever the credentials.
+    Unauthorized,
+}
+
+/// The state of the layer around one route.
+#[derive(Clone)]
+pub(crate) struct Guard {
+    pub sim: Simulator,
+    /// The route template, e.g. `/api/v1/document/{id}`.
+    pub template: &'static str,
+}
+
+/// Counts the request and applies the first queued fault that matches it.
+pub(crate) async fn guard(State(g): State<Guard>, req: Request, next: Next) -> Response {
+    let key = format!("{} {}", req.method(), g.template);
+    let fault = g.sim.with(|w| {
+        *w.requests.entry(key.clone()).or_default() += 1;
+        w.take_fault(&key)
+    });
+    let Some(kind) = fault else {
+        return next.run(req).await;
+    };
+    tracing::debug!(%key, ?kind, "simulator fault");
+    match kind {
+        FaultKind::ServerError { status } => {
+            let status = StatusCode::from_u16(status)
+                .ok()
+                .filter(StatusCode::is_server_error)
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let body = json!({"message": "Internal server error"});
+            (status, axum::Json(body)).into_response()
+        }
+        FaultKind::RateLimited { retry_after_secs } => {
+            let mut resp = (
+                StatusCode::TOO_MANY_REQUESTS,
+                axum::Json(json!({"message": "Too many requests"})),
+            )
+                .into_response();
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+            resp
+        }
+        FaultKind::Stall { millis } => {
+            tokio::time::sleep(Duration::from_millis(millis)).await;
+            next.run(req).await
+        }
+        FaultKind::MalformedJson => raw(
+            StatusCode::OK,
+            "application/json",
+            "{\"data\": [{\"document_id\": \"",
+        ),
+        FaultKind::Truncated => truncate(next.run(req).await).await,
+        FaultKind::HtmlPage => raw(StatusCode::BAD_GATEWAY, "text/html", HTML_502),
+        FaultKind::Unauthorized => (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(json!({"message": "Unauthorized"})),
+        )
+            .into_response(),
+    }
+}
+
+/// The real response with the first half of its body.
+async fn truncate(resp: Response) -> Response {
+    let (mut parts, body) = resp.into_parts();
+    let bytes = to_bytes(body, usize::MAX).await.unwrap_or_default();
+    let half = bytes.slice(..bytes.len() / 2);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(half))
+}
+
+fn raw(status: StatusCode, content_type: &'static str, body: &'static str) -> Response {
+    let mut resp = (status, body).into_response();
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
+}
+
+const HTML_502: &str = "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n\
+<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fault_json_shape_is_internally_tagged() {
+        let f: Fault = serde_json::from_str(
+            r#"{"path_contains":"poll","count":2,"kind":{"type":"RateLimited","retry_after_secs":7}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            f,
+            Fault::new(
+                "poll",
+                2,
+                FaultKind::RateLimited {
+                    retry_after_secs: 7
+                }
+            )
+        );
+        let unit: Fault =
+            serde_json::from_str(r#"{"count":1,"kind":{"type":"HtmlPage"}}"#).unwrap();
+        assert_eq!(unit, Fault::new("", 1, FaultKind::HtmlPage));
+    }
+
+    #[test]
+    fn empty_filter_matches_any_route_but_a_used_up_fault_matches_none() {
+        let f = Fault::new("", 1, FaultKind::MalformedJson);
+        assert!(f.matches("GET /api/v1/document/{id}"));
+        let used = Fault::new("", 0, FaultKind::MalformedJson);
+        assert!(!used.matches("GET /api/v1/document/{id}"));
+        assert!(!Fault::new("token", 1, FaultKind::HtmlPage).matches("GET /api/v1/document/poll"));
+    }
+}
