@@ -7,7 +7,7 @@
 
 use crate::config::Config;
 use crate::fidelity::{self, Emitted};
-use crate::sim::{SimConfig, SimCredentials, Simulator};
+use crate::sim::{pollhook_config, SimConfig, Simulator};
 use crate::time::{format_ms, now_ms};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -40,12 +40,12 @@ pub async fn run(duration: Duration, seed: u64) -> Result<Summary, String> {
     let dir = temp_dir()?;
     let events_path = dir.join("events.jsonl");
     let start = now_ms();
-    let text = config_text(
+    let text = pollhook_config(
         &sim.credentials(),
         &server.base_url(),
         &dir.join("state"),
         &events_path,
-        start,
+        &format_ms(start),
         "* * * * * *",
     );
     let config = Config::parse(&text, Path::new("<demo>"))
@@ -111,51 +111,6 @@ pub async fn run(duration: Duration, seed: u64) -> Result<Summary, String> {
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(summary)
-}
-
-/// A config for a daemon against a simulator: one CamInvoice account with every simulated
-/// member, a JSONL sink, fast retries. The demo and the tests use it.
-pub fn config_text(
-    c: &SimCredentials,
-    base_url: &str,
-    state_dir: &Path,
-    events: &Path,
-    start: i64,
-    schedule: &str,
-) -> String {
-    let mut t = format!(
-        r#"[daemon]
-state_dir = {state:?}
-schedule = "{schedule}"
-resync_schedule = "off"
-start = "{start}"
-log_level = "warn"
-
-[[accounts]]
-name = "demo-kh"
-provider = "caminvoice"
-base_url = "{base_url}"
-client_id = {cid:?}
-client_secret = {secret:?}
-timeout = "5s"
-retry_base = "100ms"
-"#,
-        state = state_dir.display().to_string(),
-        start = format_ms(start),
-        cid = c.client_id,
-        secret = c.client_secret,
-    );
-    for m in &c.members {
-        t.push_str(&format!(
-            "\n[[accounts.members]]\nendpoint_id = {:?}\nrefresh_token = {:?}\n",
-            m.endpoint_id, m.refresh_token
-        ));
-    }
-    t.push_str(&format!(
-        "\n[[sinks]]\nkind = \"jsonl\"\npath = {:?}\n",
-        events.display().to_string()
-    ));
-    t
 }
 
 fn temp_dir() -> Result<PathBuf, String> {

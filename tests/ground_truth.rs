@@ -3,12 +3,12 @@
 //! once, with an identical payload, in order per document — and the API cost at the minimum.
 
 use pollhook::config::Config;
-use pollhook::demo::config_text;
 use pollhook::engine::{Engine, Tick};
 use pollhook::fidelity::{self, Emitted};
 use pollhook::providers::CycleReport;
 use pollhook::sim::{
-    Fault, FaultKind, PollTimezone, PollVariant, SimConfig, SimServer, Simulator, TokenVariant,
+    pollhook_config, Fault, FaultKind, PollTimezone, PollVariant, SimConfig, SimServer, Simulator,
+    TokenVariant,
 };
 use pollhook::sinks;
 use pollhook::store::Store;
@@ -55,12 +55,12 @@ impl Rig {
         let server = sim.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let dir = tempfile::tempdir().unwrap();
         let start = now_ms();
-        let text = config_text(
+        let text = pollhook_config(
             &sim.credentials(),
             &server.base_url(),
             &dir.path().join("state"),
             &dir.path().join("events.jsonl"),
-            start,
+            &pollhook::time::format_ms(start),
             "* * * * * *",
         );
         let config = Config::parse(&edit(text), std::path::Path::new("test.toml")).unwrap();
@@ -366,4 +366,34 @@ async fn refused_client_credentials_are_a_config_error_not_a_revocation() {
         "no event, and certainly no ENTITY.REVOKED"
     );
     drop(rig.server);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_changes_outrun_the_schedule_only_overwritten_status_updates_are_lost() {
+    // Three traffic steps per cycle: a document may change several times between polls.
+    // Polling cannot see overwritten intermediate statuses; everything else must still come
+    // through: each DELIVERED, RECEIVED and ENTITY.REVOKED, in order, nothing unexpected, no
+    // duplicate.
+    let rig = Rig::new(quiet_sim(31)).await;
+    rig.cycle().await;
+    for _ in 0..20 {
+        for _ in 0..3 {
+            rig.sim.step();
+        }
+        rig.cycle().await;
+    }
+    run_rounds(&rig, 0).await;
+    let r = fidelity::compare(&rig.truth(), &rig.emitted());
+    assert!(r.unexpected.is_empty(), "{:#?}", r.unexpected);
+    assert_eq!((r.duplicate_ids, r.out_of_order), (0, 0), "{r:#?}");
+    assert!(
+        !r.missing.is_empty(),
+        "three steps per poll should overwrite some statuses"
+    );
+    for m in &r.missing {
+        assert!(
+            m.contains("DOCUMENT.STATUS_UPDATED"),
+            "lost a once-per-document event: {m}"
+        );
+    }
 }

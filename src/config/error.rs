@@ -5,28 +5,37 @@ use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-/// A config problem, located in the file when it has a location.
+/// A config problem, located in the file when it has a location. Boxed: it travels through
+/// many `Result`s and is rare.
 #[derive(Debug)]
-pub struct ConfigError {
-    pub file: PathBuf,
+pub struct ConfigError(Box<Inner>);
+
+#[derive(Debug)]
+struct Inner {
+    file: PathBuf,
     /// 1-based line and column, when the problem has a place in the file.
-    pub location: Option<(usize, usize)>,
+    location: Option<(usize, usize)>,
     /// The source line and the caret range on it.
     snippet: Option<(String, Range<usize>)>,
-    pub message: String,
-    pub help: Option<String>,
+    message: String,
+    help: Option<String>,
 }
 
 impl ConfigError {
     /// An error about the file as a whole (unreadable, missing).
     pub fn whole_file(file: &Path, message: impl Into<String>, help: Option<String>) -> Self {
-        ConfigError {
+        ConfigError(Box::new(Inner {
             file: file.to_path_buf(),
             location: None,
             snippet: None,
             message: message.into(),
             help,
-        }
+        }))
+    }
+
+    /// 1-based line and column, when the problem has a place in the file.
+    pub fn location(&self) -> Option<(usize, usize)> {
+        self.0.location
     }
 
     /// An error at byte range `span` of `source`.
@@ -54,8 +63,8 @@ impl ConfigError {
                 .chars()
                 .count()
                 .max(1);
-            err.location = Some((line_no, col));
-            err.snippet = Some((text, caret_start..caret_start + caret_len));
+            err.0.location = Some((line_no, col));
+            err.0.snippet = Some((text, caret_start..caret_start + caret_len));
         }
         err
     }
@@ -63,18 +72,12 @@ impl ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.location {
-            Some((line, col)) => write!(
-                f,
-                "{}:{}:{}: {}",
-                self.file.display(),
-                line,
-                col,
-                self.message
-            )?,
-            None => write!(f, "{}: {}", self.file.display(), self.message)?,
+        let e = &self.0;
+        match e.location {
+            Some((line, col)) => write!(f, "{}:{}:{}: {}", e.file.display(), line, col, e.message)?,
+            None => write!(f, "{}: {}", e.file.display(), e.message)?,
         }
-        if let (Some((line, _)), Some((text, caret))) = (self.location, &self.snippet) {
+        if let (Some((line, _)), Some((text, caret))) = (e.location, &e.snippet) {
             let gutter = line.to_string().len();
             write!(
                 f,
@@ -85,7 +88,7 @@ impl fmt::Display for ConfigError {
                 "^".repeat(caret.len()),
             )?;
         }
-        if let Some(help) = &self.help {
+        if let Some(help) = &e.help {
             write!(f, "\nhelp: {help}")?;
         }
         Ok(())
@@ -109,7 +112,7 @@ mod tests {
             "bad cron",
             Some("write six fields".into()),
         );
-        assert_eq!(e.location, Some((2, 12)));
+        assert_eq!(e.location(), Some((2, 12)));
         let text = e.to_string();
         assert_eq!(
             text,

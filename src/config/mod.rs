@@ -264,7 +264,7 @@ impl Checker<'_> {
 
     fn origin(&self, span: &Range<usize>, key: &str) -> String {
         let e = ConfigError::at(self.file, self.src, Some(span.clone()), "", None);
-        let (l, c) = e.location.unwrap_or((0, 0));
+        let (l, c) = e.location().unwrap_or((0, 0));
         format!("{}:{l}:{c} ({key})", self.file.display())
     }
 

@@ -122,7 +122,7 @@ fn errors_name_line_column_and_fix() {
     for (from, to, line, col, words) in cases {
         let e = error_after(from, to);
         let text = e.to_string();
-        assert_eq!(e.location, Some((*line, *col)), "{from} -> {to}:\n{text}");
+        assert_eq!(e.location(), Some((*line, *col)), "{from} -> {to}:\n{text}");
         assert!(
             text.contains(words),
             "{from} -> {to}: wanted {words:?} in\n{text}"
@@ -137,7 +137,7 @@ fn missing_required_keys_point_at_the_account() {
     let e = error_after("client_id = \"cid\"\n", "");
     assert!(e.to_string().contains("missing `client_id`"), "{e}");
     assert_eq!(
-        e.location.map(|l| l.0),
+        e.location().map(|l| l.0),
         Some(7),
         "points at the [[accounts]] header"
     );

@@ -49,7 +49,7 @@ impl RequestCount {
 /// it reports it and goes on with the others.
 #[derive(Debug, Default, Clone)]
 pub struct CycleReport {
-    /// Members (or companies) whose poll was answered.
+    /// Members (or companies) this cycle tried to poll (revoked ones are skipped).
     pub units: usize,
     /// Documents the poll showed changed: each needed one detail call.
     pub changed: u64,

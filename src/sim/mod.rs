@@ -342,7 +342,20 @@ pub async fn run_standalone(
 ) -> io::Result<()> {
     let sim = Simulator::new(cfg);
     let server = sim.serve(listen).await?;
-    println!("{}", config_snippet(&server.base_url(), &sim.credentials()));
+    let base = server.base_url();
+    println!("# pollhook config for the CamInvoice simulator at {base}");
+    println!("# simulator controls: POST {base}/_sim/step, GET {base}/_sim/journal, GET {base}/_sim/requests");
+    println!(
+        "{}",
+        pollhook_config(
+            &sim.credentials(),
+            &base,
+            std::path::Path::new("./pollhook-sim-state"),
+            std::path::Path::new("./pollhook-sim-events.jsonl"),
+            "now",
+            "*/5 * * * * *",
+        )
+    );
     let traffic = step_period.map(|period| sim.spawn_traffic(period));
     tokio::signal::ctrl_c().await?;
     if let Some(traffic) = traffic {
@@ -351,26 +364,40 @@ pub async fn run_standalone(
     server.shutdown().await
 }
 
-/// The pollhook TOML for one CamInvoice account pointing at this simulator.
-fn config_snippet(base_url: &str, creds: &SimCredentials) -> String {
-    let mut out = String::new();
-    out.push_str("# pollhook config for the CamInvoice simulator\n");
-    out.push_str("[[accounts]]\n");
-    out.push_str("provider = \"caminvoice\"\n");
+/// A complete pollhook config for a daemon against this simulator: one CamInvoice account
+/// with every connected member, a JSONL sink, short timeouts and fast retries. `simulate`
+/// prints it; the demo and the tests parse it.
+pub fn pollhook_config(
+    creds: &SimCredentials,
+    base_url: &str,
+    state_dir: &std::path::Path,
+    events: &std::path::Path,
+    start: &str,
+    schedule: &str,
+) -> String {
+    let mut out = format!(
+        "[daemon]\nstate_dir = {}\nschedule = {}\nresync_schedule = \"off\"\nstart = {}\nlog_level = \"warn\"\n\n",
+        toml_str(&state_dir.display().to_string()),
+        toml_str(schedule),
+        toml_str(start),
+    );
+    out.push_str("[[accounts]]\nname = \"sim-kh\"\nprovider = \"caminvoice\"\n");
     out.push_str(&format!("base_url = {}\n", toml_str(base_url)));
     out.push_str(&format!("client_id = {}\n", toml_str(&creds.client_id)));
     out.push_str(&format!(
         "client_secret = {}\n",
         toml_str(&creds.client_secret)
     ));
-    out.push_str(&format!(
-        "# simulator controls: POST {base_url}/_sim/step, GET {base_url}/_sim/journal\n"
-    ));
+    out.push_str("timeout = \"5s\"\nretry_base = \"100ms\"\n");
     for m in &creds.members {
         out.push_str("\n[[accounts.members]]\n");
         out.push_str(&format!("endpoint_id = {}\n", toml_str(&m.endpoint_id)));
         out.push_str(&format!("refresh_token = {}\n", toml_str(&m.refresh_token)));
     }
+    out.push_str(&format!(
+        "\n[[sinks]]\nkind = \"jsonl\"\npath = {}\n",
+        toml_str(&events.display().to_string())
+    ));
     out
 }
 
@@ -417,10 +444,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn config_snippet_lists_every_member() {
+    fn the_printed_config_lists_every_member_and_validates() {
         let sim = Simulator::new(SimConfig::default());
         let creds = sim.credentials();
-        let text = config_snippet("http://127.0.0.1:9", &creds);
+        let text = pollhook_config(
+            &creds,
+            "http://127.0.0.1:9",
+            "/tmp/s".as_ref(),
+            "/tmp/e.jsonl".as_ref(),
+            "now",
+            "*/5 * * * * *",
+        );
+        crate::config::Config::parse(&text, "sim.toml".as_ref()).unwrap();
         assert!(text.contains("provider = \"caminvoice\""));
         assert!(text.contains("base_url = \"http://127.0.0.1:9\""));
         assert_eq!(text.matches("[[accounts.members]]").count(), 4);

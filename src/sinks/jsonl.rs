@@ -194,7 +194,7 @@ mod tests {
             line: format!(r#"{{"seq":7,"pad":"{}"}}"#, "x".repeat(300_000)).into_bytes(),
         };
         let mut s = JsonlSink::new("j", &path);
-        s.deliver(&[big.clone()]).await.unwrap();
+        s.deliver(std::slice::from_ref(&big)).await.unwrap();
         let mut f = File::open(&path).unwrap();
         assert_eq!(last_line(&mut f).unwrap().0, 7);
     }

@@ -7,6 +7,9 @@
 //! - SEND side: becoming DELIVERED -> DOCUMENT.DELIVERED; becoming a customer status (or an
 //!   unknown one) -> DOCUMENT.STATUS_UPDATED; a jump that skipped delivery emits DELIVERED first.
 //! - First sight is judged against `start`, so nothing the webhooks sent before it is emitted.
+//!   Once the member's baseline list walk is complete, a document seen for the first time was
+//!   not in it, so it appeared after the baseline (and after `start`): it counts as new even if
+//!   its `created_at` is older (e.g. a VALID document the customer could not see yet).
 //! - An observation not newer than the stored one changes nothing (seen twice = one event).
 
 use super::model::{DocState, Side};
@@ -63,8 +66,14 @@ pub struct Outcome {
     pub emits: Vec<Emit>,
 }
 
-/// Compares an observation with the stored record. `start` is the member's start instant.
-pub fn diff(prev: Option<&DocState>, obs: &Observation, start: Millis) -> Outcome {
+/// Compares an observation with the stored record. `start` is the member's start instant;
+/// `after_baseline` says the member's baseline list walk completed before this observation.
+pub fn diff(
+    prev: Option<&DocState>,
+    obs: &Observation,
+    start: Millis,
+    after_baseline: bool,
+) -> Outcome {
     if let Some(p) = prev {
         if obs.updated_at <= p.updated_at {
             return Outcome {
@@ -97,7 +106,7 @@ pub fn diff(prev: Option<&DocState>, obs: &Observation, start: Millis) -> Outcom
         // First sight of history: a silent baseline.
         (None, _) if obs.updated_at < start => vec![],
         (None, Side::Send) => {
-            let created_after_start = obs.created_at.is_some_and(|c| c >= start);
+            let created_after_start = after_baseline || obs.created_at.is_some_and(|c| c >= start);
             match now {
                 Phase::Submitted => vec![],
                 Phase::Delivered => vec![Emit::Delivered],
@@ -108,7 +117,10 @@ pub fn diff(prev: Option<&DocState>, obs: &Observation, start: Millis) -> Outcom
             }
         }
         (None, Side::Receive) => {
-            if obs.created_at.is_some_and(|c| c >= start) || now == Phase::Delivered {
+            if after_baseline
+                || obs.created_at.is_some_and(|c| c >= start)
+                || now == Phase::Delivered
+            {
                 vec![Emit::Received]
             } else {
                 vec![]
@@ -236,6 +248,10 @@ mod tests {
     );
 
     fn check(cases: Vec<Case>) {
+        check_with(false, cases)
+    }
+
+    fn check_with(after_baseline: bool, cases: Vec<Case>) {
         for (i, (prev, side, status, created, updated, want, stored)) in
             cases.into_iter().enumerate()
         {
@@ -246,7 +262,7 @@ mod tests {
                 created_at: created,
                 updated_at: updated,
             };
-            let out = diff(prev_state.as_ref(), &obs, START);
+            let out = diff(prev_state.as_ref(), &obs, START, after_baseline);
             assert_eq!(out.emits, want, "case {i}: {prev:?} -> {status} ({side:?})");
             assert_eq!(out.record.is_some(), stored, "case {i}: stored?");
             if let Some(r) = out.record {
@@ -487,6 +503,41 @@ mod tests {
                 true,
             ),
         ]);
+    }
+
+    #[test]
+    fn after_a_complete_baseline_a_first_sight_is_new_whatever_its_created_at() {
+        use Side::{Receive as R, Send as S};
+        let t = AFTER + 100;
+        check_with(
+            true,
+            vec![
+                // a VALID document the customer could not see at the baseline, acted on since
+                (None, R, "ACCEPTED", Some(BEFORE), t, vec![Received], true),
+                (
+                    None,
+                    S,
+                    "ACCEPTED",
+                    Some(BEFORE),
+                    t,
+                    vec![Delivered, su("ACCEPTED")],
+                    true,
+                ),
+                (None, S, "VALID", Some(BEFORE), t, vec![], true),
+                // still: history before start stays silent
+                (None, R, "DELIVERED", Some(BEFORE), BEFORE, vec![], true),
+                // and later changes follow the usual rules
+                (
+                    Some(("DELIVERED", AFTER)),
+                    R,
+                    "ACCEPTED",
+                    None,
+                    t,
+                    vec![],
+                    true,
+                ),
+            ],
+        );
     }
 
     #[test]

@@ -4,8 +4,9 @@
 //! Per member, one cycle is:
 //! 1. load the member's record (start instant, poll cursor, refusals, revocation);
 //!    a revoked member is skipped until its refresh token changes (reconnected);
-//! 2. on the first cycle or when a resync is due, walk the list endpoint (both sides, all
-//!    pages) through the same diff — the baseline, and the net under the poll;
+//! 2. until the baseline walk has completed once, or when a resync is due, walk the list
+//!    endpoint (both sides, all pages) through the same diff — the baseline, and the net under
+//!    the poll;
 //! 3. poll from the cursor minus the overlap window; skip items whose `updated_at` is already
 //!    stored; fetch Get Document Detail only for the rest; diff in `updated_at` order;
 //! 4. commit each chunk (state + events + member record with the advanced cursor) in one
@@ -71,8 +72,6 @@ enum Stop {
 /// Tallies of one member's cycle.
 #[derive(Debug, Default, Clone, Copy)]
 struct Counts {
-    /// 1 when the poll was answered.
-    polled: u64,
     /// Documents the poll showed changed (each costs one detail call).
     changed: u64,
     /// Documents the list walk showed changed (no detail call when the item has a status).
@@ -83,7 +82,6 @@ struct Counts {
 
 impl std::ops::AddAssign for Counts {
     fn add_assign(&mut self, o: Counts) {
-        self.polled += o.polled;
         self.changed += o.changed;
         self.resynced += o.resynced;
         self.events += o.events;
@@ -343,7 +341,7 @@ impl CamInvoice {
                             } else {
                                 total.resynced += 1;
                             }
-                            self.diff_one(idx, c, &d, prev.as_ref(), rec.start, now, &mut batch);
+                            self.diff_one(idx, c, &d, prev.as_ref(), rec, now, &mut batch);
                         }
                     }
                 }
@@ -373,7 +371,7 @@ impl CamInvoice {
         c: &Candidate,
         d: &Detail,
         prev: Option<&DocState>,
-        start: Millis,
+        rec: &MemberRecord,
         now: Millis,
         batch: &mut Batch,
     ) {
@@ -397,7 +395,7 @@ impl CamInvoice {
             created_at: d.created_at,
             updated_at,
         };
-        let out = diff(prev, &obs, start);
+        let out = diff(prev, &obs, rec.start, rec.baseline_at.is_some());
         let Some(record) = out.record else { return };
         if status_is_unknown(status) {
             tracing::info!(member = %endpoint, document = %c.document_id, status, "unknown document status, carried through as given");
@@ -463,12 +461,7 @@ impl CamInvoice {
                 known: None,
             })
             .collect();
-        let mut counts = Counts {
-            polled: 1,
-            ..Counts::default()
-        };
-        counts += self.apply(idx, ctx, rec, &candidates, true).await?;
-        Ok(counts)
+        self.apply(idx, ctx, rec, &candidates, true).await
     }
 
     /// Walks the list endpoint, both sides, every page, through the same diff.
@@ -526,13 +519,17 @@ impl CamInvoice {
         Ok(total)
     }
 
-    /// One member's whole cycle. Returns `Err` with a line for the operator when it failed.
-    async fn sync_member(self: Arc<Self>, idx: usize, ctx: CycleContext) -> Result<Counts, String> {
+    /// One member's whole cycle: `Ok(None)` when it is revoked and was skipped, `Err` with a
+    /// line for the operator when it failed.
+    async fn sync_member(
+        self: Arc<Self>,
+        idx: usize,
+        ctx: CycleContext,
+    ) -> Result<Option<Counts>, String> {
         let m = &self.members[idx];
         let existing = self
             .load_record(&ctx.store, idx)
             .map_err(|e| e.to_string())?;
-        let first = existing.is_none();
         let mut rec = existing.unwrap_or_else(|| MemberRecord {
             start: match ctx.start {
                 Start::Now => now_ms(),
@@ -543,7 +540,7 @@ impl CamInvoice {
         if let Some(fp) = &rec.revoked_token {
             if *fp == m.fingerprint {
                 tracing::debug!(member = %m.endpoint_id, "revoked; not polled until reconnected (a new refresh_token)");
-                return Ok(Counts::default());
+                return Ok(None);
             }
             tracing::info!(member = %m.endpoint_id, "refresh_token changed since the revocation: polling again");
             rec.revoked_token = None;
@@ -552,9 +549,14 @@ impl CamInvoice {
 
         let mut counts = Counts::default();
         let run: Result<(), Stop> = async {
-            if first || ctx.resync {
+            let needs_baseline = rec.baseline_at.is_none();
+            if needs_baseline || ctx.resync {
+                let began = now_ms();
                 counts += self.resync(idx, &ctx, &mut rec).await?;
                 rec.last_resync = Some(now_ms());
+                if needs_baseline {
+                    rec.baseline_at = Some(began);
+                }
             }
             counts += self.poll(idx, &ctx, &mut rec).await?;
             Ok(())
@@ -609,7 +611,7 @@ impl CamInvoice {
             Ok(c) => counts.events += c.events as u64,
             Err(e) => return Err(e.to_string()),
         }
-        result.map(|_| counts)
+        result.map(|_| Some(counts))
     }
 }
 
@@ -656,14 +658,18 @@ impl Provider for CamInvoice {
             for (idx, t) in tasks.into_iter().enumerate() {
                 let endpoint = &self.members[idx].endpoint_id;
                 match t.await {
-                    Ok(Ok(c)) => {
-                        report.units += c.polled as usize;
+                    Ok(Ok(None)) => {}
+                    Ok(Ok(Some(c))) => {
+                        report.units += 1;
                         report.changed += c.changed;
                         report.resynced += c.resynced;
                         report.events += c.events;
                         report.duplicates += c.duplicates;
                     }
-                    Ok(Err(why)) => report.failures.push(format!("member {endpoint}: {why}")),
+                    Ok(Err(why)) => {
+                        report.units += 1;
+                        report.failures.push(format!("member {endpoint}: {why}"));
+                    }
                     Err(e) => report
                         .failures
                         .push(format!("member {endpoint}: the sync task failed: {e}")),

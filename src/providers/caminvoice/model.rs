@@ -314,6 +314,9 @@ pub struct MemberRecord {
     pub last_success: Option<Millis>,
     #[serde(default)]
     pub last_resync: Option<Millis>,
+    /// When the first complete list walk began: documents first seen later are new.
+    #[serde(default)]
+    pub baseline_at: Option<Millis>,
     /// Consecutive refused refreshes.
     #[serde(default)]
     pub refusals: u32,

@@ -1,0 +1,74 @@
+//! Measures events per second through commit (sled transaction + flush) and through the JSONL
+//! sink (write + fsync + ack), in one run on this machine.
+//!
+//!     cargo run --release --example jsonl_throughput [EVENTS] [PER_COMMIT]
+//!
+//! Defaults: 100000 events, committed 256 at a time (the CamInvoice chunk size).
+
+use pollhook::event::{event_id, NewEvent};
+use pollhook::sinks::{self, jsonl::JsonlSink};
+use pollhook::store::{Batch, Store};
+use std::time::Instant;
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let args: Vec<u64> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let total = args.first().copied().unwrap_or(100_000);
+    let per_commit = args.get(1).copied().unwrap_or(256).max(1);
+    let dir = std::env::temp_dir().join(format!("pollhook-bench-{}", std::process::id()));
+    let store = Store::open(&dir).expect("store opens");
+
+    let began = Instant::now();
+    let mut n = 0u64;
+    while n < total {
+        let events = (n..(n + per_commit).min(total))
+            .map(|i| {
+                let doc = format!("{:08x}-0000-4000-8000-{:012x}", i, i);
+                NewEvent {
+                    id: event_id(&["bench", &doc]),
+                    provider: "caminvoice",
+                    account: "bench".into(),
+                    event_type: "DOCUMENT.STATUS_UPDATED".into(),
+                    occurred_at: 1_700_000_000_000 + i as i64,
+                    detected_at: 1_700_000_000_000 + i as i64,
+                    subject: format!("KHUID00001234/{doc}"),
+                    payload: format!(
+                        r#"{{"type":"DOCUMENT.STATUS_UPDATED","document_id":"{doc}","endpoint_id":"KHUID00001234","status":"ACCEPTED"}}"#
+                    ),
+                }
+            })
+            .collect::<Vec<_>>();
+        n += events.len() as u64;
+        store
+            .commit(Batch {
+                events,
+                ..Batch::default()
+            })
+            .await
+            .expect("commit");
+    }
+    let commit_secs = began.elapsed().as_secs_f64();
+
+    let path = dir.join("events.jsonl");
+    let mut sink = JsonlSink::new("bench", &path);
+    let began = Instant::now();
+    let delivered = sinks::drain(&store, &mut sink).await.expect("drain");
+    let sink_secs = began.elapsed().as_secs_f64();
+    assert_eq!(delivered, total);
+    let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+
+    println!("events:              {total} ({per_commit} per commit)");
+    println!(
+        "commit (tx + flush): {:.0} events/s ({commit_secs:.2} s)",
+        total as f64 / commit_secs
+    );
+    println!(
+        "JSONL sink (fsync'd): {:.0} events/s ({sink_secs:.2} s, {:.0} bytes/line)",
+        total as f64 / sink_secs,
+        bytes as f64 / total as f64
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
