@@ -196,3 +196,77 @@ async fn join_all<F: std::future::Future>(futs: impl Iterator<Item = F>) -> Vec<
         .map(|o| o.expect("every future completed"))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::providers::{BoxFuture, UnitStatus};
+    use crate::store::StoreError;
+    use std::sync::atomic::AtomicUsize;
+
+    /// A provider whose cycle takes a while and counts how many run at once.
+    struct Slow {
+        running: AtomicUsize,
+        max_seen: AtomicUsize,
+    }
+
+    impl Provider for Slow {
+        fn kind(&self) -> &'static str {
+            "slow"
+        }
+        fn account(&self) -> &str {
+            "slow"
+        }
+        fn cycle(self: Arc<Self>, _ctx: CycleContext) -> BoxFuture<'static, CycleReport> {
+            Box::pin(async move {
+                let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+                self.max_seen.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                self.running.fetch_sub(1, Ordering::SeqCst);
+                CycleReport {
+                    units: 1,
+                    ..CycleReport::default()
+                }
+            })
+        }
+        fn status(&self, _: &Store) -> Result<Vec<UnitStatus>, StoreError> {
+            Ok(vec![])
+        }
+    }
+
+    #[tokio::test]
+    async fn a_tick_during_a_running_cycle_is_skipped_not_stacked() {
+        let dir = tempfile::tempdir().unwrap();
+        let slow = Arc::new(Slow {
+            running: AtomicUsize::new(0),
+            max_seen: AtomicUsize::new(0),
+        });
+        let engine = Engine {
+            store: Arc::new(Store::open(dir.path()).unwrap()),
+            start: Start::Now,
+            runners: vec![Runner {
+                provider: slow.clone(),
+                running: tokio::sync::Mutex::new(()),
+                resync_pending: AtomicBool::new(false),
+            }],
+            next_cycle: AtomicU64::new(1),
+            totals: Mutex::default(),
+        };
+        let (a, b, c) = tokio::join!(
+            engine.tick(0, false),
+            engine.tick(0, true),
+            engine.tick(0, false)
+        );
+        let ran = [&a, &b, &c]
+            .iter()
+            .filter(|t| matches!(t, Tick::Ran(_)))
+            .count();
+        assert_eq!(ran, 1, "{a:?} {b:?} {c:?}");
+        assert_eq!(slow.max_seen.load(Ordering::SeqCst), 1);
+        assert_eq!(engine.totals().skipped_ticks, 2);
+        // The skipped resync is remembered for the next cycle.
+        assert!(engine.runners[0].resync_pending.load(Ordering::SeqCst));
+        assert!(matches!(engine.tick(0, false).await, Tick::Ran(_)));
+        assert!(!engine.runners[0].resync_pending.load(Ordering::SeqCst));
+    }
+}

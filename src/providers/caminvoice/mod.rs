@@ -239,6 +239,25 @@ impl CamInvoice {
         Ok(r)
     }
 
+    /// A Bearer GET of a collection (poll, list), where a 404 can only mean a wrong base_url.
+    async fn get_collection(
+        &self,
+        idx: usize,
+        label: &'static str,
+        path: &str,
+        count: &RequestCount,
+    ) -> Result<Reply, ApiError> {
+        let r = self.get(idx, label, path, count).await?;
+        if r.status == 404 {
+            return Err(ApiError::Status {
+                label,
+                status: 404,
+                message: "not found; check base_url".into(),
+            });
+        }
+        Ok(r)
+    }
+
     /// Get Document Detail; `None` when CamInvoice answers 404.
     async fn detail(
         &self,
@@ -430,15 +449,7 @@ impl CamInvoice {
             "/api/v1/document/poll?last_synced_at={}",
             format_naive_seconds(since)
         );
-        let r = self.get(idx, POLL, &path, &ctx.requests).await?;
-        if r.status == 404 {
-            return Err(ApiError::Status {
-                label: POLL,
-                status: 404,
-                message: "not found; check base_url".into(),
-            }
-            .into());
-        }
+        let r = self.get_collection(idx, POLL, &path, &ctx.requests).await?;
         let (mut items, bad) =
             model::poll_items(&r.body).map_err(|why| ApiError::Malformed { label: POLL, why })?;
         for b in bad {
@@ -480,15 +491,7 @@ impl CamInvoice {
             let mut page = 1u64;
             loop {
                 let path = format!("/api/v1/document?type={kind}&page={page}&size={size}");
-                let r = self.get(idx, LIST, &path, &ctx.requests).await?;
-                if r.status == 404 {
-                    return Err(ApiError::Status {
-                        label: LIST,
-                        status: 404,
-                        message: "not found; check base_url".into(),
-                    }
-                    .into());
-                }
+                let r = self.get_collection(idx, LIST, &path, &ctx.requests).await?;
                 let p = model::list_page(&r.body)
                     .map_err(|why| ApiError::Malformed { label: LIST, why })?;
                 for b in &p.bad {
