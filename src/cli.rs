@@ -244,6 +244,24 @@ fn check_config(config: &Config) -> Result<ExitCode, Failure> {
                     );
                 }
             }
+            ProviderSettings::OnlinePajak(o) => {
+                println!("  base_url         {}", o.base_url);
+                println!("  npwp             {}", o.npwp);
+                println!(
+                    "  token            {} ({})",
+                    o.token.source.describe(),
+                    if o.raw_auth { "raw" } else { "bearer" }
+                );
+                println!(
+                    "  pacing           {} requests a minute, bursts of {}",
+                    o.rate_limit, o.rate_burst
+                );
+                println!("  overlap          {}", format_duration(o.overlap));
+                let defaults = crate::providers::onlinepajak::api::ApiMap::default();
+                if o.api != defaults {
+                    println!("  api              overrides the assumed paths/fields (see [accounts.api])");
+                }
+            }
         }
         println!(
             "  http             timeout {}, {} retries from {}, Retry-After capped at {}, {} in flight",

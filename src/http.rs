@@ -1,10 +1,13 @@
 //! The shared HTTP client: timeouts, retries with exponential backoff and full jitter on 5xx,
 //! 429, timeouts and connection errors, `Retry-After` honoured up to a cap, bounded body size.
 //!
-//! Providers build requests; this module decides when to try again. It never logs headers or
+//! Providers build requests; this module decides when to try again, and paces every attempt
+//! through the account's [`Gcra`] limiter when it has one. It never logs headers or
 //! bodies (they carry tokens), only the endpoint label, status and the wait.
 
 use crate::config::HttpSettings;
+use crate::pacing::Gcra;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The longest single backoff step, whatever the retry count.
@@ -55,6 +58,8 @@ enum Failure {
 pub struct Http {
     client: reqwest::Client,
     settings: HttpSettings,
+    /// Every attempt, retries included, waits for a slot here when set.
+    pacer: Option<Arc<Gcra>>,
 }
 
 impl Http {
@@ -69,7 +74,14 @@ impl Http {
         Http {
             client,
             settings: settings.clone(),
+            pacer: None,
         }
+    }
+
+    /// Paces every attempt through `pacer`.
+    pub fn with_pacer(mut self, pacer: Arc<Gcra>) -> Http {
+        self.pacer = Some(pacer);
+        self
     }
 
     /// The configured per-request behaviour.
@@ -131,6 +143,9 @@ impl Http {
         &self,
         make: &impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
     ) -> Result<(u16, Vec<u8>), Failure> {
+        if let Some(p) = &self.pacer {
+            p.acquire().await;
+        }
         let mut resp = make(&self.client)
             .send()
             .await

@@ -10,7 +10,8 @@
 //! - [`engine`]: one cycle of one account, never two at once; totals.
 //! - [`providers`]: the `Provider` trait; [`providers::caminvoice`] (client, token, model, pure
 //!   diff).
-//! - [`http`]: timeouts, retries with backoff and jitter, Retry-After.
+//! - [`http`]: timeouts, retries with backoff and jitter, Retry-After; [`pacing`]: the GCRA
+//!   limiter that keeps an account under its provider's rate limit.
 //! - [`store`]: the only module that touches sled: state, cursors, outbox, acks, in one
 //!   transaction per commit.
 //! - [`event`]: the envelope and deterministic ids.
@@ -28,6 +29,7 @@ pub mod engine;
 pub mod event;
 pub mod fidelity;
 pub mod http;
+pub mod pacing;
 pub mod providers;
 pub mod scheduler;
 pub mod sim;

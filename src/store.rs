@@ -117,23 +117,7 @@ impl Store {
             source: sled::Error::Io(e),
         })?;
         let path = state_dir.join("store");
-        let db = sled::Config::new()
-            .path(&path)
-            .cache_capacity(CACHE_BYTES)
-            .flush_every_ms(None)
-            .open()
-            .map_err(|e| match &e {
-                sled::Error::Io(io)
-                    if io.kind() == std::io::ErrorKind::WouldBlock
-                        || io.to_string().contains("lock") =>
-                {
-                    StoreError::Locked(state_dir.to_path_buf())
-                }
-                _ => StoreError::Open {
-                    dir: state_dir.to_path_buf(),
-                    source: e,
-                },
-            })?;
+        let db = open_db(&path, state_dir)?;
         let tree = |name: &str| db.open_tree(name);
         let store_meta = tree("meta")?;
         match store_meta.get(SCHEMA)? {
@@ -347,6 +331,39 @@ impl Store {
     /// Bytes the store occupies on disk.
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
         Ok(self.db.size_on_disk()?)
+    }
+}
+
+/// How long `open` waits for a lock that is being released (a store closed an instant ago in
+/// this process: sled's I/O threads let go of the file shortly after the last handle).
+const LOCK_GRACE: std::time::Duration = std::time::Duration::from_millis(1000);
+
+fn open_db(path: &Path, state_dir: &Path) -> Result<sled::Db, StoreError> {
+    let deadline = std::time::Instant::now() + LOCK_GRACE;
+    loop {
+        let result = sled::Config::new()
+            .path(path)
+            .cache_capacity(CACHE_BYTES)
+            .flush_every_ms(None)
+            .open();
+        match result {
+            Ok(db) => return Ok(db),
+            Err(sled::Error::Io(io))
+                if io.kind() == std::io::ErrorKind::WouldBlock
+                    || io.to_string().contains("lock") =>
+            {
+                if std::time::Instant::now() >= deadline {
+                    return Err(StoreError::Locked(state_dir.to_path_buf()));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) => {
+                return Err(StoreError::Open {
+                    dir: state_dir.to_path_buf(),
+                    source: e,
+                })
+            }
+        }
     }
 }
 

@@ -118,10 +118,25 @@ impl Default for HttpSettings {
     }
 }
 
+impl HttpSettings {
+    /// The defaults for a provider: OnlinePajak's limit is per minute and its 429 carries no
+    /// Retry-After, so its retries start at 5 s (5, 10, 20, 30 s).
+    pub fn for_provider(provider: &str) -> HttpSettings {
+        match provider {
+            "onlinepajak" => HttpSettings {
+                retry_base: Duration::from_secs(5),
+                ..HttpSettings::default()
+            },
+            _ => HttpSettings::default(),
+        }
+    }
+}
+
 /// The provider-specific part of an account.
 #[derive(Debug, Clone)]
 pub enum ProviderSettings {
     CamInvoice(CamInvoiceSettings),
+    OnlinePajak(OnlinePajakSettings),
 }
 
 impl ProviderSettings {
@@ -129,8 +144,28 @@ impl ProviderSettings {
     pub fn kind(&self) -> &'static str {
         match self {
             ProviderSettings::CamInvoice(_) => "caminvoice",
+            ProviderSettings::OnlinePajak(_) => "onlinepajak",
         }
     }
+}
+
+/// OnlinePajak account keys: one company (NPWP) and its token.
+#[derive(Debug, Clone)]
+pub struct OnlinePajakSettings {
+    pub base_url: String,
+    /// The company, exactly as given (15-digit dotted, 16-digit, or 22-digit NITKU forms).
+    pub npwp: String,
+    pub token: SecretRef,
+    /// `auth_scheme = "raw"`: the bare token instead of `Bearer <token>`.
+    pub raw_auth: bool,
+    /// Requests a minute this account may send (the provider allows 100).
+    pub rate_limit: u32,
+    /// Requests that may go at once before pacing starts.
+    pub rate_burst: u32,
+    pub page_size: u32,
+    pub overlap: Duration,
+    /// Every assumed path and field name, with the config's overrides applied.
+    pub api: crate::providers::onlinepajak::api::ApiMap,
 }
 
 /// A secret as configured, with where it was configured (for error messages).
@@ -159,7 +194,8 @@ pub struct CamInvoiceSettings {
     pub members: Vec<Member>,
     /// How far before the cursor each poll reaches back.
     pub overlap: Duration,
-    pub list_page_size: u32,
+    /// Page size of the list endpoint (resyncs).
+    pub page_size: u32,
     /// The list endpoint's value for the sent side: `send` (reference) or `sent` (sample).
     pub list_send_type: String,
     /// Consecutive refused refreshes that make a member revoked.
@@ -223,10 +259,18 @@ struct RawAccount {
     client_id: Option<Spanned<String>>,
     client_secret: Option<Spanned<SecretSource>>,
     members: Option<Spanned<Vec<RawMember>>>,
-    overlap: Option<Spanned<String>>,
-    list_page_size: Option<Spanned<i64>>,
     list_send_type: Option<Spanned<String>>,
     revoke_after_refusals: Option<Spanned<i64>>,
+    // onlinepajak
+    npwp: Option<Spanned<String>>,
+    token: Option<Spanned<SecretSource>>,
+    auth_scheme: Option<Spanned<String>>,
+    rate_limit: Option<Spanned<i64>>,
+    rate_burst: Option<Spanned<i64>>,
+    api: Option<Spanned<crate::providers::onlinepajak::api::ApiMap>>,
+    // both
+    overlap: Option<Spanned<String>>,
+    page_size: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -338,6 +382,23 @@ impl Checker<'_> {
                 s.span(),
                 format!("`base_url` is not an http(s) URL: {:?}", s.get_ref()),
                 "e.g. \"https://sb-merchant.e-invoice.gov.kh\" (without /api/v1)",
+            )),
+        }
+    }
+
+    /// A key that does not belong to this account's provider.
+    fn forbid<T>(
+        &self,
+        v: &Option<Spanned<T>>,
+        key: &str,
+        provider: &str,
+    ) -> Result<(), ConfigError> {
+        match v {
+            None => Ok(()),
+            Some(s) => Err(self.err(
+                s.span(),
+                format!("`{key}` does not apply to provider \"{provider}\""),
+                "remove it, or check `provider`; config.toml.example lists each provider's keys",
             )),
         }
     }
@@ -459,7 +520,7 @@ impl Config {
                     "use a short slug such as \"acme-kh\"",
                 ));
             }
-            let defaults = HttpSettings::default();
+            let defaults = HttpSettings::for_provider(a.provider.get_ref());
             let http = HttpSettings {
                 timeout: ck.duration(&a.timeout, "timeout", defaults.timeout)?,
                 max_retries: ck.int(
@@ -483,11 +544,12 @@ impl Config {
             };
             let provider = match a.provider.get_ref().as_str() {
                 "caminvoice" => ProviderSettings::CamInvoice(caminvoice(&ck, a, acc.span())?),
+                "onlinepajak" => ProviderSettings::OnlinePajak(onlinepajak(&ck, a, acc.span())?),
                 other => {
                     return Err(ck.err(
                         a.provider.span(),
                         format!("unknown provider {other:?}"),
-                        "use \"caminvoice\"",
+                        "use \"caminvoice\" or \"onlinepajak\"",
                     ))
                 }
             };
@@ -582,6 +644,7 @@ impl Config {
                         out.push(("refresh_token", &m.refresh_token));
                     }
                 }
+                ProviderSettings::OnlinePajak(o) => out.push(("token", &o.token)),
             }
         }
         out
@@ -607,6 +670,13 @@ fn caminvoice(
     a: &RawAccount,
     table: Range<usize>,
 ) -> Result<CamInvoiceSettings, ConfigError> {
+    let p = "caminvoice";
+    ck.forbid(&a.npwp, "npwp", p)?;
+    ck.forbid(&a.token, "token", p)?;
+    ck.forbid(&a.auth_scheme, "auth_scheme", p)?;
+    ck.forbid(&a.rate_limit, "rate_limit", p)?;
+    ck.forbid(&a.rate_burst, "rate_burst", p)?;
+    ck.forbid(&a.api, "api", p)?;
     let help = "CamInvoice accounts need base_url, client_id, client_secret and at least one [[accounts.members]]";
     let client_id = ck.require(&a.client_id, "client_id", table.clone(), help)?;
     let client_secret = ck.require(&a.client_secret, "client_secret", table.clone(), help)?;
@@ -653,7 +723,7 @@ fn caminvoice(
         client_secret: ck.secret(client_secret, "client_secret"),
         members,
         overlap: ck.duration(&a.overlap, "overlap", Duration::from_secs(120))?,
-        list_page_size: ck.int(&a.list_page_size, "list_page_size", 1..1001, 100)? as u32,
+        page_size: ck.int(&a.page_size, "page_size", 1..1001, 100)? as u32,
         list_send_type,
         revoke_after_refusals: ck.int(
             &a.revoke_after_refusals,
@@ -661,6 +731,63 @@ fn caminvoice(
             1..101,
             2,
         )? as u32,
+    })
+}
+
+fn onlinepajak(
+    ck: &Checker,
+    a: &RawAccount,
+    table: Range<usize>,
+) -> Result<OnlinePajakSettings, ConfigError> {
+    let p = "onlinepajak";
+    ck.forbid(&a.client_id, "client_id", p)?;
+    ck.forbid(&a.client_secret, "client_secret", p)?;
+    ck.forbid(&a.members, "members", p)?;
+    ck.forbid(&a.list_send_type, "list_send_type", p)?;
+    ck.forbid(&a.revoke_after_refusals, "revoke_after_refusals", p)?;
+    let help = "OnlinePajak accounts need base_url (e.g. https://openapi.onlinepajak.com/v2.0), npwp and token";
+    let npwp = ck.require(&a.npwp, "npwp", table.clone(), help)?;
+    if npwp.get_ref().trim().is_empty() || npwp.get_ref().contains(['/', '\0']) {
+        return Err(ck.err(npwp.span(), "`npwp` must be non-empty and contain no '/'", "write the company's NPWP exactly as OnlinePajak shows it; it goes into payloads as given"));
+    }
+    let token = ck.require(&a.token, "token", table, help)?;
+    let raw_auth = match &a.auth_scheme {
+        None => false,
+        Some(s) if s.get_ref() == "bearer" => false,
+        Some(s) if s.get_ref() == "raw" => true,
+        Some(s) => {
+            return Err(ck.err(
+                s.span(),
+                format!("unknown `auth_scheme` {:?}", s.get_ref()),
+                "use \"bearer\" (Authorization: Bearer <token>) or \"raw\" (the bare token)",
+            ))
+        }
+    };
+    let rate_limit = ck.int(&a.rate_limit, "rate_limit", 1..101, 90)? as u32;
+    let rate_burst = ck.int(&a.rate_burst, "rate_burst", 1..101, 5)? as u32;
+    if rate_limit + rate_burst > 100 {
+        let span = a
+            .rate_burst
+            .as_ref()
+            .or(a.rate_limit.as_ref())
+            .map(|s| s.span())
+            .unwrap_or_default();
+        return Err(ck.err(span, format!("rate_limit {rate_limit} + rate_burst {rate_burst} can exceed OnlinePajak's 100 calls a minute"), "keep rate_limit + rate_burst at 100 or less (default 90 + 5)"));
+    }
+    Ok(OnlinePajakSettings {
+        base_url: ck.url(&a.base_url)?,
+        npwp: npwp.get_ref().clone(),
+        token: ck.secret(token, "token"),
+        raw_auth,
+        rate_limit,
+        rate_burst,
+        page_size: ck.int(&a.page_size, "page_size", 1..1001, 100)? as u32,
+        overlap: ck.duration(&a.overlap, "overlap", Duration::from_secs(120))?,
+        api: a
+            .api
+            .as_ref()
+            .map(|m| m.get_ref().clone())
+            .unwrap_or_default(),
     })
 }
 

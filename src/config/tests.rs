@@ -44,7 +44,9 @@ fn a_good_config_validates_with_defaults_filled_in() {
         c.daemon.resync_schedule,
         Some(Schedule("0 30 3 * * *".into()))
     );
-    let ProviderSettings::CamInvoice(ci) = &c.accounts[0].provider;
+    let ProviderSettings::CamInvoice(ci) = &c.accounts[0].provider else {
+        panic!("not caminvoice")
+    };
     assert_eq!(ci.base_url, "https://sb-merchant.e-invoice.gov.kh");
     assert_eq!(ci.overlap, Duration::from_secs(300));
     assert_eq!(ci.list_send_type, "send");
@@ -180,4 +182,77 @@ fn the_example_config_validates() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml.example");
     let c = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
     assert!(!c.accounts.is_empty());
+}
+
+const OP: &str = r#"
+[[accounts]]
+name = "pt-contoh"
+provider = "onlinepajak"
+base_url = "https://openapi.demo-achilles.systems/v2.0"
+npwp = "12.312.312.0-001.123"
+token = { env = "OP_TOKEN" }
+auth_scheme = "raw"
+
+[accounts.api]
+approval_status = "status"
+"#;
+
+#[test]
+fn an_onlinepajak_account_beside_a_caminvoice_one() {
+    let c = parse(&format!("{GOOD}{OP}")).unwrap();
+    assert_eq!(c.accounts.len(), 2);
+    let ProviderSettings::OnlinePajak(o) = &c.accounts[1].provider else {
+        panic!("not onlinepajak")
+    };
+    assert_eq!(o.npwp, "12.312.312.0-001.123");
+    assert!(o.raw_auth);
+    assert_eq!((o.rate_limit, o.rate_burst, o.page_size), (90, 5, 100));
+    assert_eq!(o.api.approval_status, "status");
+    assert_eq!(
+        o.api.updated_at, "updatedAt",
+        "what the override leaves alone stays assumed"
+    );
+    assert_eq!(c.accounts[1].http.retry_base, Duration::from_secs(5));
+    assert_eq!(c.secrets().len(), 3);
+}
+
+#[test]
+fn onlinepajak_errors_are_located() {
+    let base = format!("{GOOD}{OP}");
+    // (replace, with, words)
+    let cases = [
+        (
+            "auth_scheme = \"raw\"",
+            "auth_scheme = \"basic\"",
+            "unknown `auth_scheme`",
+        ),
+        (
+            "auth_scheme = \"raw\"",
+            "client_id = \"x\"",
+            "does not apply to provider \"onlinepajak\"",
+        ),
+        (
+            "approval_status = \"status\"",
+            "aproval_status = \"status\"",
+            "unknown field `aproval_status`",
+        ),
+        (
+            "auth_scheme = \"raw\"",
+            "rate_limit = 99",
+            "can exceed OnlinePajak's 100 calls",
+        ),
+    ];
+    for (from, to, words) in cases {
+        let text = base.replacen(from, to, 1);
+        let line = text.lines().position(|l| l.starts_with(to)).unwrap() + 1;
+        let e = parse(&text).unwrap_err();
+        assert_eq!(e.location().map(|l| l.0), Some(line), "{e}");
+        assert!(e.to_string().contains(words), "{e}");
+    }
+    let e = parse(&GOOD.replace("overlap = \"5m\"", "npwp = \"1\"")).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("does not apply to provider \"caminvoice\""),
+        "{e}"
+    );
 }

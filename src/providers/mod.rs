@@ -6,6 +6,8 @@
 //! Adding a provider = a new module here, an arm in [`build`], and its keys in `config`.
 
 pub mod caminvoice;
+pub mod onlinepajak;
+pub mod wire;
 
 use crate::config::{Account, ProviderSettings, Start};
 use crate::store::{Store, StoreError};
@@ -55,6 +57,12 @@ pub struct CycleReport {
     pub changed: u64,
     /// Documents a list walk (resync) showed changed.
     pub resynced: u64,
+    /// The fewest requests the work of this cycle could have cost (auth and resync walks
+    /// aside): CamInvoice one poll per member plus one detail per changed document;
+    /// OnlinePajak one Bulk Fetch page per page of changed invoices, plus needed Retrieves.
+    pub floor: u64,
+    /// The requests this cycle actually sent of the kinds the floor counts.
+    pub core_requests: u64,
     /// Events committed to the outbox.
     pub events: u64,
     /// Events dropped because their id was already in the outbox.
@@ -98,6 +106,11 @@ pub trait Provider: Send + Sync + 'static {
 pub fn build(account: &Account) -> Result<Arc<dyn Provider>, String> {
     match &account.provider {
         ProviderSettings::CamInvoice(s) => Ok(Arc::new(caminvoice::CamInvoice::new(
+            &account.name,
+            s,
+            &account.http,
+        )?)),
+        ProviderSettings::OnlinePajak(s) => Ok(Arc::new(onlinepajak::OnlinePajak::new(
             &account.name,
             s,
             &account.http,

@@ -25,6 +25,7 @@ use self::client::{Api, ApiError, DETAIL, LIST, POLL};
 use self::diff::{diff, Observation};
 use self::model::{Detail, DocState, MemberRecord, Side};
 use self::token::AccessToken;
+use super::wire::segment;
 use super::{
     unit_prefix, BoxFuture, CycleContext, CycleReport, Provider, RequestCount, UnitStatus,
 };
@@ -103,19 +104,6 @@ struct Candidate {
 fn fingerprint(token: &str) -> String {
     let d = Sha256::digest(token.as_bytes());
     d[..8].iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Percent-encodes a path segment (document ids are uuids; anything else is escaped).
-fn segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 impl CamInvoice {
@@ -482,7 +470,7 @@ impl CamInvoice {
         ctx: &CycleContext,
         rec: &mut MemberRecord,
     ) -> Result<Counts, Stop> {
-        let size = self.settings.list_page_size;
+        let size = self.settings.page_size;
         let mut total = Counts::default();
         for (kind, side) in [
             (self.settings.list_send_type.as_str(), Side::Send),
@@ -679,6 +667,11 @@ impl Provider for CamInvoice {
                 }
             }
             report.requests = ctx.requests.snapshot();
+            report.floor = report.units as u64 + report.changed;
+            report.core_requests = [POLL, DETAIL]
+                .iter()
+                .filter_map(|k| report.requests.get(k))
+                .sum();
             report
         })
     }

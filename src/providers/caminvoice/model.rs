@@ -5,7 +5,8 @@
 //! a [`Malformed`] error that says what was expected, never a panic, and so that one bad item
 //! does not hide the good ones next to it.
 
-use crate::time::{parse_timestamp, Millis};
+pub use crate::providers::wire::{json, timestamp, Malformed};
+use crate::time::Millis;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -25,37 +26,6 @@ impl Side {
             "RECEIVE" | "RECEIVED" => Some(Side::Receive),
             _ => None,
         }
-    }
-}
-
-/// An answer that does not have the documented shape.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct Malformed(pub String);
-
-/// Parses a body as JSON, with an error that says where it broke.
-pub fn json(body: &[u8]) -> Result<Value, Malformed> {
-    serde_json::from_slice(body).map_err(|e| {
-        let hint = if body.trim_ascii_start().starts_with(b"<") {
-            " (looks like an HTML page: a proxy or gateway answered instead of the API)"
-        } else if e.is_eof() {
-            " (the body is truncated)"
-        } else {
-            ""
-        };
-        Malformed(format!("the answer is not valid JSON: {e}{hint}"))
-    })
-}
-
-/// A timestamp from a string (RFC 3339 or zone-less UTC) or a number (epoch s or ms).
-pub fn timestamp(v: &Value) -> Option<Millis> {
-    match v {
-        Value::String(s) => parse_timestamp(s),
-        Value::Number(n) => {
-            let n = n.as_i64()?;
-            Some(if n > 100_000_000_000 { n } else { n * 1000 })
-        }
-        _ => None,
     }
 }
 

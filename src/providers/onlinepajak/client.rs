@@ -1,0 +1,149 @@
+//! OnlinePajak HTTP calls: Bulk Fetch and Retrieve through the [`ApiMap`], the token sent as
+//! `Bearer <token>` or bare (`auth_scheme`), every attempt paced by the account's GCRA limiter.
+//!
+//! Classifies failures: the gateway refusing the token (`Unauthorized`, `Invalid signature`)
+//! is [`ApiError::Rejected`] — a configuration problem the operator must fix; 404 on Retrieve
+//! is "gone"; anything else carries the envelope's own code and message.
+
+use super::api::ApiMap;
+use super::model::{error_text, page, success_data, Invoice, Page};
+use crate::config::Secret;
+use crate::http::{Http, HttpError, Reply};
+use crate::providers::wire::{segment, Malformed};
+use crate::providers::RequestCount;
+use crate::time::{format_ms, Millis};
+
+pub const BULK_FETCH: &str = "GET invoices (bulk fetch)";
+pub const RETRIEVE: &str = "GET invoice (retrieve)";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("OnlinePajak rejected the token ({0}); check `token` and `auth_scheme` (\"bearer\" sends `Bearer <token>`, \"raw\" the bare token)")]
+    Rejected(String),
+    #[error("{label} answered HTTP {status}: {message}")]
+    Status {
+        label: &'static str,
+        status: u16,
+        message: String,
+    },
+    #[error("{label}: {why}")]
+    Malformed { label: &'static str, why: Malformed },
+    #[error("{0}")]
+    Http(#[from] HttpError),
+}
+
+pub struct Api {
+    http: Http,
+    base: String,
+    /// The whole `Authorization` header value.
+    authorization: Secret,
+    pub map: ApiMap,
+}
+
+impl Api {
+    pub fn new(http: Http, base_url: &str, token: &Secret, raw: bool, map: ApiMap) -> Api {
+        let authorization = if raw {
+            token.clone()
+        } else {
+            Secret::new(format!("Bearer {}", token.expose()))
+        };
+        Api {
+            http,
+            base: base_url.to_string(),
+            authorization,
+            map,
+        }
+    }
+
+    async fn get(
+        &self,
+        label: &'static str,
+        path: &str,
+        query: &[(&str, String)],
+        count: &RequestCount,
+    ) -> Result<Reply, ApiError> {
+        let url = format!("{}{}", self.base, path);
+        let sent = self
+            .http
+            .send(label, |c| {
+                c.get(&url)
+                    .query(query)
+                    .header(reqwest::header::AUTHORIZATION, self.authorization.expose())
+            })
+            .await;
+        let r = match sent {
+            Ok(r) => {
+                count.add(label, r.attempts);
+                r
+            }
+            Err(e) => {
+                count.add(label, e.attempts());
+                return Err(e.into());
+            }
+        };
+        match r.status {
+            200..=299 | 404 => Ok(r),
+            401 | 403 => Err(ApiError::Rejected(error_text(&r.body))),
+            status => Err(ApiError::Status {
+                label,
+                status,
+                message: error_text(&r.body),
+            }),
+        }
+    }
+
+    /// One Bulk Fetch page of invoices updated at or after `from`, oldest change first.
+    pub async fn bulk_fetch(
+        &self,
+        from: Millis,
+        page_no: u32,
+        size: u32,
+        count: &RequestCount,
+    ) -> Result<Page, ApiError> {
+        let m = &self.map;
+        let query = [
+            (m.page_param.as_str(), page_no.to_string()),
+            (m.size_param.as_str(), size.to_string()),
+            (m.updated_from_param.as_str(), format_ms(from)),
+            (m.sort_param.as_str(), m.sort_value.clone()),
+        ];
+        let r = self.get(BULK_FETCH, &m.list_path, &query, count).await?;
+        if r.status == 404 {
+            return Err(ApiError::Status {
+                label: BULK_FETCH,
+                status: 404,
+                message: format!(
+                    "not found; check base_url and api.list_path ({})",
+                    m.list_path
+                ),
+            });
+        }
+        page(&r.body, m).map_err(|why| ApiError::Malformed {
+            label: BULK_FETCH,
+            why,
+        })
+    }
+
+    /// Retrieve one invoice; `None` when OnlinePajak answers 404.
+    pub async fn retrieve(
+        &self,
+        id: &str,
+        count: &RequestCount,
+    ) -> Result<Option<Invoice>, ApiError> {
+        let path = self.map.retrieve_path.replace("{id}", &segment(id));
+        let r = self.get(RETRIEVE, &path, &[], count).await?;
+        if r.status == 404 {
+            return Ok(None);
+        }
+        let data = success_data(&r.body).map_err(|why| ApiError::Malformed {
+            label: RETRIEVE,
+            why,
+        })?;
+        Invoice::from_value(&data, &self.map)
+            .map(Some)
+            .map_err(|why| ApiError::Malformed {
+                label: RETRIEVE,
+                why,
+            })
+    }
+}
