@@ -166,17 +166,12 @@ fn print_summary(s: &Summary, duration: Duration, seed: u64) {
     for (k, v) in &s.requests_by_endpoint {
         println!("  {k:<34} {v}");
     }
-    let polls_and_details: u64 = t
-        .requests
-        .iter()
-        .filter(|(k, _)| k.contains("/document/poll") || k.contains("{id}"))
-        .map(|(_, v)| *v)
-        .sum();
-    let minimum = t.units_polled + t.changed;
     println!(
-        "poll + detail requests: {polls_and_details} over {} cycles; minimum (members polled + changed documents) {minimum}; ratio {:.2}",
+        "requests for the work done: {} over {} cycles; floor (CamInvoice: members polled + changed documents; OnlinePajak: pages of changed invoices) {}; ratio {:.2}",
+        t.core_requests,
         t.cycles,
-        if minimum == 0 { 1.0 } else { polls_and_details as f64 / minimum as f64 }
+        t.floor,
+        if t.floor == 0 { 1.0 } else { t.core_requests as f64 / t.floor as f64 }
     );
     let f = &s.fidelity;
     println!(

@@ -28,6 +28,10 @@ pub struct Totals {
     pub changed: u64,
     pub events: u64,
     pub failed_cycles: u64,
+    /// Sum of the cycles' floors (fewest requests their work could cost) ...
+    pub floor: u64,
+    /// ... and of the requests they sent of the kinds the floor counts.
+    pub core_requests: u64,
     pub requests: BTreeMap<&'static str, u64>,
 }
 
@@ -142,6 +146,8 @@ impl Engine {
         t.changed += report.changed;
         t.events += report.events;
         t.failed_cycles += u64::from(!report.ok());
+        t.floor += report.floor;
+        t.core_requests += report.core_requests;
         for (k, v) in &report.requests {
             *t.requests.entry(k).or_default() += v;
         }
