@@ -136,7 +136,8 @@ impl HttpSettings {
 #[derive(Debug, Clone)]
 pub enum ProviderSettings {
     CamInvoice(CamInvoiceSettings),
-    OnlinePajak(OnlinePajakSettings),
+    /// Boxed: the API mapping table makes it several times larger than the other variant.
+    OnlinePajak(Box<OnlinePajakSettings>),
 }
 
 impl ProviderSettings {
@@ -544,7 +545,9 @@ impl Config {
             };
             let provider = match a.provider.get_ref().as_str() {
                 "caminvoice" => ProviderSettings::CamInvoice(caminvoice(&ck, a, acc.span())?),
-                "onlinepajak" => ProviderSettings::OnlinePajak(onlinepajak(&ck, a, acc.span())?),
+                "onlinepajak" => {
+                    ProviderSettings::OnlinePajak(Box::new(onlinepajak(&ck, a, acc.span())?))
+                }
                 other => {
                     return Err(ck.err(
                         a.provider.span(),

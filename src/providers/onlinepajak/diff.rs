@@ -177,21 +177,24 @@ mod tests {
         }
     }
 
+    /// (prev, revision, type, status, approved_at, updated_at, expected emit, stored?)
+    type Case<'a> = (
+        Option<InvoiceState>,
+        i64,
+        &'a str,
+        &'a str,
+        Option<Millis>,
+        Millis,
+        Option<bool>,
+        bool,
+    );
+
     #[test]
     fn approvals_rejections_revisions_and_first_sight() {
         let m = ApiMap::default();
         let t = START + 500;
         // (prev, revision, type, status, approved_at, updated_at, expected emit, stored?)
-        let cases: Vec<(
-            Option<InvoiceState>,
-            i64,
-            &str,
-            &str,
-            Option<Millis>,
-            Millis,
-            Option<bool>,
-            bool,
-        )> = vec![
+        let cases: Vec<Case> = vec![
             (
                 Some(st("APPROVAL_IN_PROGRESS", 0, "1", START)),
                 0,
