@@ -240,48 +240,35 @@ fn run_delivers_events_and_stops_cleanly_on_sigterm() {
 fn check_config_accepts_the_example_and_never_prints_secrets() {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml.example");
     let o = pollhook(&["check-config", "--config", example.to_str().unwrap()]);
-    // The example's secrets come from env, files and credentials that this machine lacks:
-    // the structure validates (stdout), then resolution reports each missing secret (exit 2).
-    let t = text(&o);
-    assert!(t.contains("valid") && t.contains("acme-kh"), "{t}");
-    assert!(
-        t.contains("POLLHOOK_ACME_CLIENT_SECRET"),
-        "names the missing variable: {t}"
-    );
-
-    let dir = tempfile::tempdir().unwrap();
-    let marker = "MARKER-5e1f-secret";
-    let cfg = std::fs::read_to_string(&example)
-        .unwrap()
-        .replace(
-            "{ env = \"POLLHOOK_ACME_CLIENT_SECRET\" }",
-            &format!("\"{marker}\""),
-        )
-        .replace(
-            "{ credential = \"acme-kh-KHUID00001234\" }",
-            &format!("\"{marker}-1\""),
-        )
-        .replace(
-            "{ file = \"/etc/pollhook/secrets/KHUID00005678.refresh\" }",
-            "{ env = \"PH_TEST_RT\" }",
-        );
-    let path = dir.path().join("c.toml");
-    std::fs::write(&path, cfg).unwrap();
-    let o = Command::new(BIN)
-        .args(["check-config", "--config", path.to_str().unwrap()])
-        .env("PH_TEST_RT", format!("{marker}-2"))
-        .output()
-        .unwrap();
     let t = text(&o);
     assert!(o.status.success(), "{t}");
-    assert!(
-        !t.contains(marker),
-        "a secret reached check-config output:\n{t}"
-    );
-    assert!(
-        t.contains("<redacted: inline>") && t.contains("<redacted: from env PH_TEST_RT>"),
-        "{t}"
-    );
+    assert!(t.contains("valid") && t.contains("acme-kh") && t.contains("pt-contoh"), "{t}");
+    assert!(!t.contains("your-client-secret") && !t.contains("refresh-token-of"), "{t}");
+
+    // Every secret set to a marker, in every form: none reaches the output.
+    let dir = tempfile::tempdir().unwrap();
+    let marker = "MARKER-5e1f-secret";
+    let secret_file = dir.path().join("rt");
+    std::fs::write(&secret_file, format!("{marker}-file\n")).unwrap();
+    let cfg = std::fs::read_to_string(&example)
+        .unwrap()
+        .replace("\"your-client-secret\"", &format!("\"{marker}\""))
+        .replace("\"refresh-token-of-KHUID00001234\"", "{ env = \"PH_TEST_RT\" }")
+        .replace("\"refresh-token-of-KHUID00005678\"", &format!("{{ file = {:?} }}", secret_file.display().to_string()))
+        .replace("\"your-onlinepajak-token\"", &format!("\"{marker}-op\""));
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, cfg).unwrap();
+    let o = Command::new(BIN).args(["check-config", "--config", path.to_str().unwrap()]).env("PH_TEST_RT", format!("{marker}-env")).output().unwrap();
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(!t.contains(marker), "a secret reached check-config output:\n{t}");
+    assert!(t.contains("<redacted: inline>") && t.contains("<redacted: from env PH_TEST_RT>") && t.contains("<redacted: from file"), "{t}");
+
+    // A secret that cannot be read: exit 2, naming where it is configured and what is missing.
+    let o = Command::new(BIN).args(["check-config", "--config", path.to_str().unwrap()]).env_remove("PH_TEST_RT").output().unwrap();
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{t}");
+    assert!(t.contains("(refresh_token): environment variable PH_TEST_RT is not set"), "{t}");
 }
 
 #[test]
