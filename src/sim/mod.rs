@@ -1,34 +1,48 @@
-//! The CamInvoice API simulator: pollhook's test oracle and demo counterpart.
+//! The provider API simulator (CamInvoice and OnlinePajak): pollhook's test oracle and demo
+//! counterpart.
 //!
-//! This module owns a stateful, seeded fake of the CamInvoice API (see
-//! `providers/caminvoice.md`) and the *ground-truth journal*: every webhook CamInvoice would
-//! have POSTed for the traffic the simulator generated, one entry per recipient, payload bytes
-//! exactly as documented. pollhook's tests compare the daemon's output with that journal, so
-//! the journal is built here from the simulator's own state changes and never from the daemon's
-//! diff code. Nothing in `sim` may depend on the daemon's modules.
+//! This module owns stateful, seeded fakes of the CamInvoice API (see
+//! `providers/caminvoice.md`) and of the OnlinePajak API's assumed contract (see
+//! `providers/onlinepajak.md`, served under `/v2.0`), and the *ground-truth journal*: every
+//! webhook either provider would have POSTed for the traffic the simulator generated, one entry
+//! per recipient, payload bytes exactly as documented. pollhook's tests compare the daemon's
+//! output with that journal, so the journal is built here from the simulator's own state
+//! changes and never from the daemon's diff code. Nothing in `sim` may depend on the daemon's
+//! modules.
 //!
 //! # Layout
-//! - `world`: the state (businesses, documents, tokens, journal, counters, queued faults);
-//!   pure methods, no HTTP.
-//! - `traffic`: the seeded traffic generator (`step`) and the pre-run history.
+//! - `world`: the CamInvoice state (businesses, documents, tokens), the journal, counters and
+//!   queued faults; pure methods, no HTTP.
+//! - `traffic`: the CamInvoice traffic generator (`step`) and the pre-run history.
 //! - `caminvoice`: the axum routes of the CamInvoice API and its response variants.
+//! - `op_world`: the OnlinePajak state (companies, invoices, rate-limit windows) and its
+//!   `PPN_INVOICE_APPROVED` journal entries.
+//! - `op_traffic`: the OnlinePajak traffic generator and history, on its own RNG.
+//! - `onlinepajak`: the axum routes of the OnlinePajak API (`/v2.0/invoices/sale...`).
 //! - `faults`: request counting and fault injection, one layer around every API route.
 //! - `admin`: the unauthenticated `/_sim/...` control routes for out-of-process tests.
 //!
 //! # Time
-//! Document timestamps and journal instants come from the wall clock plus an offset that only
-//! [`Simulator::advance_clock`] moves ("accelerated time": tests can play 20 one-second steps
-//! without sleeping). Access-token expiry always uses the real wall clock, because the daemon
-//! judges a JWT's `exp` against its own clock.
+//! Document and invoice timestamps, journal instants and the OnlinePajak rate-limit window
+//! come from the wall clock plus an offset that only [`Simulator::advance_clock`] moves
+//! ("accelerated time": tests can play 20 one-second steps without sleeping). CamInvoice
+//! access-token expiry always uses the real wall clock, because the daemon judges a JWT's `exp`
+//! against its own clock.
 //!
 //! # Determinism
-//! One seeded RNG drives the traffic; tokens and ids handed out over HTTP come from counters and
-//! hashes, so requests never perturb the traffic. The same seed and the same step timing give
-//! the same journal payloads. The only time-dependent decision is the revocation quiet period.
+//! One seeded RNG drives the CamInvoice traffic and a second one, derived from the same seed,
+//! the OnlinePajak traffic, so either side's stream is the same with or without the other;
+//! tokens and ids handed out over HTTP come from counters and hashes, so requests never perturb
+//! the traffic. The same seed and the same step timing give the same journal payloads, up to
+//! the dates OnlinePajak payloads carry. The only time-dependent decision is the revocation
+//! quiet period.
 
 mod admin;
 mod caminvoice;
 mod faults;
+mod onlinepajak;
+mod op_traffic;
+mod op_world;
 mod traffic;
 mod world;
 
@@ -78,6 +92,12 @@ pub struct SimConfig {
     pub revoke_quiet: Duration,
     /// Most revocations the generator makes in a run. Default 1.
     pub max_revocations: usize,
+    /// OnlinePajak companies, each with its own access token. Default 2 (one with an old
+    /// 15-digit NPWP, one with a 16-digit NPWP).
+    pub op_companies: usize,
+    /// OnlinePajak invoices per company created before the run (1-48 h in the past), never
+    /// journaled. Default 6.
+    pub op_initial_invoices: usize,
 }
 
 impl Default for SimConfig {
@@ -96,6 +116,8 @@ impl Default for SimConfig {
             revoke_probability: 0.05,
             revoke_quiet: Duration::from_secs(3),
             max_revocations: 1,
+            op_companies: 2,
+            op_initial_invoices: 6,
         }
     }
 }
@@ -135,8 +157,9 @@ pub enum PollTimezone {
     Cambodia,
 }
 
-/// What a daemon needs to talk to the simulator: the integrator's client credentials and one
-/// refresh token per currently connected member.
+/// What a daemon needs to talk to the simulator: the CamInvoice integrator's client
+/// credentials, one refresh token per currently connected member, and each OnlinePajak
+/// company's access token.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SimCredentials {
     /// HTTP Basic user for the `/auth` calls.
@@ -145,6 +168,20 @@ pub struct SimCredentials {
     pub client_secret: String,
     /// Connected members, in the order they were created or connected.
     pub members: Vec<SimMember>,
+    /// OnlinePajak companies, in configuration order.
+    #[serde(default)]
+    pub onlinepajak: Vec<SimCompany>,
+}
+
+/// One OnlinePajak company and its access token.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SimCompany {
+    /// The company's NPWP, in the form it was registered with (never reformatted).
+    pub npwp: String,
+    /// The token `Authorization: Bearer <token>` (or the bare token) carries.
+    pub token: String,
+    /// The company's name.
+    pub name: String,
 }
 
 /// One connected business and its refresh token.
@@ -158,7 +195,7 @@ pub struct SimMember {
     pub company_name_en: String,
 }
 
-/// One webhook CamInvoice would have POSTed: the ground truth pollhook is measured against.
+/// One webhook a provider would have POSTed: the ground truth pollhook is measured against.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JournalEntry {
     /// 1-based position in the journal.
@@ -166,9 +203,10 @@ pub struct JournalEntry {
     /// Simulated instant of the change that caused the webhook.
     #[serde(with = "ts_millis")]
     pub at: DateTime<Utc>,
-    /// The member the webhook is for.
+    /// The recipient: the CamInvoice member, or the OnlinePajak company's NPWP.
     pub endpoint_id: String,
-    /// `DOCUMENT.DELIVERED`, `DOCUMENT.RECEIVED`, `DOCUMENT.STATUS_UPDATED` or `ENTITY.REVOKED`.
+    /// `DOCUMENT.DELIVERED`, `DOCUMENT.RECEIVED`, `DOCUMENT.STATUS_UPDATED`, `ENTITY.REVOKED`
+    /// or `PPN_INVOICE_APPROVED`.
     pub event_type: String,
     /// The webhook body as compact JSON, keys in the documented order.
     pub payload: String,
@@ -181,10 +219,12 @@ pub struct Simulator {
 }
 
 impl Simulator {
-    /// Builds the world: businesses, members' refresh tokens and the pre-run history.
+    /// Builds the world: businesses, members' refresh tokens, OnlinePajak companies and both
+    /// providers' pre-run history.
     pub fn new(cfg: SimConfig) -> Self {
         let mut world = World::new(cfg);
         traffic::seed_history(&mut world);
+        op_traffic::seed_history(&mut world);
         Simulator {
             world: Arc::new(Mutex::new(world)),
         }
@@ -199,9 +239,12 @@ impl Simulator {
         f(&mut guard)
     }
 
-    /// Every route: the CamInvoice API (counted, fault-injectable) and the `/_sim` admin routes.
+    /// Every route: the CamInvoice and OnlinePajak APIs (counted, fault-injectable) and the
+    /// `/_sim` admin routes.
     pub fn router(&self) -> axum::Router {
-        caminvoice::routes(self).merge(admin::routes(self))
+        caminvoice::routes(self)
+            .merge(onlinepajak::routes(self))
+            .merge(admin::routes(self))
     }
 
     /// Binds `addr` (tests use `127.0.0.1:0`) and serves [`Simulator::router`] on a spawned task.
@@ -224,14 +267,20 @@ impl Simulator {
         })
     }
 
-    /// The client credentials and every connected member's refresh token.
+    /// The client credentials, every connected member's refresh token and every OnlinePajak
+    /// company's access token.
     pub fn credentials(&self) -> SimCredentials {
         self.with(|w| w.credentials())
     }
 
-    /// One deterministic traffic step; returns how many webhooks it journaled.
+    /// One deterministic traffic step of both providers (CamInvoice first); returns how many
+    /// webhooks it journaled.
     pub fn step(&self) -> usize {
-        self.with(traffic::step)
+        self.with(|w| {
+            let caminvoice = traffic::step(w);
+            let now = w.now();
+            caminvoice + op_traffic::step(w, now)
+        })
     }
 
     /// Calls [`Simulator::step`] every `period`, first after one period, until aborted.
@@ -286,9 +335,28 @@ impl Simulator {
         self.with(|w| w.inject(fault));
     }
 
-    /// How many documents exist on the network (any status, any party).
+    /// How many documents exist on the CamInvoice network (any status, any party).
     pub fn document_count(&self) -> usize {
         self.with(|w| w.documents.len())
+    }
+
+    /// How many OnlinePajak invoices exist (any status, any company).
+    pub fn op_invoice_count(&self) -> usize {
+        self.with(|w| w.op.invoices.len())
+    }
+
+    /// How many OnlinePajak calls the rate limiter answered with 429 (injected
+    /// [`FaultKind::RateLimited`] faults not included).
+    pub fn rate_limited(&self) -> u64 {
+        self.with(|w| w.op.rate_limited)
+    }
+
+    /// Creates `n` OnlinePajak invoices for the company with `npwp`, each approved (about 90%)
+    /// or rejected right away and journaled, with distinct, increasing `updatedAt` (later
+    /// traffic is never stamped before them). Returns how many journal entries it added: `n`,
+    /// or 0 for an unknown NPWP.
+    pub fn op_burst(&self, npwp: &str, n: usize) -> usize {
+        self.with(|w| w.op_burst(npwp, n))
     }
 
     /// Moves the simulated clock forward by `by` (document timestamps, journal instants and the
@@ -343,7 +411,9 @@ pub async fn run_standalone(
     let sim = Simulator::new(cfg);
     let server = sim.serve(listen).await?;
     let base = server.base_url();
-    println!("# pollhook config for the CamInvoice simulator at {base}");
+    println!(
+        "# pollhook config for the simulator: CamInvoice at {base}, OnlinePajak at {base}/v2.0"
+    );
     println!("# simulator controls: POST {base}/_sim/step, GET {base}/_sim/journal, GET {base}/_sim/requests");
     println!(
         "{}",
@@ -365,8 +435,9 @@ pub async fn run_standalone(
 }
 
 /// A complete pollhook config for a daemon against this simulator: one CamInvoice account
-/// with every connected member, a JSONL sink, short timeouts and fast retries. `simulate`
-/// prints it; the demo and the tests parse it.
+/// with every connected member, short timeouts and fast retries; one OnlinePajak account per
+/// company (`op-0`, `op-1`, ...; `base_url` ends in `/v2.0`); a JSONL sink. `simulate` prints
+/// it; the demo and the tests parse it.
 pub fn pollhook_config(
     creds: &SimCredentials,
     base_url: &str,
@@ -393,6 +464,17 @@ pub fn pollhook_config(
         out.push_str("\n[[accounts.members]]\n");
         out.push_str(&format!("endpoint_id = {}\n", toml_str(&m.endpoint_id)));
         out.push_str(&format!("refresh_token = {}\n", toml_str(&m.refresh_token)));
+    }
+    for (i, c) in creds.onlinepajak.iter().enumerate() {
+        out.push_str(&format!(
+            "\n[[accounts]]\nname = \"op-{i}\"\nprovider = \"onlinepajak\"\n"
+        ));
+        out.push_str(&format!(
+            "base_url = {}\n",
+            toml_str(&format!("{base_url}{}", onlinepajak::PREFIX))
+        ));
+        out.push_str(&format!("npwp = {}\n", toml_str(&c.npwp)));
+        out.push_str(&format!("token = {}\n", toml_str(&c.token)));
     }
     out.push_str(&format!(
         "\n[[sinks]]\nkind = \"jsonl\"\npath = {}\n",
@@ -444,7 +526,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_printed_config_lists_every_member_and_validates() {
+    fn the_printed_config_lists_every_member_and_company_and_validates() {
         let sim = Simulator::new(SimConfig::default());
         let creds = sim.credentials();
         let text = pollhook_config(
@@ -455,13 +537,100 @@ mod tests {
             "now",
             "*/5 * * * * *",
         );
-        crate::config::Config::parse(&text, "sim.toml".as_ref()).unwrap();
         assert!(text.contains("provider = \"caminvoice\""));
         assert!(text.contains("base_url = \"http://127.0.0.1:9\""));
         assert_eq!(text.matches("[[accounts.members]]").count(), 4);
         for m in &creds.members {
             assert!(text.contains(&format!("refresh_token = \"{}\"", m.refresh_token)));
         }
+        // One OnlinePajak account per company, after the CamInvoice account, before the sink.
+        assert_eq!(creds.onlinepajak.len(), 2);
+        let mut expected = String::new();
+        for (i, c) in creds.onlinepajak.iter().enumerate() {
+            expected.push_str(&format!(
+                "\n[[accounts]]\nname = \"op-{i}\"\nprovider = \"onlinepajak\"\n\
+                 base_url = \"http://127.0.0.1:9/v2.0\"\nnpwp = \"{}\"\ntoken = \"{}\"\n",
+                c.npwp, c.token
+            ));
+        }
+        let sink = text.find("\n[[sinks]]").unwrap();
+        assert!(text[..sink].ends_with(&expected), "{text}");
+        assert!(text.find("provider = \"caminvoice\"").unwrap() < text.find(&expected).unwrap());
+        crate::config::Config::parse(&text, "sim.toml".as_ref()).unwrap();
+    }
+
+    /// The CamInvoice journal of a seed, as it was before OnlinePajak joined the simulator:
+    /// (entries, sha256 of "endpoint payload" lines) after 40 back-to-back steps.
+    fn caminvoice_digest(cfg: SimConfig) -> (usize, String) {
+        use sha2::{Digest, Sha256};
+        let sim = Simulator::new(cfg);
+        for _ in 0..40 {
+            sim.step();
+        }
+        let lines: Vec<String> = sim
+            .journal()
+            .into_iter()
+            .filter(|e| e.event_type != "PPN_INVOICE_APPROVED")
+            .map(|e| format!("{} {}", e.endpoint_id, e.payload))
+            .collect();
+        let digest = Sha256::digest(lines.join("\n"));
+        (lines.len(), world::hex(&digest))
+    }
+
+    #[test]
+    fn onlinepajak_leaves_the_caminvoice_stream_of_a_seed_as_it_was() {
+        let steady = SimConfig {
+            revoke_probability: 0.0,
+            ..SimConfig::default()
+        };
+        // Recorded on the simulator before the OnlinePajak side existed.
+        let golden = (
+            132,
+            "94391854be8aaece01c2c8f3ed99eb91b9a947954d1409e33dc2059b40a99632".to_string(),
+        );
+        assert_eq!(caminvoice_digest(steady.clone()), golden);
+        let without = SimConfig {
+            op_companies: 0,
+            ..steady
+        };
+        assert_eq!(caminvoice_digest(without), golden);
+        let revoking = SimConfig {
+            seed: 7,
+            revoke_probability: 1.0,
+            revoke_quiet: Duration::ZERO,
+            op_companies: 5,
+            ..SimConfig::default()
+        };
+        assert_eq!(
+            caminvoice_digest(revoking),
+            (
+                100,
+                "c979c39a1179d63bd9f9821fb88fefb519b28770327c52c78ee10fbb45d66230".to_string()
+            )
+        );
+    }
+
+    #[test]
+    fn without_companies_there_is_no_onlinepajak_traffic_nor_account() {
+        let sim = Simulator::new(SimConfig {
+            op_companies: 0,
+            ..SimConfig::default()
+        });
+        for _ in 0..10 {
+            sim.step();
+        }
+        assert_eq!(sim.op_invoice_count(), 0);
+        assert!(sim.credentials().onlinepajak.is_empty());
+        let text = pollhook_config(
+            &sim.credentials(),
+            "http://127.0.0.1:9",
+            "/tmp/s".as_ref(),
+            "/tmp/e.jsonl".as_ref(),
+            "now",
+            "*/5 * * * * *",
+        );
+        assert!(!text.contains("onlinepajak"));
+        crate::config::Config::parse(&text, "sim.toml".as_ref()).unwrap();
     }
 
     #[test]

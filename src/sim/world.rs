@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use super::faults::{Fault, FaultKind};
+use super::op_world::OpWorld;
 use super::{fmt_ts, JournalEntry, SimConfig, SimCredentials, SimMember};
 
 /// Lifetime of the `authToken` handed out by the connect page ("valid ~24 h").
@@ -210,6 +211,8 @@ pub struct World {
     pub auto_revocations: usize,
     pub requests: BTreeMap<String, u64>,
     faults: Vec<Fault>,
+    /// The OnlinePajak side, with its own RNG (see [`OpWorld`]).
+    pub op: OpWorld,
 }
 
 impl World {
@@ -225,6 +228,7 @@ impl World {
             }
             businesses.push(make_business(&mut rng, i, endpoint_id));
         }
+        let op = OpWorld::new(&cfg);
         let mut world = World {
             cfg,
             rng,
@@ -243,6 +247,7 @@ impl World {
             auto_revocations: 0,
             requests: BTreeMap::new(),
             faults: Vec::new(),
+            op,
         };
         let created = world.now();
         for i in 0..world.cfg.members {
@@ -318,6 +323,7 @@ impl World {
             client_id: self.cfg.client_id.clone(),
             client_secret: self.cfg.client_secret.clone(),
             members,
+            onlinepajak: self.op.credentials(),
         }
     }
 
@@ -545,17 +551,28 @@ impl World {
         count
     }
 
-    /// Appends one webhook to the journal. `payload["type"]` names the event.
+    /// Appends one CamInvoice webhook to the journal. `payload["type"]` names the event.
     fn journal_event(&mut self, at: DateTime<Utc>, endpoint_id: &str, payload: Value) {
         let event_type = payload["type"].as_str().unwrap_or_default().to_string();
+        self.journal_push(at, endpoint_id, &event_type, &payload);
+        self.last_journaled.insert(endpoint_id.to_string(), at);
+    }
+
+    /// Appends one webhook of any provider to the journal, `payload` as compact JSON.
+    pub(super) fn journal_push(
+        &mut self,
+        at: DateTime<Utc>,
+        endpoint_id: &str,
+        event_type: &str,
+        payload: &Value,
+    ) {
         self.journal.push(JournalEntry {
             seq: self.journal.len() as u64 + 1,
             at,
             endpoint_id: endpoint_id.to_string(),
-            event_type,
+            event_type: event_type.to_string(),
             payload: payload.to_string(),
         });
-        self.last_journaled.insert(endpoint_id.to_string(), at);
     }
 
     /// The side member `m` sees document `d` from, or `None` if it cannot see it: the supplier
@@ -707,8 +724,8 @@ pub(crate) fn truncate_ms(t: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(t.timestamp_millis()).unwrap_or(t)
 }
 
-/// A version-4-shaped UUID from the traffic RNG.
-fn uuid(rng: &mut fastrand::Rng) -> String {
+/// A version-4-shaped UUID from `rng`.
+pub(super) fn uuid(rng: &mut fastrand::Rng) -> String {
     let mut b = [0u8; 16];
     rng.fill(&mut b);
     b[6] = (b[6] & 0x0f) | 0x40;
@@ -724,7 +741,7 @@ fn uuid(rng: &mut fastrand::Rng) -> String {
     )
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(super) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
