@@ -65,11 +65,21 @@ impl Report {
     }
 }
 
-/// The document (or entity) a payload is about: its ordering key.
+/// The document (or entity) a payload is about: its ordering key. CamInvoice:
+/// `endpoint_id/document_id`; OnlinePajak: `npwp/reference_number`.
 fn subject(payload: &str) -> String {
     let v: serde_json::Value = serde_json::from_str(payload).unwrap_or_default();
-    let field = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string();
-    format!("{}/{}", field("endpoint_id"), field("document_id"))
+    let field = |path: &[&str]| {
+        let mut x = &v;
+        for k in path {
+            x = &x[*k];
+        }
+        x.as_str().unwrap_or("").to_string()
+    };
+    match v.get("event_name") {
+        Some(_) => format!("{}/{}", field(&["npwp"]), field(&["event_data", "reference_number"])),
+        None => format!("{}/{}", field(&["endpoint_id"]), field(&["document_id"])),
+    }
 }
 
 /// Compares ground-truth payloads (in the provider's order) with emitted events (in log order).
@@ -141,6 +151,14 @@ mod tests {
     const D1: &str = r#"{"type":"DOCUMENT.DELIVERED","document_id":"d","endpoint_id":"K"}"#;
     const S1: &str = r#"{"type":"DOCUMENT.STATUS_UPDATED","document_id":"d","endpoint_id":"K","status":"ACCEPTED"}"#;
     const R2: &str = r#"{"type":"DOCUMENT.RECEIVED","document_id":"e","endpoint_id":"K"}"#;
+
+    #[test]
+    fn events_of_different_invoices_may_interleave() {
+        let a = r#"{"npwp":"1","event_name":"PPN_INVOICE_APPROVED","event_data":{"reference_number":"a"}}"#;
+        let b = r#"{"npwp":"2","event_name":"PPN_INVOICE_APPROVED","event_data":{"reference_number":"b"}}"#;
+        let r = compare(&[a.into(), b.into()], &[em("1", b), em("2", a)]);
+        assert!(r.perfect(), "{r:?}");
+    }
 
     #[test]
     fn a_perfect_match() {

@@ -38,7 +38,7 @@ impl SimProcess {
         let mut base_url = String::new();
         for line in lines.by_ref() {
             let line = line.unwrap();
-            if let Some(url) = line.strip_prefix("base_url = ") {
+            if let Some(url) = line.strip_prefix("base_url = ").filter(|_| base_url.is_empty()) {
                 base_url = url.trim_matches('"').to_string();
             }
             config.push_str(&line);
