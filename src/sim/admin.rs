@@ -3,7 +3,9 @@
 //! This module owns nothing but the translation of admin requests into [`Simulator`] calls, for
 //! end-to-end tests that run the simulator as a separate process. These routes have no
 //! authentication, are never counted in `request_counts` and never faulted: they are the test
-//! harness, not the provider.
+//! harness, not the provider. [`Simulator::router`] mounts them at the root and again under the
+//! OnlinePajak prefix (`/v2.0/_sim/...`), so a harness holding either provider's `base_url`
+//! reaches them.
 
 use std::time::Duration;
 
@@ -28,6 +30,7 @@ pub fn routes(sim: &Simulator) -> Router {
         .route("/_sim/expire-tokens", post(expire_tokens))
         .route("/_sim/fault", post(fault))
         .route("/_sim/advance-clock", post(advance_clock))
+        .route("/_sim/op-burst", post(op_burst))
         .with_state(sim.clone())
 }
 
@@ -92,6 +95,20 @@ async fn advance_clock(State(sim): State<Simulator>, body: Bytes) -> Response {
         }
         None => bad_request("expected {\"millis\": <non-negative integer>}"),
     }
+}
+
+/// `POST /_sim/op-burst` with `{"npwp": "..", "n": 1000}`: [`Simulator::op_burst`] ->
+/// `{"journaled": n}`, or 404 `{"journaled": 0}` for an NPWP that is no company's.
+async fn op_burst(State(sim): State<Simulator>, body: Bytes) -> Response {
+    let v = serde_json::from_slice::<Value>(&body).unwrap_or_default();
+    let (Some(npwp), Some(n)) = (v.get("npwp").and_then(Value::as_str), v["n"].as_u64()) else {
+        return bad_request("expected {\"npwp\": \"<a company's NPWP>\", \"n\": <count>}");
+    };
+    if !sim.credentials().onlinepajak.iter().any(|c| c.npwp == npwp) {
+        return (StatusCode::NOT_FOUND, Json(json!({"journaled": 0}))).into_response();
+    }
+    let n = usize::try_from(n).unwrap_or(usize::MAX);
+    Json(json!({"journaled": sim.op_burst(npwp, n)})).into_response()
 }
 
 fn bad_request(text: &str) -> Response {
@@ -202,6 +219,53 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(resp.status().as_u16(), 200);
+        server.shutdown().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_controls_also_answer_under_the_onlinepajak_base_url() {
+        let sim = Simulator::new(SimConfig::default());
+        let server = sim.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let op_base = format!("{}/v2.0", server.base_url());
+        let http = reqwest::Client::new();
+
+        let creds: SimCredentials = http
+            .get(format!("{op_base}/_sim/credentials"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(creds, sim.credentials());
+        assert_eq!(creds.onlinepajak.len(), 2);
+        let step = http
+            .post(format!("{op_base}/_sim/step"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(step.status().as_u16(), 200);
+
+        let npwp = creds.onlinepajak[0].npwp.clone();
+        let burst = |body: Value| {
+            let req = http.post(format!("{op_base}/_sim/op-burst")).json(&body);
+            async move {
+                let resp = req.send().await.unwrap();
+                (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
+            }
+        };
+        let before = sim.journal().len();
+        assert_eq!(
+            burst(json!({"npwp": npwp, "n": 25})).await,
+            (200, json!({"journaled": 25}))
+        );
+        assert_eq!(sim.journal().len(), before + 25);
+        assert_eq!(
+            burst(json!({"npwp": "nobody", "n": 25})).await,
+            (404, json!({"journaled": 0}))
+        );
+        assert_eq!(burst(json!({"n": 25})).await.0, 422);
+        assert!(sim.request_counts().keys().all(|k| !k.contains("_sim")));
         server.shutdown().await.unwrap();
     }
 }

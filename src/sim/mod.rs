@@ -240,11 +240,13 @@ impl Simulator {
     }
 
     /// Every route: the CamInvoice and OnlinePajak APIs (counted, fault-injectable) and the
-    /// `/_sim` admin routes.
+    /// `/_sim` admin routes, which also answer under `/v2.0/_sim` so that every `base_url` of
+    /// [`pollhook_config`] reaches them.
     pub fn router(&self) -> axum::Router {
         caminvoice::routes(self)
             .merge(onlinepajak::routes(self))
             .merge(admin::routes(self))
+            .nest(onlinepajak::PREFIX, admin::routes(self))
     }
 
     /// Binds `addr` (tests use `127.0.0.1:0`) and serves [`Simulator::router`] on a spawned task.
