@@ -77,7 +77,11 @@ fn subject(payload: &str) -> String {
         x.as_str().unwrap_or("").to_string()
     };
     match v.get("event_name") {
-        Some(_) => format!("{}/{}", field(&["npwp"]), field(&["event_data", "reference_number"])),
+        Some(_) => format!(
+            "{}/{}",
+            field(&["npwp"]),
+            field(&["event_data", "reference_number"])
+        ),
         None => format!("{}/{}", field(&["endpoint_id"]), field(&["document_id"])),
     }
 }

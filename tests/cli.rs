@@ -38,7 +38,10 @@ impl SimProcess {
         let mut base_url = String::new();
         for line in lines.by_ref() {
             let line = line.unwrap();
-            if let Some(url) = line.strip_prefix("base_url = ").filter(|_| base_url.is_empty()) {
+            if let Some(url) = line
+                .strip_prefix("base_url = ")
+                .filter(|_| base_url.is_empty())
+            {
                 base_url = url.trim_matches('"').to_string();
             }
             config.push_str(&line);
@@ -242,8 +245,14 @@ fn check_config_accepts_the_example_and_never_prints_secrets() {
     let o = pollhook(&["check-config", "--config", example.to_str().unwrap()]);
     let t = text(&o);
     assert!(o.status.success(), "{t}");
-    assert!(t.contains("valid") && t.contains("acme-kh") && t.contains("pt-contoh"), "{t}");
-    assert!(!t.contains("your-client-secret") && !t.contains("refresh-token-of"), "{t}");
+    assert!(
+        t.contains("valid") && t.contains("acme-kh") && t.contains("pt-contoh"),
+        "{t}"
+    );
+    assert!(
+        !t.contains("your-client-secret") && !t.contains("refresh-token-of"),
+        "{t}"
+    );
 
     // Every secret set to a marker, in every form: none reaches the output.
     let dir = tempfile::tempdir().unwrap();
@@ -253,22 +262,47 @@ fn check_config_accepts_the_example_and_never_prints_secrets() {
     let cfg = std::fs::read_to_string(&example)
         .unwrap()
         .replace("\"your-client-secret\"", &format!("\"{marker}\""))
-        .replace("\"refresh-token-of-KHUID00001234\"", "{ env = \"PH_TEST_RT\" }")
-        .replace("\"refresh-token-of-KHUID00005678\"", &format!("{{ file = {:?} }}", secret_file.display().to_string()))
+        .replace(
+            "\"refresh-token-of-KHUID00001234\"",
+            "{ env = \"PH_TEST_RT\" }",
+        )
+        .replace(
+            "\"refresh-token-of-KHUID00005678\"",
+            &format!("{{ file = {:?} }}", secret_file.display().to_string()),
+        )
         .replace("\"your-onlinepajak-token\"", &format!("\"{marker}-op\""));
     let path = dir.path().join("c.toml");
     std::fs::write(&path, cfg).unwrap();
-    let o = Command::new(BIN).args(["check-config", "--config", path.to_str().unwrap()]).env("PH_TEST_RT", format!("{marker}-env")).output().unwrap();
+    let o = Command::new(BIN)
+        .args(["check-config", "--config", path.to_str().unwrap()])
+        .env("PH_TEST_RT", format!("{marker}-env"))
+        .output()
+        .unwrap();
     let t = text(&o);
     assert!(o.status.success(), "{t}");
-    assert!(!t.contains(marker), "a secret reached check-config output:\n{t}");
-    assert!(t.contains("<redacted: inline>") && t.contains("<redacted: from env PH_TEST_RT>") && t.contains("<redacted: from file"), "{t}");
+    assert!(
+        !t.contains(marker),
+        "a secret reached check-config output:\n{t}"
+    );
+    assert!(
+        t.contains("<redacted: inline>")
+            && t.contains("<redacted: from env PH_TEST_RT>")
+            && t.contains("<redacted: from file"),
+        "{t}"
+    );
 
     // A secret that cannot be read: exit 2, naming where it is configured and what is missing.
-    let o = Command::new(BIN).args(["check-config", "--config", path.to_str().unwrap()]).env_remove("PH_TEST_RT").output().unwrap();
+    let o = Command::new(BIN)
+        .args(["check-config", "--config", path.to_str().unwrap()])
+        .env_remove("PH_TEST_RT")
+        .output()
+        .unwrap();
     let t = text(&o);
     assert_eq!(o.status.code(), Some(2), "{t}");
-    assert!(t.contains("(refresh_token): environment variable PH_TEST_RT is not set"), "{t}");
+    assert!(
+        t.contains("(refresh_token): environment variable PH_TEST_RT is not set"),
+        "{t}"
+    );
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! The README's first command, as a test: the demo's default run shows all four CamInvoice
-//! event types and matches the simulator's ground truth exactly.
+//! event types and OnlinePajak's PPN_INVOICE_APPROVED, and matches the simulator's ground truth
+//! exactly, at the floor of API requests.
 
 use std::time::Duration;
 
@@ -21,6 +22,10 @@ async fn the_default_demo_shows_every_event_type_at_full_fidelity() {
         );
     }
     assert!(s.fidelity.perfect(), "{:#?}", s.fidelity);
+    assert_eq!(
+        s.totals.core_requests, s.totals.floor,
+        "requests above the floor"
+    );
     assert_eq!(
         s.totals.failed_cycles, 1,
         "only the first refused refresh of the revoked member fails a cycle"

@@ -23,10 +23,11 @@ pub struct Rig {
     pub start: i64,
 }
 
+/// CamInvoice only, with revocations. Steps come back to back here, so revocations need no
+/// wall-clock quiet period: every step is polled before the next one.
 pub fn quiet_sim(seed: u64) -> SimConfig {
-    // Steps come back to back here, so revocations need no wall-clock quiet period: every
-    // step is polled before the next one.
     SimConfig {
+        op_companies: 0,
         seed,
         revoke_quiet: Duration::ZERO,
         revoke_probability: 0.08,
@@ -34,7 +35,8 @@ pub fn quiet_sim(seed: u64) -> SimConfig {
     }
 }
 
-/// No revocations: for tests that assert every cycle succeeds (a refused refresh is a failure).
+/// CamInvoice only, no revocations: for tests that assert every cycle succeeds (a refused
+/// refresh is a failure).
 pub fn steady_sim(seed: u64) -> SimConfig {
     SimConfig {
         revoke_probability: 0.0,
@@ -152,4 +154,12 @@ pub async fn run_rounds(rig: &Rig, rounds: usize) -> Vec<CycleReport> {
         reports.push(rig.cycle().await);
     }
     reports
+}
+
+/// Both providers: CamInvoice without revocations, and two OnlinePajak companies.
+pub fn both_providers(seed: u64) -> SimConfig {
+    SimConfig {
+        op_companies: 2,
+        ..steady_sim(seed)
+    }
 }
