@@ -1,0 +1,158 @@
+//! kill -9 proof: `pollhook run` against `pollhook simulate` with traffic, SIGKILLed at seeded
+//! random moments and restarted each time. At the end the JSONL log must hold every
+//! ground-truth webhook with an identical payload, no event id twice, each document in order.
+//!
+//! The simulator is stepped only once the log has caught up with the journal, so each change is
+//! observable by polling; kills land at random moments inside that wait — during polls,
+//! commits, sink writes, start-up. Bounded run (30 kills) in the suite; a long run:
+//!
+//!     POLLHOOK_CRASH_KILLS=300 cargo test --release --test crash -- --nocapture
+
+use pollhook::fidelity;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_pollhook");
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn http(method: &str, url: &str) -> String {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let c = reqwest::Client::new();
+        let req = if method == "POST" { c.post(url) } else { c.get(url) };
+        let resp = req.send().await.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+        assert!(resp.status().is_success(), "{method} {url}: {}", resp.status());
+        resp.text().await.unwrap()
+    })
+}
+
+/// Complete lines only: a line being written when we look is not read.
+fn log_lines(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    match text.rfind('\n') {
+        Some(i) => text[..=i].to_string(),
+        None => String::new(),
+    }
+}
+
+fn start_daemon(config: &Path, stderr_log: &Path) -> Proc {
+    let err = std::fs::OpenOptions::new().create(true).append(true).open(stderr_log).unwrap();
+    Proc(Command::new(BIN).args(["run", "--config", config.to_str().unwrap()]).stdout(Stdio::null()).stderr(err).spawn().unwrap())
+}
+
+#[test]
+fn thirty_kills_lose_nothing_and_double_nothing_in_jsonl() {
+    let kills: usize = std::env::var("POLLHOOK_CRASH_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(30);
+    let seed: u64 = std::env::var("POLLHOOK_CRASH_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(2026);
+    let mut rng = fastrand::Rng::with_seed(seed);
+
+    let mut sim = Command::new(BIN)
+        .args(["simulate", "--listen", "127.0.0.1:0", "--manual", "--seed", &seed.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(sim.stdout.take().unwrap()).lines();
+    let mut config = String::new();
+    let mut base = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(u) = line.strip_prefix("base_url = ").filter(|_| base.is_empty()) {
+            base = u.trim_matches('"').to_string();
+        }
+        config.push_str(&line);
+        config.push('\n');
+        if line.starts_with("path = ") {
+            break;
+        }
+    }
+    let _sim = (Proc(sim), lines);
+
+    let dir = tempfile::tempdir().unwrap();
+    let events: PathBuf = dir.path().join("events.jsonl");
+    let config = config
+        .replace("./pollhook-sim-state", &dir.path().join("state").display().to_string())
+        .replace("./pollhook-sim-events.jsonl", &events.display().to_string())
+        .replace("*/5 * * * * *", "* * * * * *");
+    let config_path = dir.path().join("pollhook.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let stderr_log = dir.path().join("daemon.log");
+
+    let truth = || -> Vec<String> {
+        let v: serde_json::Value = serde_json::from_str(&http("GET", &format!("{base}/_sim/journal"))).unwrap();
+        v.as_array().unwrap().iter().map(|e| e["payload"].as_str().unwrap().to_string()).collect()
+    };
+    let caught_up = |truth: &[String]| {
+        let emitted = fidelity::read_jsonl(&log_lines(&events)).unwrap();
+        fidelity::compare(truth, &emitted).matched == truth.len()
+    };
+
+    let mut daemon = start_daemon(&config_path, &stderr_log);
+    // The first cycle takes the baseline (start = "now"): traffic before it is history.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let counts: serde_json::Value = serde_json::from_str(&http("GET", &format!("{base}/_sim/requests"))).unwrap();
+        let n = |k: &str| counts.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+        if n("GET /api/v1/document/poll") >= 4 && n("GET /v2.0/invoices/sale") >= 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the daemon never polled: {counts}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let began = Instant::now();
+    let mut done = 0;
+    let mut steps = 0;
+    while done < kills {
+        http("POST", &format!("{base}/_sim/step"));
+        steps += 1;
+        let want = truth();
+        // Kill at a random moment of this round, restart at once, then wait for the catch-up.
+        std::thread::sleep(Duration::from_millis(rng.u64(0..1800)));
+        daemon.0.kill().unwrap();
+        daemon.0.wait().unwrap();
+        done += 1;
+        daemon = start_daemon(&config_path, &stderr_log);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !caught_up(&want) {
+            assert!(Instant::now() < deadline, "no catch-up 30 s after kill {done}; log:\n{}", std::fs::read_to_string(&stderr_log).unwrap_or_default());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    // A clean stop at the end.
+    Command::new("kill").args(["-TERM", &daemon.0.id().to_string()]).status().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while daemon.0.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "no exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let text = std::fs::read_to_string(&events).unwrap();
+    assert!(text.is_empty() || text.ends_with('\n'), "a partial last line after a clean stop");
+    let emitted = fidelity::read_jsonl(&text).unwrap();
+    let truth = truth();
+    let r = fidelity::compare(&truth, &emitted);
+    let line_count = text.lines().count();
+    eprintln!(
+        "crash test: seed {seed}, {kills} SIGKILLs over {steps} traffic steps in {:.0?}; {} ground-truth events, {} lines, {} lost, {} duplicate ids, {} unexpected, {} out of order",
+        began.elapsed(),
+        r.expected,
+        line_count,
+        r.missing.len(),
+        r.duplicate_ids,
+        r.unexpected.len(),
+        r.out_of_order
+    );
+    assert!(r.expected > kills, "too little traffic to mean anything: {}", r.expected);
+    assert!(r.perfect(), "{r:#?}");
+    assert_eq!(line_count, r.expected, "every line is one ground-truth event");
+}
