@@ -26,12 +26,26 @@ impl Drop for Proc {
 }
 
 fn http(method: &str, url: &str) -> String {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let c = reqwest::Client::new();
-        let req = if method == "POST" { c.post(url) } else { c.get(url) };
-        let resp = req.send().await.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
-        assert!(resp.status().is_success(), "{method} {url}: {}", resp.status());
+        let req = if method == "POST" {
+            c.post(url)
+        } else {
+            c.get(url)
+        };
+        let resp = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+        assert!(
+            resp.status().is_success(),
+            "{method} {url}: {}",
+            resp.status()
+        );
         resp.text().await.unwrap()
     })
 }
@@ -46,18 +60,42 @@ fn log_lines(path: &Path) -> String {
 }
 
 fn start_daemon(config: &Path, stderr_log: &Path) -> Proc {
-    let err = std::fs::OpenOptions::new().create(true).append(true).open(stderr_log).unwrap();
-    Proc(Command::new(BIN).args(["run", "--config", config.to_str().unwrap()]).stdout(Stdio::null()).stderr(err).spawn().unwrap())
+    let err = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(stderr_log)
+        .unwrap();
+    Proc(
+        Command::new(BIN)
+            .args(["run", "--config", config.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .unwrap(),
+    )
 }
 
 #[test]
 fn thirty_kills_lose_nothing_and_double_nothing_in_jsonl() {
-    let kills: usize = std::env::var("POLLHOOK_CRASH_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(30);
-    let seed: u64 = std::env::var("POLLHOOK_CRASH_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(2026);
+    let kills: usize = std::env::var("POLLHOOK_CRASH_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30);
+    let seed: u64 = std::env::var("POLLHOOK_CRASH_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2026);
     let mut rng = fastrand::Rng::with_seed(seed);
 
     let mut sim = Command::new(BIN)
-        .args(["simulate", "--listen", "127.0.0.1:0", "--manual", "--seed", &seed.to_string()])
+        .args([
+            "simulate",
+            "--listen",
+            "127.0.0.1:0",
+            "--manual",
+            "--seed",
+            &seed.to_string(),
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -81,7 +119,10 @@ fn thirty_kills_lose_nothing_and_double_nothing_in_jsonl() {
     let dir = tempfile::tempdir().unwrap();
     let events: PathBuf = dir.path().join("events.jsonl");
     let config = config
-        .replace("./pollhook-sim-state", &dir.path().join("state").display().to_string())
+        .replace(
+            "./pollhook-sim-state",
+            &dir.path().join("state").display().to_string(),
+        )
         .replace("./pollhook-sim-events.jsonl", &events.display().to_string())
         .replace("*/5 * * * * *", "* * * * * *");
     let config_path = dir.path().join("pollhook.toml");
@@ -89,8 +130,13 @@ fn thirty_kills_lose_nothing_and_double_nothing_in_jsonl() {
     let stderr_log = dir.path().join("daemon.log");
 
     let truth = || -> Vec<String> {
-        let v: serde_json::Value = serde_json::from_str(&http("GET", &format!("{base}/_sim/journal"))).unwrap();
-        v.as_array().unwrap().iter().map(|e| e["payload"].as_str().unwrap().to_string()).collect()
+        let v: serde_json::Value =
+            serde_json::from_str(&http("GET", &format!("{base}/_sim/journal"))).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["payload"].as_str().unwrap().to_string())
+            .collect()
     };
     let caught_up = |truth: &[String]| {
         let emitted = fidelity::read_jsonl(&log_lines(&events)).unwrap();
@@ -101,12 +147,16 @@ fn thirty_kills_lose_nothing_and_double_nothing_in_jsonl() {
     // The first cycle takes the baseline (start = "now"): traffic before it is history.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let counts: serde_json::Value = serde_json::from_str(&http("GET", &format!("{base}/_sim/requests"))).unwrap();
+        let counts: serde_json::Value =
+            serde_json::from_str(&http("GET", &format!("{base}/_sim/requests"))).unwrap();
         let n = |k: &str| counts.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
         if n("GET /api/v1/document/poll") >= 4 && n("GET /v2.0/invoices/sale") >= 2 {
             break;
         }
-        assert!(Instant::now() < deadline, "the daemon never polled: {counts}");
+        assert!(
+            Instant::now() < deadline,
+            "the daemon never polled: {counts}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let began = Instant::now();
@@ -124,12 +174,19 @@ fn thirty_kills_lose_nothing_and_double_nothing_in_jsonl() {
         daemon = start_daemon(&config_path, &stderr_log);
         let deadline = Instant::now() + Duration::from_secs(30);
         while !caught_up(&want) {
-            assert!(Instant::now() < deadline, "no catch-up 30 s after kill {done}; log:\n{}", std::fs::read_to_string(&stderr_log).unwrap_or_default());
+            assert!(
+                Instant::now() < deadline,
+                "no catch-up 30 s after kill {done}; log:\n{}",
+                std::fs::read_to_string(&stderr_log).unwrap_or_default()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
     // A clean stop at the end.
-    Command::new("kill").args(["-TERM", &daemon.0.id().to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-TERM", &daemon.0.id().to_string()])
+        .status()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     while daemon.0.try_wait().unwrap().is_none() {
         assert!(Instant::now() < deadline, "no exit after SIGTERM");
@@ -137,7 +194,10 @@ fn thirty_kills_lose_nothing_and_double_nothing_in_jsonl() {
     }
 
     let text = std::fs::read_to_string(&events).unwrap();
-    assert!(text.is_empty() || text.ends_with('\n'), "a partial last line after a clean stop");
+    assert!(
+        text.is_empty() || text.ends_with('\n'),
+        "a partial last line after a clean stop"
+    );
     let emitted = fidelity::read_jsonl(&text).unwrap();
     let truth = truth();
     let r = fidelity::compare(&truth, &emitted);
@@ -152,7 +212,14 @@ fn thirty_kills_lose_nothing_and_double_nothing_in_jsonl() {
         r.unexpected.len(),
         r.out_of_order
     );
-    assert!(r.expected > kills, "too little traffic to mean anything: {}", r.expected);
+    assert!(
+        r.expected > kills,
+        "too little traffic to mean anything: {}",
+        r.expected
+    );
     assert!(r.perfect(), "{r:#?}");
-    assert_eq!(line_count, r.expected, "every line is one ground-truth event");
+    assert_eq!(
+        line_count, r.expected,
+        "every line is one ground-truth event"
+    );
 }

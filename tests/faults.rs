@@ -28,7 +28,11 @@ impl Write for Capture {
 /// Captures every log line of every level from here on.
 fn capture_logs() {
     INIT.call_once(|| {
-        tracing_subscriber::fmt().with_env_filter("trace").with_ansi(false).with_writer(|| Capture).init();
+        tracing_subscriber::fmt()
+            .with_env_filter("trace")
+            .with_ansi(false)
+            .with_writer(|| Capture)
+            .init();
     });
 }
 
@@ -37,7 +41,11 @@ fn logs() -> String {
 }
 
 fn fault(path: &str, count: u32, kind: FaultKind) -> Fault {
-    Fault { path_contains: path.into(), count, kind }
+    Fault {
+        path_contains: path.into(),
+        count,
+        kind,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -47,10 +55,20 @@ async fn a_burst_of_5xx_beyond_the_retries_fails_the_cycle_and_the_next_one_reco
     rig.cycle().await;
     rig.sim.step();
     // 4 members x (1 + 4 retries) = 20 attempts, every one answered 503.
-    rig.sim.inject(fault("/document/poll", 20, FaultKind::ServerError { status: 503 }));
+    rig.sim.inject(fault(
+        "/document/poll",
+        20,
+        FaultKind::ServerError { status: 503 },
+    ));
     let r = rig.cycle().await;
     assert_eq!(r.failures.len(), 4, "{:?}", r.failures);
-    assert!(r.failures.iter().all(|f| f.contains("5 attempt(s): HTTP 503")), "{:?}", r.failures);
+    assert!(
+        r.failures
+            .iter()
+            .all(|f| f.contains("5 attempt(s): HTTP 503")),
+        "{:?}",
+        r.failures
+    );
     run_rounds(&rig, 3).await;
     rig.assert_perfect();
     assert!(logs().contains("request failed; retrying"));
@@ -59,14 +77,30 @@ async fn a_burst_of_5xx_beyond_the_retries_fails_the_cycle_and_the_next_one_reco
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_absurd_retry_after_is_capped_and_logged() {
     capture_logs();
-    let rig = Rig::with_text_edit(steady_sim(62), |t| t.replace("retry_base = \"100ms\"", "retry_base = \"100ms\"\nretry_after_cap = \"1s\"")).await;
+    let rig = Rig::with_text_edit(steady_sim(62), |t| {
+        t.replace(
+            "retry_base = \"100ms\"",
+            "retry_base = \"100ms\"\nretry_after_cap = \"1s\"",
+        )
+    })
+    .await;
     rig.cycle().await;
     rig.sim.step();
-    rig.sim.inject(fault("/document/poll", 1, FaultKind::RateLimited { retry_after_secs: 86_400 }));
+    rig.sim.inject(fault(
+        "/document/poll",
+        1,
+        FaultKind::RateLimited {
+            retry_after_secs: 86_400,
+        },
+    ));
     let began = Instant::now();
     let r = rig.cycle().await;
     assert!(r.ok(), "{:?}", r.failures);
-    assert!(began.elapsed() < Duration::from_secs(10), "waited {:?} for a day-long Retry-After", began.elapsed());
+    assert!(
+        began.elapsed() < Duration::from_secs(10),
+        "waited {:?} for a day-long Retry-After",
+        began.elapsed()
+    );
     run_rounds(&rig, 2).await;
     rig.assert_perfect();
     assert!(logs().contains("Retry-After longer than retry_after_cap"));
@@ -75,10 +109,17 @@ async fn an_absurd_retry_after_is_capped_and_logged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stall_longer_than_the_timeout_is_cut_and_retried() {
     capture_logs();
-    let rig = Rig::with_text_edit(steady_sim(63), |t| t.replacen("timeout = \"5s\"", "timeout = \"1s\"", 1)).await;
+    let rig = Rig::with_text_edit(steady_sim(63), |t| {
+        t.replacen("timeout = \"5s\"", "timeout = \"1s\"", 1)
+    })
+    .await;
     rig.cycle().await;
     rig.sim.step();
-    rig.sim.inject(fault("/document/{id}", 1, FaultKind::Stall { millis: 3000 }));
+    rig.sim.inject(fault(
+        "/document/{id}",
+        1,
+        FaultKind::Stall { millis: 3000 },
+    ));
     let r = rig.cycle().await;
     assert!(r.ok(), "{:?}", r.failures);
     run_rounds(&rig, 2).await;
@@ -94,12 +135,20 @@ async fn a_token_that_expires_mid_cycle_is_refreshed_once_and_the_cycle_goes_on(
     let mut refreshes = 0;
     for _ in 0..5 {
         rig.sim.step();
-        rig.sim.inject(fault("/document/{id}", 1, FaultKind::Unauthorized));
+        rig.sim
+            .inject(fault("/document/{id}", 1, FaultKind::Unauthorized));
         let r = rig.cycle().await;
         assert!(r.ok(), "{:?}", r.failures);
-        refreshes += r.requests.get("POST /api/v1/auth/token").copied().unwrap_or(0);
+        refreshes += r
+            .requests
+            .get("POST /api/v1/auth/token")
+            .copied()
+            .unwrap_or(0);
     }
-    assert!((1..=5).contains(&refreshes), "one refresh per injected 401 (none when no detail was fetched): {refreshes}");
+    assert!(
+        (1..=5).contains(&refreshes),
+        "one refresh per injected 401 (none when no detail was fetched): {refreshes}"
+    );
     run_rounds(&rig, 0).await;
     rig.assert_perfect();
     assert!(logs().contains("401: refreshing the token and retrying once"));
@@ -117,8 +166,16 @@ async fn a_refused_refresh_gives_entity_revoked_exactly_once_and_polling_of_it_s
         rig.sim.step();
         units.push(rig.cycle().await.units);
     }
-    assert_eq!(units, vec![4, 4, 3, 3, 3, 3], "refused twice, then no longer polled");
-    let revoked: Vec<_> = rig.emitted().into_iter().filter(|e| e.event_type == "ENTITY.REVOKED").collect();
+    assert_eq!(
+        units,
+        vec![4, 4, 3, 3, 3, 3],
+        "refused twice, then no longer polled"
+    );
+    let revoked: Vec<_> = rig
+        .emitted()
+        .into_iter()
+        .filter(|e| e.event_type == "ENTITY.REVOKED")
+        .collect();
     assert_eq!(revoked.len(), 1, "{revoked:?}");
     assert!(revoked[0].payload.contains(&victim));
     rig.assert_perfect();
@@ -130,7 +187,12 @@ async fn onlinepajak_server_errors_and_a_bad_page_lose_nothing() {
     capture_logs();
     let rig = Rig::new(both_providers(66)).await;
     rig.cycle_all().await;
-    for kind in [FaultKind::ServerError { status: 502 }, FaultKind::MalformedJson, FaultKind::Truncated, FaultKind::HtmlPage] {
+    for kind in [
+        FaultKind::ServerError { status: 502 },
+        FaultKind::MalformedJson,
+        FaultKind::Truncated,
+        FaultKind::HtmlPage,
+    ] {
         rig.sim.step();
         rig.sim.inject(fault("/v2.0/invoices/sale", 1, kind));
         rig.cycle_all().await;
@@ -152,7 +214,10 @@ async fn no_secret_reaches_the_logs_at_any_level() {
     secrets.extend(c.members.iter().map(|m| m.refresh_token.clone()));
     secrets.extend(c.onlinepajak.iter().map(|o| o.token.clone()));
     let text = logs();
-    assert!(text.lines().count() > 50, "the capture saw too little to mean anything");
+    assert!(
+        text.lines().count() > 50,
+        "the capture saw too little to mean anything"
+    );
     for s in secrets {
         assert!(!text.contains(&s), "a secret is in the logs");
     }

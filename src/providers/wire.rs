@@ -30,7 +30,11 @@ pub fn timestamp(v: &Value) -> Option<Millis> {
         Value::String(s) => parse_timestamp(s),
         Value::Number(n) => {
             let n = n.as_i64()?;
-            Some(if n > 100_000_000_000 { n } else { n * 1000 })
+            if n > 100_000_000_000 {
+                Some(n)
+            } else {
+                n.checked_mul(1000)
+            }
         }
         _ => None,
     }
@@ -74,5 +78,10 @@ mod tests {
             Some(1_709_795_767_859)
         );
         assert_eq!(timestamp(&Value::Null), None);
+        assert_eq!(
+            timestamp(&Value::from(i64::MIN)),
+            None,
+            "found by tests/parsers.rs: overflowed"
+        );
     }
 }

@@ -25,9 +25,9 @@ pub struct AccessToken {
 impl AccessToken {
     /// Whether to refresh before using it: within a tenth of its life (at most 60 s) of expiry.
     pub fn needs_refresh(&self, now: Millis) -> bool {
-        let life = (self.expires_at - self.issued_at).max(0);
+        let life = self.expires_at.saturating_sub(self.issued_at).max(0);
         let margin = (life / 10).min(60_000);
-        now >= self.expires_at - margin
+        now >= self.expires_at.saturating_sub(margin)
     }
 }
 
@@ -64,7 +64,7 @@ pub fn parse_refresh(body: &[u8], now: Millis) -> Result<Refreshed, String> {
         .or_else(|| {
             pick(&["expire_in", "expires_in", "expireIn", "expiresIn"])
                 .and_then(lifetime)
-                .map(|ms| now + ms)
+                .map(|ms| now.saturating_add(ms))
         })
         .unwrap_or(now + DEFAULT_LIFETIME_MS);
     let refresh_token = pick(&["refresh_token", "refreshToken"])
@@ -214,6 +214,15 @@ mod tests {
         assert!(!short.needs_refresh(NOW + 1_700));
         assert!(short.needs_refresh(NOW + 1_800));
         assert_eq!(jwt_exp("not-a-jwt"), None);
+        let absurd = AccessToken {
+            token: Secret::new("x"),
+            issued_at: NOW,
+            expires_at: i64::MIN,
+        };
+        assert!(
+            absurd.needs_refresh(NOW),
+            "an expiry in the far past means refresh, not a panic"
+        );
         assert_eq!(jwt_exp("a.b.c.d"), None);
     }
 }
