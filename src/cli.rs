@@ -86,6 +86,10 @@ pub fn main() -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::from(2)
         }
+        Err(Failure::Setup(e)) => {
+            eprintln!("error: {e}\nhelp: `pollhook check-config` lists every secret that cannot be read");
+            ExitCode::from(2)
+        }
         Err(Failure::Run(e)) => {
             eprintln!("error: {e}");
             ExitCode::from(1)
@@ -95,6 +99,7 @@ pub fn main() -> ExitCode {
 
 enum Failure {
     Config(ConfigError),
+    Setup(String),
     Run(String),
 }
 
@@ -105,7 +110,11 @@ impl From<ConfigError> for Failure {
 }
 impl From<DaemonError> for Failure {
     fn from(e: DaemonError) -> Self {
-        Failure::Run(e.to_string())
+        match e {
+            // A secret that cannot be read is a configuration problem: exit 2, as check-config.
+            DaemonError::Setup(why) => Failure::Setup(why),
+            other => Failure::Run(other.to_string()),
+        }
     }
 }
 
