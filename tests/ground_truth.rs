@@ -98,8 +98,8 @@ impl Rig {
             panic!("a tick was skipped")
         };
         for s in &self.config.sinks {
-            let mut sink = sinks::build(s);
-            sinks::drain(self.engine().store(), sink.as_mut())
+            let mut sink = sinks::build(s).unwrap();
+            sinks::drain(self.engine().store(), &mut sink)
                 .await
                 .unwrap();
         }
