@@ -62,7 +62,9 @@ pub async fn run(
         .into_iter()
         .map(|r| tokio::spawn(sinks::run(Arc::clone(engine.store()), r, stop_rx.clone())))
         .collect();
-    let hup = tokio::spawn(reopen_on_sighup());
+    let hup = tokio::spawn(reopen_on_sighup(tokio::signal::unix::signal(
+        tokio::signal::unix::SignalKind::hangup(),
+    )));
     let pruner = {
         let (store, config, mut stop) =
             (Arc::clone(engine.store()), config.clone(), stop_rx.clone());
@@ -144,10 +146,11 @@ pub async fn prune(store: &Store, config: &Config) {
     }
 }
 
-/// Makes JSONL sinks reopen their files on every SIGHUP (logrotate's `postrotate`).
-async fn reopen_on_sighup() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+/// Makes JSONL sinks reopen their files on every SIGHUP (logrotate's `postrotate`). The
+/// handler is installed by the caller before anything else starts, so an early SIGHUP cannot
+/// kill the daemon.
+async fn reopen_on_sighup(hup: std::io::Result<tokio::signal::unix::Signal>) {
+    let Ok(mut hup) = hup else {
         tracing::warn!(
             "cannot install the SIGHUP handler; JSONL files will not be reopened on SIGHUP"
         );

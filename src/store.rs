@@ -736,4 +736,93 @@ mod tests {
             Err(StoreError::Newer { .. })
         ));
     }
+
+    #[tokio::test]
+    async fn prune_removes_only_old_events_every_sink_finished_and_keeps_ids_and_dead_letters() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let events: Vec<NewEvent> = (1..=5)
+            .map(|n| NewEvent {
+                detected_at: if n <= 4 { 1_000 } else { 10_000 },
+                ..ev(n)
+            })
+            .collect();
+        s.commit(Batch {
+            events,
+            ..Batch::default()
+        })
+        .await
+        .unwrap();
+        assert_eq!(s.subject(2).unwrap().as_deref(), Some("a\0m/d2"));
+        s.ack("fast", 5).unwrap();
+        s.ack("slow", 3).unwrap();
+        s.record_attempts(
+            "fast",
+            2,
+            Attempts {
+                count: 1,
+                last_at: 0,
+            },
+        )
+        .unwrap(); // stale
+        s.record_attempts(
+            "slow",
+            4,
+            Attempts {
+                count: 2,
+                last_at: 0,
+            },
+        )
+        .unwrap();
+        s.put_dead(&DeadLetter {
+            sink: "fast".into(),
+            attempts: 3,
+            error: "e".into(),
+            at: 0,
+            event: s.event(1).unwrap().unwrap(),
+        })
+        .unwrap();
+        let sinks = ["fast".to_string(), "slow".to_string()];
+        let p = s.prune(5_000, &sinks).await.unwrap();
+        // 1..=3 are acked by both and old; 4 is old but "slow" has not finished it; 5 is young.
+        assert_eq!(
+            p,
+            Pruned {
+                events: 3,
+                attempts: 1
+            }
+        );
+        assert_eq!(s.first_seq().unwrap(), Some(4));
+        assert_eq!(s.event(2).unwrap(), None);
+        assert_eq!(s.subject(2).unwrap(), None);
+        assert_eq!(
+            s.seq_of(&ev(2).id).unwrap(),
+            Some(2),
+            "ids outlive their events"
+        );
+        assert_eq!(s.attempts("slow", 4).unwrap().unwrap().count, 2);
+        assert_eq!(s.attempts("fast", 2).unwrap(), None);
+        let dead = s.dead_letters(Some("fast")).unwrap();
+        assert_eq!(dead.len(), 1);
+        assert_eq!(
+            dead[0].event.envelope().unwrap().id,
+            ev(1).id,
+            "the dead letter keeps its event"
+        );
+        // The id guard still holds after pruning: the same change is not emitted again.
+        let c = s
+            .commit(Batch {
+                events: vec![ev(2)],
+                ..Batch::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(c.duplicates, 1);
+        assert!(
+            s.dead_letters(Some("fas")).unwrap().is_empty(),
+            "a sink's prefix is exact"
+        );
+        s.remove_dead("fast", 1).unwrap();
+        assert!(s.dead_letters(None).unwrap().is_empty());
+    }
 }
