@@ -296,6 +296,7 @@ fn check_config(config: &Config) -> Result<ExitCode, Failure> {
             format_ms(t)
         ),
     }
+    println!("  retention        {}", format_duration(d.retention));
     for a in &config.accounts {
         println!("[[accounts]] {} ({})", a.name, a.provider.kind());
         match &a.provider {
@@ -322,19 +323,8 @@ fn check_config(config: &Config) -> Result<ExitCode, Failure> {
             a.http.concurrency
         );
     }
-    println!("  retention        {}", format_duration(d.retention));
-    let mut bad_sinks = 0;
     for s in &config.sinks {
         print_sink(s);
-        if matches!(s.kind, SinkKind::Webhook(_)) {
-            if let Err(e) = sinks::build(s) {
-                eprintln!("error: {e}");
-                bad_sinks += 1;
-            }
-        }
-    }
-    if bad_sinks > 0 {
-        return Ok(ExitCode::from(2));
     }
     if config.secrets().iter().any(|(_, s)| s.source.is_inline()) {
         warn_if_readable(&config.file);
@@ -343,6 +333,21 @@ fn check_config(config: &Config) -> Result<ExitCode, Failure> {
         for e in &errors {
             eprintln!("error: {e}");
         }
+        return Ok(ExitCode::from(2));
+    }
+    // Webhook secrets resolve; are they whsec_<base64>?
+    let mut bad = 0;
+    for s in config
+        .sinks
+        .iter()
+        .filter(|s| matches!(s.kind, SinkKind::Webhook(_)))
+    {
+        if let Err(e) = sinks::build(s) {
+            eprintln!("error: {e}");
+            bad += 1;
+        }
+    }
+    if bad > 0 {
         return Ok(ExitCode::from(2));
     }
     println!("secrets: all {} resolve", config.secrets().len());

@@ -270,6 +270,10 @@ fn check_config_accepts_the_example_and_never_prints_secrets() {
     let o = Command::new(BIN)
         .args(["check-config", "--config", path.to_str().unwrap()])
         .env("PH_TEST_RT", format!("{marker}-2"))
+        .env(
+            "POLLHOOK_ERP_WEBHOOK_SECRET",
+            "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD",
+        )
         .output()
         .unwrap();
     let t = text(&o);
