@@ -161,7 +161,11 @@ impl Queue {
             tokio::select! {
                 _ = committed.changed(), if self.window.len() < WINDOW => {}
                 _ = sleep_until(due) => {}
-                _ = shutdown.changed() => {}
+                changed = shutdown.changed() => {
+                    if changed.is_err() {
+                        return; // the daemon is gone
+                    }
+                }
             }
         }
     }
@@ -176,11 +180,16 @@ impl Queue {
             }
             self.start_what_can(Instant::now());
             if self.in_flight.is_empty() {
-                // Nothing running and nothing startable: idle unless loading freed room.
-                if self.window.len() >= WINDOW || store.last_seq() <= self.loaded {
-                    return Ok(());
+                // Nothing running and nothing startable: idle, unless a commit landed since
+                // the load above.
+                let before = self.loaded;
+                if self.window.len() < WINDOW && store.last_seq() > before {
+                    self.load(store)?;
+                    if self.loaded > before {
+                        continue;
+                    }
                 }
-                continue;
+                return Ok(());
             }
             let (seq, outcome) = match self.in_flight.join_next_with_id().await {
                 Some(Ok((id, done))) => {
