@@ -452,7 +452,6 @@ fn verifies(key_b64: &str, headers: &HeaderMap, body: &[u8]) -> bool {
 async fn the_webhook_sink_signs_every_request_and_follows_the_status_rules() {
     const K1: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
     const K2: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-    std::env::set_var("POLLHOOK_TEST_WHSEC", K2);
     let rx = receiver(vec![
         (
             "slow",
@@ -478,6 +477,9 @@ async fn the_webhook_sink_signs_every_request_and_follows_the_status_rules() {
     ])
     .await;
     let dir = tempfile::tempdir().unwrap();
+    // The second secret comes from a file (with the newline editors add).
+    let k2_file = dir.path().join("k2");
+    std::fs::write(&k2_file, format!("{K2}\n")).unwrap();
     let cfg = config(
         dir.path(),
         &format!(
@@ -486,12 +488,13 @@ async fn the_webhook_sink_signs_every_request_and_follows_the_status_rules() {
 name = "erp"
 kind = "webhook"
 url = "{}"
-secrets = ["{K1}", {{ env = "POLLHOOK_TEST_WHSEC" }}]
+secrets = ["{K1}", {{ file = "{}" }}]
 retry_schedule = ["10ms"]
 max_attempts = 2
 retry_after_cap = "5s"
 "#,
-            rx.url
+            rx.url,
+            k2_file.display()
         ),
     );
     let store = Arc::new(Store::open(&cfg.daemon.state_dir).unwrap());
