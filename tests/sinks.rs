@@ -351,6 +351,33 @@ async fn dead_letters_after_max_attempts_are_replayed_with_the_same_ids() {
         "events", "replay", "--config", c, "--sink", "erp", "--id", &a.id,
     ]);
     assert_eq!(code, Some(0), "{out}");
+    let hour_ago = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
+    let (code, out) = run(&[
+        "events", "replay", "--config", c, "--sink", "erp", "--since", &hour_ago,
+    ]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("replayed 2 event(s) to sink erp: 2 delivered"),
+        "{out}"
+    );
+    let later = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let (code, out) = run(&[
+        "events", "replay", "--config", c, "--sink", "erp", "--since", &later,
+    ]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("replayed 0 event(s)"), "{out}");
+    let (code, out) = run(&[
+        "events",
+        "replay",
+        "--config",
+        c,
+        "--sink",
+        "erp",
+        "--since",
+        "yesterday",
+    ]);
+    assert_eq!(code, Some(2), "clap's usage error: {out}");
+    assert!(out.contains("not an RFC 3339 instant"), "{out}");
     let (code, out) = run(&[
         "events", "replay", "--config", c, "--sink", "erp", "--id", "evt_nope",
     ]);

@@ -114,7 +114,14 @@ impl Queue {
                     .next_due()
                     .map(|d| d.saturating_duration_since(Instant::now()))
                     .unwrap_or_default(),
-                error: failed.last_error.clone(),
+                error: if failed.last_error.is_empty() {
+                    format!(
+                        "{} earlier attempt(s) failed (see the log); the next is not due yet",
+                        failed.attempts
+                    )
+                } else {
+                    failed.last_error.clone()
+                },
             }),
         }
     }
