@@ -53,7 +53,8 @@ async fn main() {
     let commit_secs = began.elapsed().as_secs_f64();
 
     let path = dir.join("events.jsonl");
-    let mut sink = JsonlSink::new("bench", &path);
+    let mut sink =
+        sinks::Runner::batch(Default::default(), Box::new(JsonlSink::new("bench", &path)));
     let began = Instant::now();
     let delivered = sinks::drain(&store, &mut sink).await.expect("drain");
     let sink_secs = began.elapsed().as_secs_f64();

@@ -1,7 +1,7 @@
 //! The command line: the subcommands, and the one place that prints errors and picks exit
 //! codes (0 ok, 1 a run-time failure, 2 a configuration error).
 
-use crate::config::{Config, ConfigError, ProviderSettings, SinkKind, Start};
+use crate::config::{Config, ConfigError, DeliveryOrder, ProviderSettings, SinkKind, Start};
 use crate::engine::Tick;
 use crate::scheduler::{self, DaemonError};
 use crate::sinks;
@@ -45,6 +45,11 @@ pub enum Command {
         #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
+    /// Inspect and re-deliver events: list, replay, tail.
+    Events {
+        #[command(subcommand)]
+        command: EventsCommand,
+    },
     /// Run the simulator and the daemon against it, print events as they are emitted, then a summary.
     Demo {
         /// How long the traffic runs.
@@ -69,6 +74,60 @@ pub enum Command {
     },
 }
 
+#[derive(Subcommand, Debug)]
+pub enum EventsCommand {
+    /// The newest outbox events with their state per sink, or the dead letters (needs the
+    /// daemon stopped: sled allows one process).
+    List {
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Only this sink's state.
+        #[arg(long)]
+        sink: Option<String>,
+        /// Dead letters instead of outbox events.
+        #[arg(long)]
+        dead: bool,
+        /// At most this many (the newest).
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Re-deliver events through a hook or webhook sink with their original ids (needs the
+    /// daemon stopped). Acks are not moved: this is on top of normal delivery.
+    Replay {
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        #[arg(long)]
+        sink: String,
+        /// Events detected at or after this RFC 3339 instant (that the sink's filter passes).
+        #[arg(long, value_parser = instant_arg, group = "which")]
+        since: Option<i64>,
+        /// One event by id.
+        #[arg(long, group = "which")]
+        id: Option<String>,
+        /// The sink's dead letters; those delivered are removed.
+        #[arg(long, group = "which")]
+        dead: bool,
+    },
+    /// Print events as they are committed, by following a JSONL sink's file (works while the
+    /// daemon runs).
+    Tail {
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// The JSONL sink to follow (default: the first one).
+        #[arg(long)]
+        sink: Option<String>,
+        /// Lines of history to print first.
+        #[arg(long, short = 'n', default_value_t = 10)]
+        lines: usize,
+    },
+}
+
+fn instant_arg(s: &str) -> Result<i64, String> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.timestamp_millis())
+        .map_err(|e| format!("{s:?} is not an RFC 3339 instant (e.g. 2026-03-07T00:00:00Z): {e}"))
+}
+
 fn duration_arg(s: &str) -> Result<Duration, String> {
     parse_duration(s).ok_or_else(|| format!("{s:?} is not a duration (e.g. 20s, 2m)"))
 }
@@ -87,7 +146,9 @@ pub fn main() -> ExitCode {
             ExitCode::from(2)
         }
         Err(Failure::Setup(e)) => {
-            eprintln!("error: {e}\nhelp: `pollhook check-config` lists every secret that cannot be read");
+            eprintln!(
+                "error: {e}\nhelp: `pollhook check-config` lists every secret that cannot be read"
+            );
             ExitCode::from(2)
         }
         Err(Failure::Run(e)) => {
@@ -148,6 +209,7 @@ async fn dispatch(command: Command) -> Result<ExitCode, Failure> {
             let config = Config::load(&config)?;
             status(&config).map(|_| ExitCode::SUCCESS)
         }
+        Command::Events { command } => events(command).await,
         Command::Demo { duration, seed } => {
             init_logging("warn");
             crate::demo::run(duration, seed)
@@ -191,8 +253,15 @@ async fn once(config: Config) -> Result<ExitCode, Failure> {
         }
     }
     for s in &config.sinks {
-        let mut sink = sinks::build(s);
-        match sinks::drain(engine.store(), sink.as_mut()).await {
+        let mut sink = match sinks::build(s) {
+            Ok(sink) => sink,
+            Err(e) => {
+                eprintln!("sink {}: FAILED {e}", s.name);
+                failed = true;
+                continue;
+            }
+        };
+        match sinks::drain(engine.store(), &mut sink).await {
             Ok(n) => eprintln!("sink {}: {n} event(s) delivered", s.name),
             Err(e) => {
                 eprintln!("sink {}: FAILED {e}", s.name);
@@ -200,6 +269,7 @@ async fn once(config: Config) -> Result<ExitCode, Failure> {
             }
         }
     }
+    scheduler::prune(engine.store(), &config).await;
     engine
         .store()
         .flush()
@@ -237,6 +307,7 @@ fn check_config(config: &Config) -> Result<ExitCode, Failure> {
             format_ms(t)
         ),
     }
+    println!("  retention        {}", format_duration(d.retention));
     for a in &config.accounts {
         println!("[[accounts]] {} ({})", a.name, a.provider.kind());
         match &a.provider {
@@ -282,11 +353,7 @@ fn check_config(config: &Config) -> Result<ExitCode, Failure> {
         );
     }
     for s in &config.sinks {
-        match &s.kind {
-            SinkKind::Jsonl { path } => {
-                println!("[[sinks]] {} (jsonl) -> {}", s.name, path.display())
-            }
-        }
+        print_sink(s);
     }
     if config.secrets().iter().any(|(_, s)| s.source.is_inline()) {
         warn_if_readable(&config.file);
@@ -297,8 +364,97 @@ fn check_config(config: &Config) -> Result<ExitCode, Failure> {
         }
         return Ok(ExitCode::from(2));
     }
+    // Webhook secrets resolve; are they whsec_<base64>?
+    let mut bad = 0;
+    for s in config
+        .sinks
+        .iter()
+        .filter(|s| matches!(s.kind, SinkKind::Webhook(_)))
+    {
+        if let Err(e) = sinks::build(s) {
+            eprintln!("error: {e}");
+            bad += 1;
+        }
+    }
+    if bad > 0 {
+        return Ok(ExitCode::from(2));
+    }
     println!("secrets: all {} resolve", config.secrets().len());
     Ok(ExitCode::SUCCESS)
+}
+
+fn print_sink(s: &crate::config::Sink) {
+    println!("[[sinks]] {} ({})", s.name, s.kind.name());
+    let list = |v: &[String]| {
+        if v.is_empty() {
+            "all".to_string()
+        } else {
+            v.join(", ")
+        }
+    };
+    println!("  events           {}", list(&s.filter.events));
+    println!("  accounts         {}", list(&s.filter.accounts));
+    let delivery = match &s.kind {
+        SinkKind::Jsonl(j) => {
+            println!("  path             {}", j.path.display());
+            if let Some(b) = j.rotate_bytes {
+                println!(
+                    "  rotate           at {b} bytes, keeping {} old files",
+                    j.rotate_keep
+                );
+            }
+            return;
+        }
+        SinkKind::Hook(h) => {
+            println!("  command          {:?} (argv, no shell)", h.command);
+            println!(
+                "  stdin            {}",
+                if h.stdin == crate::config::HookStdin::Payload {
+                    "payload"
+                } else {
+                    "envelope"
+                }
+            );
+            println!(
+                "  env              PATH, HOME, LANG, TZ{}",
+                h.env.iter().map(|e| format!(", {e}")).collect::<String>()
+            );
+            if let Some(w) = &h.workdir {
+                println!("  workdir          {}", w.display());
+            }
+            println!("  timeout          {}", format_duration(h.timeout));
+            &h.delivery
+        }
+        SinkKind::Webhook(w) => {
+            println!("  url              {}", w.url);
+            for sec in &w.secrets {
+                println!("  secret           {}", sec.source.describe());
+            }
+            println!(
+                "  timeout          {}, Retry-After capped at {}",
+                format_duration(w.timeout),
+                format_duration(w.retry_after_cap)
+            );
+            &w.delivery
+        }
+    };
+    let schedule: Vec<String> = delivery
+        .retry_schedule
+        .iter()
+        .map(|d| format_duration(*d))
+        .collect();
+    println!(
+        "  retries          [{}] then the last again, {} attempts, then a dead letter",
+        schedule.join(", "),
+        delivery.max_attempts
+    );
+    match delivery.ordering {
+        DeliveryOrder::InOrder => println!("  ordering         in-order"),
+        DeliveryOrder::PerDocument => println!(
+            "  ordering         per-document, {} at once",
+            delivery.concurrency
+        ),
+    }
 }
 
 #[cfg(unix)]
@@ -321,6 +477,17 @@ fn ago(t: i64) -> String {
         format_ms(t),
         format_duration(Duration::from_secs(secs))
     )
+}
+
+/// Opens the store for a command that needs the daemon stopped.
+fn open_stopped(config: &Config, what: &str) -> Result<crate::store::Store, Failure> {
+    crate::store::Store::open(&config.daemon.state_dir).map_err(|e| match e {
+        crate::store::StoreError::Locked(dir) => Failure::Run(format!(
+            "the state dir {} is held by the running daemon (sled allows one process); stop it to {what}, or read its log",
+            dir.display()
+        )),
+        other => Failure::Run(other.to_string()),
+    })
 }
 
 fn status(config: &Config) -> Result<(), Failure> {
@@ -357,11 +524,222 @@ fn status(config: &Config) -> Result<(), Failure> {
         let acked = store
             .acked(&s.name)
             .map_err(|e| Failure::Run(e.to_string()))?;
+        let dead = store
+            .dead_letters(Some(&s.name))
+            .map_err(|e| Failure::Run(e.to_string()))?
+            .len();
         println!(
-            "sink {}: delivered up to seq {acked}, {} pending",
+            "sink {}: delivered up to seq {acked}, {} pending, {dead} dead letter(s)",
             s.name,
             last.saturating_sub(acked)
         );
+    }
+    Ok(())
+}
+
+fn run_err(e: impl std::fmt::Display) -> Failure {
+    Failure::Run(e.to_string())
+}
+
+fn find_sink<'c>(config: &'c Config, name: &str) -> Result<&'c crate::config::Sink, Failure> {
+    config.sinks.iter().find(|s| s.name == name).ok_or_else(|| {
+        Failure::Run(format!(
+            "no sink named {name:?} in {}; configured: {}",
+            config.file.display(),
+            config
+                .sinks
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    })
+}
+
+async fn events(command: EventsCommand) -> Result<ExitCode, Failure> {
+    match command {
+        EventsCommand::List {
+            config,
+            sink,
+            dead,
+            limit,
+        } => {
+            let config = Config::load(&config)?;
+            if let Some(name) = &sink {
+                find_sink(&config, name)?;
+            }
+            let store = open_stopped(&config, "list events")?;
+            if dead {
+                list_dead(&store, sink.as_deref(), limit)?;
+            } else {
+                list_events(&store, &config, sink.as_deref(), limit)?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        EventsCommand::Replay {
+            config,
+            sink,
+            since,
+            id,
+            dead,
+        } => {
+            let config = Config::load(&config)?;
+            init_logging("warn");
+            let selection = match (since, id, dead) {
+                (Some(t), None, false) => sinks::replay::Selection::Since(t),
+                (None, Some(id), false) => sinks::replay::Selection::Id(id),
+                (None, None, true) => sinks::replay::Selection::Dead,
+                _ => {
+                    return Err(Failure::Run(
+                        "say which events: --since RFC3339, --id EVT or --dead".into(),
+                    ))
+                }
+            };
+            let runner = sinks::build(find_sink(&config, &sink)?).map_err(run_err)?;
+            let store = open_stopped(&config, "replay events")?;
+            let report = sinks::replay::replay(&store, &runner, selection)
+                .await
+                .map_err(run_err)?;
+            for e in &report.events {
+                match &e.error {
+                    None => println!("seq {} {} delivered", e.seq, e.id),
+                    Some(err) => println!("seq {} {} FAILED: {err}", e.seq, e.id),
+                }
+            }
+            if report.filtered > 0 {
+                println!(
+                    "{} event(s) in range skipped by the sink's events/accounts filter",
+                    report.filtered
+                );
+            }
+            if let Some(oldest) = report.oldest.filter(|o| *o > 1) {
+                println!("(the outbox starts at seq {oldest}: older events were pruned after `retention`)");
+            }
+            let failed = report.failed();
+            println!(
+                "replayed {} event(s) to sink {sink}: {} delivered, {failed} failed",
+                report.events.len(),
+                report.events.len() - failed
+            );
+            Ok(if failed > 0 {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        EventsCommand::Tail {
+            config,
+            sink,
+            lines,
+        } => {
+            let config = Config::load(&config)?;
+            let jsonl = config.sinks.iter().filter_map(|s| match &s.kind {
+                SinkKind::Jsonl(j) if sink.as_ref().map_or(true, |n| *n == s.name) => Some(j),
+                _ => None,
+            });
+            let Some(j) = jsonl.into_iter().next() else {
+                return Err(Failure::Run(match sink {
+                    Some(n) => format!("{n:?} is not a jsonl sink of this config; `events tail` follows a JSONL sink's file"),
+                    None => "`events tail` follows a JSONL sink's file and this config has none; add [[sinks]] kind = \"jsonl\" (the store itself cannot be read while the daemon runs)".into(),
+                }));
+            };
+            let mut out = std::io::stdout();
+            let stop = async {
+                let _ = tokio::signal::ctrl_c().await;
+            };
+            sinks::tail::follow(&j.path, lines, &mut out, stop)
+                .await
+                .map_err(|e| Failure::Run(format!("following {}: {e}", j.path.display())))?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn list_dead(store: &crate::store::Store, sink: Option<&str>, limit: usize) -> Result<(), Failure> {
+    let dead = store.dead_letters(sink).map_err(run_err)?;
+    if dead.is_empty() {
+        println!("no dead letters");
+        return Ok(());
+    }
+    let skip = dead.len().saturating_sub(limit);
+    for d in &dead[skip..] {
+        let env = d.event.envelope().map_err(run_err)?;
+        println!(
+            "{}  seq {}  {}  {}  {}  attempts {}  at {}\n    error: {}",
+            d.sink,
+            d.event.seq,
+            env.id,
+            env.event_type,
+            env.account,
+            d.attempts,
+            format_ms(d.at),
+            d.error
+        );
+    }
+    println!(
+        "{} dead letter(s); `pollhook events replay --sink NAME --dead` re-delivers them",
+        dead.len()
+    );
+    Ok(())
+}
+
+fn list_events(
+    store: &crate::store::Store,
+    config: &Config,
+    sink: Option<&str>,
+    limit: usize,
+) -> Result<(), Failure> {
+    let last = store.last_seq();
+    let from = last.saturating_sub(limit as u64);
+    let events = store.read_outbox(from, limit).map_err(run_err)?;
+    let sinks: Vec<&crate::config::Sink> = config
+        .sinks
+        .iter()
+        .filter(|s| sink.map_or(true, |n| n == s.name))
+        .collect();
+    let mut acks = Vec::new();
+    for s in &sinks {
+        let dead: std::collections::HashSet<u64> = store
+            .dead_letters(Some(&s.name))
+            .map_err(run_err)?
+            .iter()
+            .map(|d| d.event.seq)
+            .collect();
+        acks.push((s, store.acked(&s.name).map_err(run_err)?, dead));
+    }
+    for e in &events {
+        let env = e.envelope().map_err(run_err)?;
+        let mut states = Vec::new();
+        for (s, acked, dead) in &acks {
+            let state = if dead.contains(&e.seq) {
+                "dead".to_string()
+            } else if !s.filter.matches(&env.event_type, &env.account) {
+                "filtered".to_string()
+            } else if e.seq <= *acked {
+                "delivered".to_string()
+            } else {
+                match store.attempts(&s.name, e.seq).map_err(run_err)? {
+                    Some(a) => format!("retrying ({} failed)", a.count),
+                    None => "pending".to_string(),
+                }
+            };
+            states.push(format!("{}={state}", s.name));
+        }
+        println!(
+            "{:>6}  {}  {}  {:<24}  {}  {}",
+            e.seq,
+            env.detected_at,
+            env.id,
+            env.event_type,
+            env.account,
+            states.join(" ")
+        );
+    }
+    match store.first_seq().map_err(run_err)? {
+        None => println!("the outbox is empty"),
+        Some(first) => {
+            println!("outbox: seq {first}..{last} (older events are pruned after `retention`)")
+        }
     }
     Ok(())
 }

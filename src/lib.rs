@@ -1,7 +1,8 @@
 //! pollhook turns e-invoicing providers that only push webhooks into a local event stream for
 //! ERPs behind NAT: it polls the provider's APIs on a cron schedule, diffs what it sees against
 //! an embedded sled store, and emits the very webhook payloads the provider would have sent —
-//! to a JSON Lines log (more sinks follow) — at least once, with deterministic event ids.
+//! to a JSON Lines log, a hook program, or a signed local webhook — at least once, with
+//! deterministic event ids.
 //!
 //! # Layout
 //! - [`cli`]: the subcommands; prints errors and picks exit codes. `main.rs` only calls it.
@@ -13,9 +14,10 @@
 //! - [`http`]: timeouts, retries with backoff and jitter, Retry-After; [`pacing`]: the GCRA
 //!   limiter that keeps an account under its provider's rate limit.
 //! - [`store`]: the only module that touches sled: state, cursors, outbox, acks, in one
-//!   transaction per commit.
+//!   transaction per commit; attempt counts, dead letters, retention pruning.
 //! - [`event`]: the envelope and deterministic ids.
-//! - [`sinks`]: the dispatcher and the JSONL sink.
+//! - [`sinks`]: the dispatchers (batch, and the per-event queue with retries, dead letters and
+//!   ordering), the JSONL, hook and webhook sinks, replay, and `events tail`.
 //! - [`sim`]: the CamInvoice simulator with its ground-truth journal; [`demo`] runs both;
 //!   [`fidelity`] compares what was emitted with that journal.
 //! - [`time`]: durations and timestamps.

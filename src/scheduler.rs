@@ -4,6 +4,8 @@
 //!
 //! Shutdown follows mini-redis: one `watch` flag every task listens to; `run` returns only
 //! when the scheduler is stopped, cycles are idle, and sinks have caught up or given up.
+//! Two housekeeping tasks run beside them: SIGHUP makes JSONL sinks reopen their files
+//! (logrotate), and the outbox is pruned of events past `retention` at start and hourly.
 
 use crate::config::Config;
 use crate::engine::{Engine, Totals};
@@ -18,6 +20,9 @@ use tokio_cron_scheduler::{Job, JobScheduler};
 /// How long sinks get to catch up at shutdown before the daemon exits anyway (what they miss
 /// is delivered at the next start: the outbox keeps it).
 const SINK_GRACE: Duration = Duration::from_secs(20);
+/// How often the outbox is pruned (and once at start). Retention is counted in days; an hour
+/// late is nothing, and a prune scans only the prunable head of the outbox.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// Why the daemon could not run.
 #[derive(Debug, thiserror::Error)]
@@ -49,17 +54,30 @@ pub async fn run(
     let engine = open(&config)?;
     let (stop_tx, stop_rx) = watch::channel(false);
 
-    let sink_tasks: Vec<_> = config
-        .sinks
-        .iter()
-        .map(|s| {
-            tokio::spawn(sinks::run(
-                Arc::clone(engine.store()),
-                sinks::build(s),
-                stop_rx.clone(),
-            ))
-        })
+    let mut runners = Vec::new();
+    for s in &config.sinks {
+        runners.push(sinks::build(s).map_err(|e| DaemonError::Setup(e.to_string()))?);
+    }
+    let sink_tasks: Vec<_> = runners
+        .into_iter()
+        .map(|r| tokio::spawn(sinks::run(Arc::clone(engine.store()), r, stop_rx.clone())))
         .collect();
+    let hup = tokio::spawn(reopen_on_sighup(tokio::signal::unix::signal(
+        tokio::signal::unix::SignalKind::hangup(),
+    )));
+    let pruner = {
+        let (store, config, mut stop) =
+            (Arc::clone(engine.store()), config.clone(), stop_rx.clone());
+        tokio::spawn(async move {
+            loop {
+                prune(&store, &config).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(PRUNE_EVERY) => {}
+                    _ = stop.changed() => return,
+                }
+            }
+        })
+    };
 
     let mut sched = JobScheduler::new().await.map_err(sched_err)?;
     for idx in 0..engine.accounts().len() {
@@ -94,6 +112,8 @@ pub async fn run(
     sched.shutdown().await.map_err(sched_err)?;
     engine.wait_idle().await;
     let _ = stop_tx.send(true);
+    hup.abort();
+    let _ = pruner.await;
     let all = async {
         for t in sink_tasks {
             let _ = t.await;
@@ -107,6 +127,39 @@ pub async fn run(
     engine.store().flush().await?;
     tracing::info!("stopped");
     Ok(engine.totals())
+}
+
+/// Removes outbox events that every configured sink has finished and that are older than
+/// `retention`; logs what it did (a failure is logged and retried at the next round).
+pub async fn prune(store: &Store, config: &Config) {
+    let names: Vec<String> = config.sinks.iter().map(|s| s.name.clone()).collect();
+    let before = crate::time::now_ms() - config.daemon.retention.as_millis() as i64;
+    match store.prune(before, &names).await {
+        Ok(p) if p.events + p.attempts > 0 => {
+            tracing::info!(
+                events = p.events,
+                "pruned outbox events delivered to every sink and older than `retention`"
+            )
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "pruning the outbox failed; retrying in an hour"),
+    }
+}
+
+/// Makes JSONL sinks reopen their files on every SIGHUP (logrotate's `postrotate`). The
+/// handler is installed by the caller before anything else starts, so an early SIGHUP cannot
+/// kill the daemon.
+async fn reopen_on_sighup(hup: std::io::Result<tokio::signal::unix::Signal>) {
+    let Ok(mut hup) = hup else {
+        tracing::warn!(
+            "cannot install the SIGHUP handler; JSONL files will not be reopened on SIGHUP"
+        );
+        return;
+    };
+    while hup.recv().await.is_some() {
+        tracing::info!("SIGHUP received: JSONL sinks reopen their files before their next write");
+        sinks::jsonl::reopen_all();
+    }
 }
 
 /// Completes on SIGTERM or SIGINT.

@@ -6,6 +6,11 @@
 //! - `outbox`  — big-endian seq -> envelope line (the JSONL line, without newline);
 //! - `ids`     — event id -> seq, so an id is never written to the outbox twice;
 //! - `acks`    — sink name -> last delivered seq;
+//! - `subjects` — seq -> `account \0 subject`, the per-document ordering key (written with
+//!   the event; kept out of the envelope line so the JSONL format does not change);
+//! - `attempts` — `sink \0 seq` -> failed attempts so far and when the last one failed, so
+//!   `max_attempts` holds across restarts;
+//! - `dead`    — `sink \0 seq` -> a dead letter: attempts, last error, time, the envelope;
 //! - `meta`    — schema version, next seq.
 //!
 //! [`Store::commit`] writes state, cursors and new events in ONE transaction, then flushes,
@@ -15,6 +20,9 @@
 //! flushes are serialized process-wide (see [`SLED_WRITES`]).
 
 use crate::event::{NewEvent, StoredEvent};
+use crate::time::{parse_timestamp, Millis};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 use sled::{IVec, Tree};
 use std::path::{Path, PathBuf};
@@ -86,6 +94,9 @@ pub struct Store {
     outbox: Tree,
     ids: Tree,
     acks: Tree,
+    subjects: Tree,
+    attempts: Tree,
+    dead: Tree,
     meta: Tree,
     /// The next sequence number; holding the lock makes the holder the only committer.
     next_seq: Mutex<u64>,
@@ -154,6 +165,9 @@ impl Store {
             cursors: tree("cursors")?,
             ids: tree("ids")?,
             acks: tree("acks")?,
+            subjects: tree("subjects")?,
+            attempts: tree("attempts")?,
+            dead: tree("dead")?,
             outbox,
             meta: store_meta,
             db,
@@ -221,27 +235,36 @@ impl Store {
             self.outbox.clone(),
             self.ids.clone(),
             self.meta.clone(),
+            self.subjects.clone(),
         );
         let db = self.db.clone();
-        let entries: Vec<(u64, Vec<u8>, Vec<u8>)> = lines
+        // (seq, id, envelope line, subject)
+        type Entry = (u64, Vec<u8>, Vec<u8>, Vec<u8>);
+        let entries: Vec<Entry> = lines
             .into_iter()
-            .map(|(seq, ev, line)| (seq, ev.id.clone().into_bytes(), line))
+            .map(|(seq, ev, line)| {
+                let subject = format!("{}\0{}", ev.account, ev.subject).into_bytes();
+                (seq, ev.id.clone().into_bytes(), line, subject)
+            })
             .collect();
         let written = entries.len();
         tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
             let _serial = SLED_WRITES.lock().unwrap_or_else(|p| p.into_inner());
-            let (state, cursors, outbox, ids, meta) = &trees;
-            let result: Result<(), TransactionError<()>> = (state, cursors, outbox, ids, meta)
-                .transaction(|(state, cursors, outbox, ids, meta)| {
+            let (state, cursors, outbox, ids, meta, subjects) = &trees;
+            let result: Result<(), TransactionError<()>> = (
+                state, cursors, outbox, ids, meta, subjects,
+            )
+                .transaction(|(state, cursors, outbox, ids, meta, subjects)| {
                     for (k, v) in &batch.state {
                         state.insert(k.as_slice(), v.as_slice())?;
                     }
                     for (k, v) in &batch.cursors {
                         cursors.insert(k.as_slice(), v.as_slice())?;
                     }
-                    for (seq, id, line) in &entries {
+                    for (seq, id, line, subject) in &entries {
                         outbox.insert(&seq.to_be_bytes(), line.as_slice())?;
                         ids.insert(id.as_slice(), &seq.to_be_bytes())?;
+                        subjects.insert(&seq.to_be_bytes(), subject.as_slice())?;
                     }
                     meta.insert(NEXT_SEQ, &new_next.to_be_bytes())?;
                     Ok::<(), ConflictableTransactionError<()>>(())
@@ -328,6 +351,171 @@ impl Store {
         Ok(())
     }
 
+    /// One outbox event, if it is still there (not pruned).
+    pub fn event(&self, seq: u64) -> Result<Option<StoredEvent>, StoreError> {
+        Ok(self.outbox.get(seq.to_be_bytes())?.map(|v| StoredEvent {
+            seq,
+            line: v.to_vec(),
+        }))
+    }
+
+    /// The seq an event id was committed under (ids are kept after their event is pruned).
+    pub fn seq_of(&self, id: &str) -> Result<Option<u64>, StoreError> {
+        self.ids
+            .get(id.as_bytes())?
+            .map(|v| decode_seq(&v))
+            .transpose()
+    }
+
+    /// The oldest seq still in the outbox.
+    pub fn first_seq(&self) -> Result<Option<u64>, StoreError> {
+        self.outbox
+            .first()?
+            .map(|(k, _)| decode_seq(&k))
+            .transpose()
+    }
+
+    /// The per-document ordering key of `seq`: `account \0 subject`. `None` for events
+    /// committed before subjects were stored; callers treat those as one shared subject.
+    pub fn subject(&self, seq: u64) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .subjects
+            .get(seq.to_be_bytes())?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// Failed attempts so far to deliver `seq` to `sink`.
+    pub fn attempts(&self, sink: &str, seq: u64) -> Result<Option<Attempts>, StoreError> {
+        match self.attempts.get(sink_key(sink, seq))? {
+            None => Ok(None),
+            Some(v) if v.len() == 12 => Ok(Some(Attempts {
+                count: u32::from_be_bytes(v[..4].try_into().expect("4 bytes")),
+                last_at: i64::from_be_bytes(v[4..].try_into().expect("8 bytes")),
+            })),
+            Some(_) => Err(StoreError::Corrupt(format!("attempts/{sink}/{seq}"))),
+        }
+    }
+
+    /// Records a failed attempt (the caller flushes).
+    pub fn record_attempts(&self, sink: &str, seq: u64, a: Attempts) -> Result<(), StoreError> {
+        let mut v = a.count.to_be_bytes().to_vec();
+        v.extend_from_slice(&a.last_at.to_be_bytes());
+        self.attempts.insert(sink_key(sink, seq), v)?;
+        Ok(())
+    }
+
+    /// Forgets the attempts of a delivered event.
+    pub fn clear_attempts(&self, sink: &str, seq: u64) -> Result<(), StoreError> {
+        self.attempts.remove(sink_key(sink, seq))?;
+        Ok(())
+    }
+
+    /// Stores a dead letter and forgets its attempt count (the caller acks and flushes).
+    pub fn put_dead(&self, dead: &DeadLetter) -> Result<(), StoreError> {
+        let record = DeadRecord {
+            attempts: dead.attempts,
+            at: dead.at,
+            error: &dead.error,
+            event: serde_json::from_slice(&dead.event.line)
+                .map_err(|_| StoreError::Corrupt(format!("outbox/{}", dead.event.seq)))?,
+        };
+        let key = sink_key(&dead.sink, dead.event.seq);
+        self.dead.insert(
+            &key,
+            serde_json::to_vec(&record).expect("dead letter serializes"),
+        )?;
+        self.attempts.remove(key)?;
+        Ok(())
+    }
+
+    /// Dead letters of `sink` (all sinks when `None`), by sink then seq.
+    pub fn dead_letters(&self, sink: Option<&str>) -> Result<Vec<DeadLetter>, StoreError> {
+        let prefix = sink.map(|s| sink_key(s, 0)[..s.len() + 1].to_vec());
+        let mut out = Vec::new();
+        for kv in self.dead.scan_prefix(prefix.unwrap_or_default()) {
+            let (k, v) = kv?;
+            let (name, seq) = split_sink_key(&k)?;
+            let rec: DeadRead = serde_json::from_slice(&v)
+                .map_err(|_| StoreError::Corrupt(format!("dead/{name}/{seq}")))?;
+            out.push(DeadLetter {
+                sink: name,
+                attempts: rec.attempts,
+                at: rec.at,
+                error: rec.error,
+                event: StoredEvent {
+                    seq,
+                    line: rec.event.get().as_bytes().to_vec(),
+                },
+            });
+        }
+        Ok(out)
+    }
+
+    /// Removes a dead letter (after a replay delivered it).
+    pub fn remove_dead(&self, sink: &str, seq: u64) -> Result<(), StoreError> {
+        self.dead.remove(sink_key(sink, seq))?;
+        Ok(())
+    }
+
+    /// Removes outbox events that every one of `sinks` has acked and that were detected before
+    /// `before`, oldest first, and attempt records a sink's ack has passed. Event ids stay in
+    /// `ids` (see ARCHITECTURE.md: an id is never emitted twice, even after its event is
+    /// pruned). Dead letters carry their own copy of the event and are kept.
+    pub async fn prune(&self, before: Millis, sinks: &[String]) -> Result<Pruned, StoreError> {
+        let mut acks = std::collections::HashMap::new();
+        for s in sinks {
+            acks.insert(s.clone(), self.acked(s)?);
+        }
+        let Some(min_ack) = acks.values().copied().min() else {
+            return Ok(Pruned::default());
+        };
+        let (outbox, subjects, attempts, db) = (
+            self.outbox.clone(),
+            self.subjects.clone(),
+            self.attempts.clone(),
+            self.db.clone(),
+        );
+        tokio::task::spawn_blocking(move || -> Result<Pruned, StoreError> {
+            let _serial = SLED_WRITES.lock().unwrap_or_else(|p| p.into_inner());
+            let mut pruned = Pruned::default();
+            let mut ob = sled::Batch::default();
+            let mut sb = sled::Batch::default();
+            for kv in outbox.range(..=min_ack.to_be_bytes()) {
+                let (k, v) = kv?;
+                let detected = serde_json::from_slice::<crate::event::Envelope>(&v)
+                    .ok()
+                    .and_then(|e| parse_timestamp(&e.detected_at))
+                    .ok_or_else(|| {
+                        StoreError::Corrupt(format!("outbox/{}", decode_seq(&k).unwrap_or(0)))
+                    })?;
+                if detected >= before {
+                    break;
+                }
+                ob.remove(k.clone());
+                sb.remove(k);
+                pruned.events += 1;
+            }
+            outbox.apply_batch(ob)?;
+            subjects.apply_batch(sb)?;
+            let mut ab = sled::Batch::default();
+            for kv in attempts.iter().keys() {
+                let k = kv?;
+                let (sink, seq) = split_sink_key(&k)?;
+                if acks.get(&sink).is_some_and(|acked| seq <= *acked) {
+                    ab.remove(k);
+                    pruned.attempts += 1;
+                }
+            }
+            attempts.apply_batch(ab)?;
+            if pruned.events + pruned.attempts > 0 {
+                db.flush()?;
+            }
+            Ok(pruned)
+        })
+        .await
+        .expect("the prune task panicked")
+    }
+
     /// Bytes the store occupies on disk.
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
         Ok(self.db.size_on_disk()?)
@@ -365,6 +553,69 @@ fn open_db(path: &Path, state_dir: &Path) -> Result<sled::Db, StoreError> {
             }
         }
     }
+}
+
+/// Failed delivery attempts of one event to one sink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attempts {
+    pub count: u32,
+    /// When the last attempt failed.
+    pub last_at: Millis,
+}
+
+/// An event a sink gave up on after `max_attempts` (or a 410 Gone).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub sink: String,
+    pub attempts: u32,
+    pub error: String,
+    pub at: Millis,
+    pub event: StoredEvent,
+}
+
+/// What [`Store::prune`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub events: u64,
+    pub attempts: u64,
+}
+
+/// A dead letter's stored value: small JSON embedding the envelope line as it was.
+#[derive(Serialize)]
+struct DeadRecord<'a> {
+    attempts: u32,
+    at: Millis,
+    error: &'a str,
+    event: &'a RawValue,
+}
+
+#[derive(Deserialize)]
+struct DeadRead {
+    attempts: u32,
+    at: Millis,
+    error: String,
+    event: Box<RawValue>,
+}
+
+/// `sink \0 seq(u64 BE)`: a sink's per-event records sort by seq.
+fn sink_key(sink: &str, seq: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(sink.len() + 9);
+    k.extend_from_slice(sink.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn split_sink_key(k: &[u8]) -> Result<(String, u64), StoreError> {
+    let bad = || StoreError::Corrupt("a sink record key".into());
+    if k.len() < 9 || k[k.len() - 9] != 0 {
+        return Err(bad());
+    }
+    let (name, seq) = k.split_at(k.len() - 9);
+    Ok((
+        String::from_utf8(name.to_vec()).map_err(|_| bad())?,
+        decode_seq(&seq[1..])?,
+    ))
 }
 
 fn decode_seq(bytes: &[u8]) -> Result<u64, StoreError> {
@@ -501,5 +752,94 @@ mod tests {
             Store::open(dir.path()),
             Err(StoreError::Newer { .. })
         ));
+    }
+
+    #[tokio::test]
+    async fn prune_removes_only_old_events_every_sink_finished_and_keeps_ids_and_dead_letters() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let events: Vec<NewEvent> = (1..=5)
+            .map(|n| NewEvent {
+                detected_at: if n <= 4 { 1_000 } else { 10_000 },
+                ..ev(n)
+            })
+            .collect();
+        s.commit(Batch {
+            events,
+            ..Batch::default()
+        })
+        .await
+        .unwrap();
+        assert_eq!(s.subject(2).unwrap().as_deref(), Some("a\0m/d2"));
+        s.ack("fast", 5).unwrap();
+        s.ack("slow", 3).unwrap();
+        s.record_attempts(
+            "fast",
+            2,
+            Attempts {
+                count: 1,
+                last_at: 0,
+            },
+        )
+        .unwrap(); // stale
+        s.record_attempts(
+            "slow",
+            4,
+            Attempts {
+                count: 2,
+                last_at: 0,
+            },
+        )
+        .unwrap();
+        s.put_dead(&DeadLetter {
+            sink: "fast".into(),
+            attempts: 3,
+            error: "e".into(),
+            at: 0,
+            event: s.event(1).unwrap().unwrap(),
+        })
+        .unwrap();
+        let sinks = ["fast".to_string(), "slow".to_string()];
+        let p = s.prune(5_000, &sinks).await.unwrap();
+        // 1..=3 are acked by both and old; 4 is old but "slow" has not finished it; 5 is young.
+        assert_eq!(
+            p,
+            Pruned {
+                events: 3,
+                attempts: 1
+            }
+        );
+        assert_eq!(s.first_seq().unwrap(), Some(4));
+        assert_eq!(s.event(2).unwrap(), None);
+        assert_eq!(s.subject(2).unwrap(), None);
+        assert_eq!(
+            s.seq_of(&ev(2).id).unwrap(),
+            Some(2),
+            "ids outlive their events"
+        );
+        assert_eq!(s.attempts("slow", 4).unwrap().unwrap().count, 2);
+        assert_eq!(s.attempts("fast", 2).unwrap(), None);
+        let dead = s.dead_letters(Some("fast")).unwrap();
+        assert_eq!(dead.len(), 1);
+        assert_eq!(
+            dead[0].event.envelope().unwrap().id,
+            ev(1).id,
+            "the dead letter keeps its event"
+        );
+        // The id guard still holds after pruning: the same change is not emitted again.
+        let c = s
+            .commit(Batch {
+                events: vec![ev(2)],
+                ..Batch::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(c.duplicates, 1);
+        assert!(
+            s.dead_letters(Some("fas")).unwrap().is_empty(),
+            "a sink's prefix is exact"
+        );
+        s.remove_dead("fast", 1).unwrap();
+        assert!(s.dead_letters(None).unwrap().is_empty());
     }
 }

@@ -240,6 +240,68 @@ fn run_delivers_events_and_stops_cleanly_on_sigterm() {
 }
 
 #[test]
+fn sighup_makes_the_jsonl_sink_reopen_its_file_after_logrotate() {
+    let sim = SimProcess::start(8);
+    let dir = tempfile::tempdir().unwrap();
+    let (config, events) = write_config(&sim, dir.path(), "* * * * * *");
+    let mut daemon = Killed(
+        Command::new(BIN)
+            .args(["run", "--config", config.to_str().unwrap()])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let count = |p: &Path| {
+        std::fs::read_to_string(p)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    let wait_for = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    for _ in 0..6 {
+        std::thread::sleep(Duration::from_millis(1500)); // one poll between steps
+        sim.post("/_sim/step");
+        wait_for("the first events", &|| {
+            count(&events) == sim.journal().len()
+        });
+        if count(&events) > 0 {
+            break;
+        }
+    }
+    assert!(count(&events) > 0, "no traffic before the rotation");
+    let rotated = dir.path().join("events.jsonl.1");
+    std::fs::rename(&events, &rotated).unwrap();
+    Command::new("kill")
+        .args(["-HUP", &daemon.0.id().to_string()])
+        .status()
+        .unwrap();
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(1500));
+        sim.post("/_sim/step");
+    }
+    wait_for("events in the reopened file", &|| {
+        count(&rotated) + count(&events) == sim.journal().len() && count(&events) > 0
+    });
+    assert!(
+        daemon.0.try_wait().unwrap().is_none(),
+        "SIGHUP must not stop the daemon"
+    );
+    let both = format!(
+        "{}{}",
+        std::fs::read_to_string(&rotated).unwrap(),
+        std::fs::read_to_string(&events).unwrap()
+    );
+    let report = fidelity::compare(&sim.journal(), &fidelity::read_jsonl(&both).unwrap());
+    assert!(report.perfect(), "{report:#?}");
+}
+
+#[test]
 fn check_config_accepts_the_example_and_never_prints_secrets() {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml.example");
     let o = pollhook(&["check-config", "--config", example.to_str().unwrap()]);
@@ -276,6 +338,10 @@ fn check_config_accepts_the_example_and_never_prints_secrets() {
     let o = Command::new(BIN)
         .args(["check-config", "--config", path.to_str().unwrap()])
         .env("PH_TEST_RT", format!("{marker}-env"))
+        .env(
+            "POLLHOOK_ERP_WEBHOOK_SECRET",
+            "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD",
+        )
         .output()
         .unwrap();
     let t = text(&o);

@@ -21,12 +21,12 @@ async fn a_full_disk_under_the_jsonl_sink_acks_nothing_and_recovers() {
     let _ = std::fs::remove_file(&log);
     std::os::unix::fs::symlink("/dev/full", &log).unwrap();
     let store = rig.engine().store();
-    let mut sink = sinks::build(&rig.config.sinks[0]);
+    let mut sink = sinks::build(&rig.config.sinks[0]).unwrap();
     for _ in 0..5 {
         rig.sim.step();
         let ticks = rig.engine().cycle_all().await;
         assert_eq!(ticks.len(), 1);
-        let e = sinks::drain(store, sink.as_mut())
+        let e = sinks::drain(store, &mut sink)
             .await
             .unwrap_err()
             .to_string();
@@ -47,7 +47,7 @@ async fn a_full_disk_under_the_jsonl_sink_acks_nothing_and_recovers() {
     );
     // Space again.
     std::fs::remove_file(&log).unwrap();
-    let delivered = sinks::drain(store, sink.as_mut()).await.unwrap();
+    let delivered = sinks::drain(store, &mut sink).await.unwrap();
     assert_eq!(delivered, store.last_seq());
     run_rounds(&rig, 2).await;
     rig.assert_perfect();

@@ -68,6 +68,12 @@ impl ConfigError {
         }
         err
     }
+
+    /// Drops the quoted source line: for errors about a value that may be a secret.
+    pub fn without_snippet(mut self) -> Self {
+        self.0.snippet = None;
+        self
+    }
 }
 
 impl fmt::Display for ConfigError {

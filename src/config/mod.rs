@@ -10,9 +10,14 @@
 
 mod error;
 pub mod secret;
+mod sinks;
 
 pub use error::ConfigError;
 pub use secret::{Secret, SecretError, SecretSource};
+pub use sinks::{
+    whsec_key, Delivery, DeliveryOrder, Filter, HookSettings, HookStdin, JsonlSettings, Sink,
+    SinkKind, WebhookSettings,
+};
 
 use crate::time::{format_duration, parse_duration, Millis};
 use serde::Deserialize;
@@ -39,6 +44,8 @@ pub struct Daemon {
     pub resync_schedule: Option<Schedule>,
     pub start: Start,
     pub log_level: String,
+    /// How long events acked by every sink stay in the outbox (for `events replay`).
+    pub retention: Duration,
 }
 
 /// A validated cron expression with seconds, evaluated in UTC.
@@ -210,18 +217,6 @@ pub struct Member {
     pub refresh_token: SecretRef,
 }
 
-/// One `[[sinks]]` entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Sink {
-    pub name: String,
-    pub kind: SinkKind,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SinkKind {
-    Jsonl { path: PathBuf },
-}
-
 // ---------------------------------------------------------------- stage 1: the TOML shape
 
 #[derive(Deserialize)]
@@ -231,7 +226,7 @@ struct RawConfig {
     #[serde(default)]
     accounts: Vec<Spanned<RawAccount>>,
     #[serde(default)]
-    sinks: Vec<Spanned<RawSink>>,
+    sinks: Vec<Spanned<sinks::RawSink>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -242,6 +237,7 @@ struct RawDaemon {
     resync_schedule: Option<Spanned<String>>,
     start: Option<Spanned<String>>,
     log_level: Option<Spanned<String>>,
+    retention: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -279,14 +275,6 @@ struct RawAccount {
 struct RawMember {
     endpoint_id: Spanned<String>,
     refresh_token: Spanned<SecretSource>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSink {
-    kind: Spanned<String>,
-    name: Option<Spanned<String>>,
-    path: Option<Spanned<String>>,
 }
 
 // ---------------------------------------------------------------- stage 2: validation
@@ -563,46 +551,8 @@ impl Config {
             });
         }
 
-        let mut sinks = Vec::new();
-        let mut sink_names = BTreeSet::new();
-        for s in &raw.sinks {
-            let r = s.get_ref();
-            let name = r
-                .name
-                .as_ref()
-                .map(|n| n.get_ref().clone())
-                .unwrap_or_else(|| r.kind.get_ref().clone());
-            let kind = match r.kind.get_ref().as_str() {
-                "jsonl" => {
-                    let path = r.path.as_ref().ok_or_else(|| {
-                        ck.err(
-                            s.span(),
-                            "a jsonl sink needs `path`",
-                            "e.g. path = \"/var/lib/pollhook/events.jsonl\"",
-                        )
-                    })?;
-                    SinkKind::Jsonl {
-                        path: PathBuf::from(path.get_ref()),
-                    }
-                }
-                other => {
-                    return Err(ck.err(
-                        r.kind.span(),
-                        format!("unknown sink kind {other:?}"),
-                        "use \"jsonl\"",
-                    ));
-                }
-            };
-            if !sink_names.insert(name.clone()) {
-                let span = r
-                    .name
-                    .as_ref()
-                    .map(|n| n.span())
-                    .unwrap_or_else(|| r.kind.span());
-                return Err(ck.err(span, format!("sink name {name:?} is used twice"), "set a distinct `name` on each [[sinks]] entry; it keys the sink's delivery cursor"));
-            }
-            sinks.push(Sink { name, kind });
-        }
+        let sinks = sinks::all(&ck, &raw.sinks, &names)?;
+        let retention = ck.duration(&d.retention, "retention", Duration::from_secs(7 * 86_400))?;
 
         if accounts.is_empty() {
             return Err(ConfigError::whole_file(
@@ -630,6 +580,7 @@ impl Config {
                 resync_schedule,
                 start,
                 log_level,
+                retention,
             },
             accounts,
             sinks,
@@ -648,6 +599,11 @@ impl Config {
                     }
                 }
                 ProviderSettings::OnlinePajak(o) => out.push(("token", &o.token)),
+            }
+        }
+        for s in &self.sinks {
+            if let SinkKind::Webhook(w) = &s.kind {
+                out.extend(w.secrets.iter().map(|r| ("webhook secret", r)));
             }
         }
         out

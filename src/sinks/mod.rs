@@ -1,27 +1,41 @@
-//! Sinks: where committed events go, and the dispatcher that feeds each sink from the outbox.
+//! Sinks: where committed events go, and the dispatchers that feed each sink from the outbox.
 //!
-//! Each sink has its own ack cursor in the store and its own task, so a slow or failing sink
-//! never delays another sink or the poller. Delivery is in commit order; after a crash the
-//! dispatcher resumes after the sink's last ack (at-least-once; the JSONL sink makes it
-//! effectively-once by reading its own tail).
+//! Two shapes of sink share one front, [`Runner`]:
+//! - a batch [`Sink`] (the JSONL file) takes runs of events, writes them durably and is acked
+//!   per batch; a failure is retried with backoff, forever (a full disk heals);
+//! - an [`Endpoint`] (hook, webhook) takes one event at a time and answers delivered / failed /
+//!   gone; [`queue`] retries it on the sink's `retry_schedule`, makes it a dead letter after
+//!   `max_attempts`, and keeps order (in-order, or per document with `concurrency`).
+//!
+//! Every sink has its own ack cursor in the store and its own task, so a slow or failing sink
+//! never delays another sink or the poller. The ack only ever covers a contiguous prefix of
+//! finished events (delivered, filtered out, or dead-lettered); after a crash the dispatcher
+//! resumes after it (at-least-once; the JSONL sink makes it effectively-once by reading its own
+//! tail). This module never talks to providers, and never moves an ack backwards: replays go
+//! straight through the sink ([`replay`]).
 
+pub mod hook;
 pub mod jsonl;
+pub mod queue;
+pub mod replay;
+pub mod tail;
+pub mod webhook;
 
-use crate::config::{Sink as SinkConfig, SinkKind};
-use crate::event::StoredEvent;
+use crate::config::{Delivery, Filter, Sink as SinkConfig, SinkKind};
+use crate::event::{Envelope, StoredEvent};
 use crate::providers::BoxFuture;
 use crate::store::{Store, StoreError};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// Events read from the outbox per delivery.
+/// Events read from the outbox per batch delivery.
 const BATCH: usize = 512;
-/// Backoff bounds after a failed delivery.
+/// Backoff bounds after a failed batch delivery.
 const RETRY_MIN: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(60);
 
-/// A delivery that did not complete.
+/// A batch delivery that did not complete.
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
 pub struct SinkError {
@@ -30,7 +44,7 @@ pub struct SinkError {
     pub message: String,
 }
 
-/// A destination for events.
+/// A destination that takes events in batches (the JSONL file).
 ///
 /// `deliver` gets events in seq order, some possibly already delivered before a crash (the
 /// sink may skip those it can recognise). `Ok(())` means every event offered is durably
@@ -42,11 +56,129 @@ pub trait Sink: Send {
         -> BoxFuture<'a, Result<(), SinkError>>;
 }
 
-/// Builds the sink a config entry describes.
-pub fn build(cfg: &SinkConfig) -> Box<dyn Sink> {
-    match &cfg.kind {
-        SinkKind::Jsonl { path } => Box::new(jsonl::JsonlSink::new(&cfg.name, path)),
+/// One delivery attempt of one event.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub event: Arc<StoredEvent>,
+    pub envelope: Arc<Envelope>,
+    /// 1-based; counts attempts across restarts.
+    pub attempt: u32,
+}
+
+/// What an [`Endpoint`] made of one attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The consumer has it: ack.
+    Delivered,
+    /// Try again later: after `retry_after` when the consumer asked for it (already capped),
+    /// else on the sink's retry schedule.
+    Failed {
+        error: String,
+        retry_after: Option<Duration>,
+    },
+    /// The consumer will never take it (410 Gone): a dead letter now, no retries.
+    Gone { error: String },
+}
+
+/// A destination that takes one event at a time (hook, webhook).
+///
+/// `deliver` must return within the sink's own timeout and must be safe to call concurrently
+/// for different events (per-document ordering runs several at once). Dropping the future
+/// cancels the attempt and must leave nothing running (a hook's process group is killed).
+pub trait Endpoint: Send + Sync {
+    fn deliver(&self, job: Job) -> BoxFuture<'_, Outcome>;
+}
+
+/// A configured sink ready to run: its name (which keys its ack cursor), its filter, and
+/// its delivery machinery.
+pub struct Runner {
+    name: String,
+    filter: Filter,
+    kind: RunnerKind,
+}
+
+enum RunnerKind {
+    Batch(Box<dyn Sink>),
+    Queue {
+        endpoint: Arc<dyn Endpoint>,
+        delivery: Delivery,
+    },
+}
+
+impl Runner {
+    /// A batch sink behind a filter.
+    pub fn batch(filter: Filter, sink: Box<dyn Sink>) -> Runner {
+        Runner {
+            name: sink.name().to_string(),
+            filter,
+            kind: RunnerKind::Batch(sink),
+        }
     }
+
+    /// A per-event endpoint with its retry and ordering policy.
+    pub fn queue(
+        name: &str,
+        filter: Filter,
+        endpoint: Arc<dyn Endpoint>,
+        delivery: Delivery,
+    ) -> Runner {
+        Runner {
+            name: name.to_string(),
+            filter,
+            kind: RunnerKind::Queue { endpoint, delivery },
+        }
+    }
+
+    /// The sink's name, which keys its ack cursor, attempts and dead letters.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn filter(&self) -> &Filter {
+        &self.filter
+    }
+
+    /// The endpoint of a hook or webhook sink (`None` for a batch sink).
+    pub fn endpoint(&self) -> Option<&Arc<dyn Endpoint>> {
+        match &self.kind {
+            RunnerKind::Queue { endpoint, .. } => Some(endpoint),
+            RunnerKind::Batch(_) => None,
+        }
+    }
+}
+
+/// Why a sink could not be built from its config.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("sink {sink}: {message}")]
+    Secret { sink: String, message: String },
+    #[error("sink {sink}: cannot build the HTTP client: {message}")]
+    Client { sink: String, message: String },
+}
+
+/// Builds the sink a config entry describes. Resolves webhook secrets (the error names the
+/// config location and the source, never a value).
+pub fn build(cfg: &SinkConfig) -> Result<Runner, BuildError> {
+    Ok(match &cfg.kind {
+        SinkKind::Jsonl(j) => Runner::batch(
+            cfg.filter.clone(),
+            Box::new(
+                jsonl::JsonlSink::new(&cfg.name, &j.path).rotate(j.rotate_bytes, j.rotate_keep),
+            ),
+        ),
+        SinkKind::Hook(h) => Runner::queue(
+            &cfg.name,
+            cfg.filter.clone(),
+            Arc::new(hook::Hook::new(&cfg.name, h)),
+            h.delivery.clone(),
+        ),
+        SinkKind::Webhook(w) => Runner::queue(
+            &cfg.name,
+            cfg.filter.clone(),
+            Arc::new(webhook::Webhook::new(&cfg.name, w)?),
+            w.delivery.clone(),
+        ),
+    })
 }
 
 /// Why a drain stopped.
@@ -54,31 +186,91 @@ pub fn build(cfg: &SinkConfig) -> Box<dyn Sink> {
 pub enum DrainError {
     #[error("sink {sink}: {source}")]
     Sink { sink: String, source: SinkError },
+    #[error("sink {sink}: {pending} event(s) failed and wait for a retry (the next is due in {next_in:?}); last error: {error}")]
+    Retrying {
+        sink: String,
+        pending: usize,
+        next_in: Duration,
+        error: String,
+    },
+    #[error("sink {sink}: the outbox holds an unreadable event at seq {seq}: {message}")]
+    Unreadable {
+        sink: String,
+        seq: u64,
+        message: String,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
-/// Delivers everything committed so far to `sink`, then flushes the acks; returns how many
-/// events were delivered.
-pub async fn drain(store: &Store, sink: &mut dyn Sink) -> Result<u64, DrainError> {
+/// Delivers everything committed so far to the sink, then flushes the acks; returns how many
+/// events were delivered (filtered-out events are acked but not counted). A hook or webhook
+/// event that fails is recorded and left for its retry (it makes the drain an error unless
+/// every such event became a dead letter).
+pub async fn drain(store: &Store, runner: &mut Runner) -> Result<u64, DrainError> {
+    match &mut runner.kind {
+        RunnerKind::Batch(sink) => drain_batch(store, &runner.filter, sink.as_mut()).await,
+        RunnerKind::Queue { endpoint, delivery } => {
+            queue::Queue::new(&runner.name, &runner.filter, endpoint.clone(), delivery)
+                .drain(store)
+                .await
+        }
+    }
+}
+
+/// Feeds the sink for the life of the daemon. On `shutdown` it makes one last attempt to
+/// catch up (without waiting out retry backoffs), then returns.
+pub async fn run(store: Arc<Store>, runner: Runner, shutdown: watch::Receiver<bool>) {
+    match runner.kind {
+        RunnerKind::Batch(sink) => run_batch(store, &runner.filter, sink, shutdown).await,
+        RunnerKind::Queue { endpoint, delivery } => {
+            queue::Queue::new(&runner.name, &runner.filter, endpoint, &delivery)
+                .run(store, shutdown)
+                .await
+        }
+    }
+}
+
+async fn drain_batch(
+    store: &Store,
+    filter: &Filter,
+    sink: &mut dyn Sink,
+) -> Result<u64, DrainError> {
     let mut delivered = 0u64;
     loop {
         let acked = store.acked(sink.name())?;
-        let events = store.read_outbox(acked, BATCH)?;
+        let mut events = store.read_outbox(acked, BATCH)?;
         let Some(last) = events.last().map(|e| e.seq) else {
             if delivered > 0 {
                 store.flush().await?;
             }
             return Ok(delivered);
         };
+        if !filter.is_all() {
+            let mut kept = Vec::with_capacity(events.len());
+            for e in events {
+                let env = e.envelope().map_err(|err| DrainError::Unreadable {
+                    sink: sink.name().to_string(),
+                    seq: e.seq,
+                    message: err.to_string(),
+                })?;
+                if filter.matches(&env.event_type, &env.account) {
+                    kept.push(e);
+                }
+            }
+            events = kept;
+        }
         match sink.deliver(&events).await {
             Ok(()) => {
                 store.ack(sink.name(), last)?;
                 delivered += events.len() as u64;
             }
             Err(e) => {
-                if e.delivered > 0 {
-                    store.ack(sink.name(), events[e.delivered - 1].seq)?;
+                // Everything before the first event not delivered is finished (delivered or
+                // filtered out).
+                let upto = events.get(e.delivered).map(|f| f.seq - 1).unwrap_or(last);
+                if upto > acked {
+                    store.ack(sink.name(), upto)?;
                     store.flush().await?;
                 }
                 return Err(DrainError::Sink {
@@ -90,14 +282,18 @@ pub async fn drain(store: &Store, sink: &mut dyn Sink) -> Result<u64, DrainError
     }
 }
 
-/// Feeds `sink` for the life of the daemon: drains, waits for new commits, retries failures
-/// with backoff. On `shutdown` it makes one last attempt to catch up, then returns.
-pub async fn run(store: Arc<Store>, mut sink: Box<dyn Sink>, mut shutdown: watch::Receiver<bool>) {
+async fn run_batch(
+    store: Arc<Store>,
+    filter: &Filter,
+    mut sink: Box<dyn Sink>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut committed = store.subscribe();
     let mut wait = RETRY_MIN;
     loop {
         let stopping = *shutdown.borrow();
-        match drain(&store, sink.as_mut()).await {
+        committed.borrow_and_update();
+        match drain_batch(&store, filter, sink.as_mut()).await {
             Ok(n) => {
                 if n > 0 {
                     tracing::debug!(sink = sink.name(), events = n, "delivered");
@@ -198,13 +394,40 @@ mod tests {
             })
             .await
             .unwrap();
-        let mut sink = Recording::default();
-        *sink.fail.lock().unwrap() = 1;
+        let recording = Recording::default();
+        *recording.fail.lock().unwrap() = 1;
+        let mut sink = Runner::batch(Filter::default(), Box::new(recording.clone()));
         let e = drain(&store, &mut sink).await.unwrap_err();
         assert!(e.to_string().contains("injected"));
         assert_eq!(store.acked("recording").unwrap(), 1);
         assert_eq!(drain(&store, &mut sink).await.unwrap(), 2);
-        assert_eq!(*sink.seen.lock().unwrap(), vec![1, 2, 3]);
+        assert_eq!(*recording.seen.lock().unwrap(), vec![1, 2, 3]);
         assert_eq!(drain(&store, &mut sink).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_batch_sink_behind_a_filter_gets_only_matching_events_and_acks_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut events: Vec<NewEvent> = (1..=4).map(ev).collect();
+        events[1].event_type = "DOCUMENT.DELIVERED".into();
+        events[3].account = "other".into();
+        events[3].event_type = "DOCUMENT.RECEIVED".into();
+        store
+            .commit(Batch {
+                events,
+                ..Batch::default()
+            })
+            .await
+            .unwrap();
+        let recording = Recording::default();
+        let filter = Filter {
+            events: vec!["DOCUMENT.*".into()],
+            accounts: vec!["a".into()],
+        };
+        let mut sink = Runner::batch(filter, Box::new(recording.clone()));
+        assert_eq!(drain(&store, &mut sink).await.unwrap(), 1);
+        assert_eq!(*recording.seen.lock().unwrap(), vec![2]);
+        assert_eq!(store.acked("recording").unwrap(), 4);
     }
 }

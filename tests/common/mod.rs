@@ -108,8 +108,8 @@ impl Rig {
             })
             .collect();
         for s in &self.config.sinks {
-            let mut sink = sinks::build(s);
-            sinks::drain(self.engine().store(), sink.as_mut())
+            let mut sink = sinks::build(s).unwrap();
+            sinks::drain(self.engine().store(), &mut sink)
                 .await
                 .unwrap();
         }

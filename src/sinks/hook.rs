@@ -1,0 +1,512 @@
+//! The hook sink: runs the configured program once per event, by argv, never through a shell.
+//!
+//! The payload (or the envelope line) goes to stdin, exactly, with no trailing newline; the
+//! event's id, type, account, provider, seq and attempt number go into `POLLHOOK_*` variables
+//! of an environment cleared of everything but PATH, HOME, LANG, TZ and the sink's `env`
+//! allow-list — the daemon's own secrets never reach a hook. The program runs in its own
+//! process group; at the timeout (or when the attempt is cancelled) the whole group is killed,
+//! children included. Exit 0 means delivered. Its stdout and stderr go to the log, truncated.
+//!
+//! This module must never pass anything through `sh -c`, never inherit the daemon's
+//! environment, and never leave a process group running past an attempt that gave up on it.
+
+use super::{Endpoint, Job, Outcome};
+use crate::config::{HookSettings, HookStdin};
+use crate::providers::BoxFuture;
+use crate::time::format_duration;
+use std::ffi::OsString;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+
+/// Bytes of each of stdout and stderr kept for the log; the rest is read and counted.
+pub const OUTPUT_KEPT: usize = 4096;
+/// After the hook exits, how long its output pipes may stay open (a background child holding
+/// them) before the rest is dropped.
+const OUTPUT_GRACE: Duration = Duration::from_millis(250);
+/// Variables a hook always gets from the daemon's environment, when set.
+pub const BASE_ENV: &[&str] = &["PATH", "HOME", "LANG", "TZ"];
+
+/// A hook sink.
+pub struct Hook {
+    name: String,
+    settings: HookSettings,
+    /// PATH, HOME, LANG, TZ and the allow-list, as the daemon has them (read once at start).
+    env: Vec<(String, OsString)>,
+}
+
+impl Hook {
+    pub fn new(name: &str, settings: &HookSettings) -> Hook {
+        let mut env = Vec::new();
+        for var in BASE_ENV
+            .iter()
+            .copied()
+            .chain(settings.env.iter().map(|s| s.as_str()))
+        {
+            match std::env::var_os(var) {
+                Some(v) => env.push((var.to_string(), v)),
+                None if settings.env.iter().any(|e| e == var) => {
+                    tracing::warn!(sink = name, variable = var,
+                        "`env` lists a variable the daemon's environment lacks; the hook will not get it");
+                }
+                None => {}
+            }
+        }
+        Hook {
+            name: name.to_string(),
+            settings: settings.clone(),
+            env,
+        }
+    }
+
+    async fn attempt(&self, job: &Job) -> Outcome {
+        let s = &self.settings;
+        let env = &job.envelope;
+        let mut cmd = tokio::process::Command::new(&s.command[0]);
+        cmd.args(&s.command[1..])
+            .env_clear()
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .env("POLLHOOK_EVENT_ID", &env.id)
+            .env("POLLHOOK_TYPE", &env.event_type)
+            .env("POLLHOOK_ACCOUNT", &env.account)
+            .env("POLLHOOK_PROVIDER", &env.provider)
+            .env("POLLHOOK_SEQ", job.event.seq.to_string())
+            .env("POLLHOOK_ATTEMPT", job.attempt.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        if let Some(dir) = &s.workdir {
+            cmd.current_dir(dir);
+        }
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                let error = format!(
+                    "cannot start {:?}: {e}; check `command`{} of this sink (the program must exist and be executable by the pollhook user)",
+                    s.command[0],
+                    if s.workdir.is_some() { " and `workdir`" } else { "" }
+                );
+                return Outcome::Failed {
+                    error,
+                    retry_after: None,
+                };
+            }
+        };
+        // The group's id is the child's pid (process_group(0)); until it is reaped that pid
+        // cannot be reused, so killing the group cannot hit a stranger.
+        let mut group = GroupKill(child.id().map(|p| p as libc::pid_t));
+
+        let input: Vec<u8> = match s.stdin {
+            HookStdin::Payload => env.payload.get().as_bytes().to_vec(),
+            HookStdin::Envelope => job.event.line.clone(),
+        };
+        let mut stdin = child.stdin.take().expect("stdin is piped");
+        let writer = tokio::spawn(async move {
+            // A hook that exits without reading its input is not an error of ours.
+            let _ = stdin.write_all(&input).await;
+            let _ = stdin.shutdown().await;
+        });
+        let out = tokio::spawn(capture(child.stdout.take().expect("stdout is piped")));
+        let err = tokio::spawn(capture(child.stderr.take().expect("stderr is piped")));
+
+        let exit = tokio::time::timeout(s.timeout, child.wait()).await;
+        let result = match exit {
+            Ok(Ok(status)) => {
+                group.disarm();
+                Ok(status)
+            }
+            Ok(Err(e)) => {
+                group.kill();
+                let _ = child.wait().await;
+                Err(format!("waiting for the hook failed: {e}"))
+            }
+            Err(_) => {
+                group.kill();
+                let _ = child.wait().await;
+                Err(format!(
+                    "timed out after {}; its process group was killed (raise `timeout` if the hook legitimately needs longer)",
+                    format_duration(s.timeout)
+                ))
+            }
+        };
+        writer.abort();
+        let stdout = collect(out).await;
+        let stderr = collect(err).await;
+        self.log_output(job, &stdout, &stderr);
+        match result {
+            Ok(status) if status.success() => Outcome::Delivered,
+            Ok(status) => Outcome::Failed {
+                error: format!("{}{}", describe(status), last_line(&stderr)),
+                retry_after: None,
+            },
+            Err(error) => Outcome::Failed {
+                error,
+                retry_after: None,
+            },
+        }
+    }
+
+    fn log_output(&self, job: &Job, stdout: &Captured, stderr: &Captured) {
+        let (sink, id, seq, attempt) = (&self.name, &job.envelope.id, job.event.seq, job.attempt);
+        if !stdout.kept.is_empty() {
+            tracing::info!(sink = %sink, event_id = %id, seq, attempt, stdout = %stdout.text(), "hook output");
+        }
+        if !stderr.kept.is_empty() {
+            tracing::warn!(sink = %sink, event_id = %id, seq, attempt, stderr = %stderr.text(), "hook error output");
+        }
+    }
+}
+
+impl Endpoint for Hook {
+    fn deliver(&self, job: Job) -> BoxFuture<'_, Outcome> {
+        Box::pin(async move { self.attempt(&job).await })
+    }
+}
+
+/// Kills a process group on drop unless disarmed: a cancelled attempt leaves nothing behind.
+struct GroupKill(Option<libc::pid_t>);
+
+impl GroupKill {
+    fn kill(&mut self) {
+        if let Some(pgid) = self.0.take() {
+            // SAFETY: kill(2) with a negative pid signals the group; no memory is involved.
+            unsafe {
+                libc::kill(-pgid, libc::SIGKILL);
+            }
+        }
+    }
+    fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for GroupKill {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The first [`OUTPUT_KEPT`] bytes of a stream and how many bytes it had.
+#[derive(Debug, Default)]
+struct Captured {
+    kept: Vec<u8>,
+    total: usize,
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        let mut t = String::from_utf8_lossy(&self.kept).trim_end().to_string();
+        if self.total > self.kept.len() {
+            t.push_str(&format!(" … ({} more bytes)", self.total - self.kept.len()));
+        }
+        t
+    }
+}
+
+async fn capture(mut r: impl AsyncRead + Unpin) -> Captured {
+    let mut c = Captured::default();
+    let mut buf = [0u8; 8192];
+    while let Ok(n) = r.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        let keep = n.min(OUTPUT_KEPT - c.kept.len());
+        c.kept.extend_from_slice(&buf[..keep]);
+        c.total += n;
+    }
+    c
+}
+
+/// Waits briefly for a reader: a background child may hold the pipe open forever.
+async fn collect(task: tokio::task::JoinHandle<Captured>) -> Captured {
+    let abort = task.abort_handle();
+    match tokio::time::timeout(OUTPUT_GRACE, task).await {
+        Ok(Ok(c)) => c,
+        _ => {
+            abort.abort();
+            Captured::default()
+        }
+    }
+}
+
+fn describe(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("the hook exited with status {code}"),
+        (None, Some(sig)) => format!("the hook was killed by signal {sig}"),
+        _ => format!("the hook failed: {status}"),
+    }
+}
+
+/// `; stderr: <its last line>` (at most 200 characters), or nothing.
+fn last_line(c: &Captured) -> String {
+    let text = String::from_utf8_lossy(&c.kept);
+    match text.lines().rev().find(|l| !l.trim().is_empty()) {
+        Some(l) => format!(
+            "; stderr: {}",
+            l.trim().chars().take(200).collect::<String>()
+        ),
+        None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Delivery;
+    use crate::event::{Envelope, StoredEvent};
+    use std::path::Path;
+    use std::sync::Arc;
+
+    fn job(attempt: u32) -> Job {
+        let line = br#"{"id":"evt_1","seq":7,"provider":"caminvoice","account":"acme","type":"DOCUMENT.DELIVERED","occurred_at":"2026-01-01T00:00:00.000Z","detected_at":"2026-01-01T00:00:01.000Z","payload":{"type":"DOCUMENT.DELIVERED","document_id":"d1"}}"#.to_vec();
+        let event = StoredEvent { seq: 7, line };
+        let envelope: Envelope = event.envelope().unwrap();
+        Job {
+            event: Arc::new(event),
+            envelope: Arc::new(envelope),
+            attempt,
+        }
+    }
+
+    fn hook(dir: &Path, script: &str, timeout: Duration, stdin: HookStdin) -> Hook {
+        let path = dir.join("hook.sh");
+        std::fs::write(&path, script).unwrap();
+        Hook::new(
+            "h",
+            &HookSettings {
+                command: vec!["/bin/sh".into(), path.display().to_string()],
+                stdin,
+                env: vec!["POLLHOOK_TEST_ALLOWED".into()],
+                workdir: Some(dir.to_path_buf()),
+                timeout,
+                delivery: Delivery::default(),
+            },
+        )
+    }
+
+    #[tokio::test]
+    async fn the_hook_gets_the_exact_payload_and_only_the_allowed_environment() {
+        // The test process is the "daemon": a secret in its environment must not reach the hook.
+        std::env::set_var("POLLHOOK_TEST_SECRET", "s3cr3t-in-daemon-env");
+        std::env::set_var("POLLHOOK_TEST_ALLOWED", "passed-through");
+        let dir = tempfile::tempdir().unwrap();
+        let h = hook(
+            dir.path(),
+            "cat > stdin.out\nenv > env.out\npwd > pwd.out\necho done\n",
+            Duration::from_secs(10),
+            HookStdin::Payload,
+        );
+        assert_eq!(h.deliver(job(3)).await, Outcome::Delivered);
+        let stdin = std::fs::read_to_string(dir.path().join("stdin.out")).unwrap();
+        assert_eq!(stdin, r#"{"type":"DOCUMENT.DELIVERED","document_id":"d1"}"#);
+        let env = std::fs::read_to_string(dir.path().join("env.out")).unwrap();
+        assert!(
+            !env.contains("s3cr3t"),
+            "the daemon's secret leaked:\n{env}"
+        );
+        for want in [
+            "POLLHOOK_EVENT_ID=evt_1",
+            "POLLHOOK_TYPE=DOCUMENT.DELIVERED",
+            "POLLHOOK_ACCOUNT=acme",
+            "POLLHOOK_PROVIDER=caminvoice",
+            "POLLHOOK_SEQ=7",
+            "POLLHOOK_ATTEMPT=3",
+            "POLLHOOK_TEST_ALLOWED=passed-through",
+        ] {
+            assert!(env.lines().any(|l| l == want), "{want} missing in:\n{env}");
+        }
+        let allowed = [
+            "PATH",
+            "HOME",
+            "LANG",
+            "TZ",
+            "POLLHOOK_TEST_ALLOWED",
+            "PWD",
+            "SHLVL",
+            "_",
+            "OLDPWD",
+        ];
+        for line in env.lines() {
+            let name = line.split('=').next().unwrap();
+            assert!(
+                allowed.contains(&name)
+                    || (name.starts_with("POLLHOOK_") && name != "POLLHOOK_TEST_SECRET"),
+                "unexpected variable {name} in the hook's environment"
+            );
+        }
+        let pwd = std::fs::read_to_string(dir.path().join("pwd.out")).unwrap();
+        assert_eq!(
+            Path::new(pwd.trim()).canonicalize().unwrap(),
+            dir.path().canonicalize().unwrap()
+        );
+    }
+
+    #[tokio::test]
+    async fn envelope_mode_sends_the_whole_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = hook(
+            dir.path(),
+            "cat > stdin.out\n",
+            Duration::from_secs(10),
+            HookStdin::Envelope,
+        );
+        assert_eq!(h.deliver(job(1)).await, Outcome::Delivered);
+        let stdin = std::fs::read(dir.path().join("stdin.out")).unwrap();
+        assert_eq!(stdin, job(1).event.line);
+    }
+
+    #[tokio::test]
+    async fn a_failing_hook_says_its_status_and_last_stderr_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = hook(
+            dir.path(),
+            "echo 'ERP is down' >&2\nexit 3\n",
+            Duration::from_secs(10),
+            HookStdin::Payload,
+        );
+        match h.deliver(job(1)).await {
+            Outcome::Failed {
+                error,
+                retry_after: None,
+            } => {
+                assert!(
+                    error.contains("status 3") && error.contains("ERP is down"),
+                    "{error}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        let missing = Hook::new(
+            "h",
+            &HookSettings {
+                command: vec!["/nonexistent/hook".into()],
+                stdin: HookStdin::Payload,
+                env: vec![],
+                workdir: None,
+                timeout: Duration::from_secs(1),
+                delivery: Delivery::default(),
+            },
+        );
+        match missing.deliver(job(1)).await {
+            Outcome::Failed { error, .. } => assert!(
+                error.contains("cannot start") && error.contains("`command`"),
+                "{error}"
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_hung_hook_and_its_children_are_killed_at_the_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        // The hook starts a background child, records its pid, and hangs.
+        let h = hook(
+            dir.path(),
+            "sleep 1000 &\necho $! > child.pid\nsleep 1000\n",
+            Duration::from_millis(500),
+            HookStdin::Payload,
+        );
+        let began = std::time::Instant::now();
+        match h.deliver(job(1)).await {
+            Outcome::Failed { error, .. } => assert!(error.contains("timed out"), "{error}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(5),
+            "took {:?}",
+            began.elapsed()
+        );
+        let pid: i32 = std::fs::read_to_string(dir.path().join("child.pid"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(
+            gone(pid).await,
+            "the hook's child {pid} survived the timeout"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_attempt_kills_the_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = hook(
+            dir.path(),
+            "sleep 1000 &\necho $! > child.pid\nsleep 1000\n",
+            Duration::from_secs(600),
+            HookStdin::Payload,
+        );
+        let pidfile = dir.path().join("child.pid");
+        let attempt = h.deliver(job(1));
+        let wait = async {
+            while std::fs::metadata(&pidfile)
+                .map(|m| m.len() == 0)
+                .unwrap_or(true)
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::select! {
+            _ = attempt => panic!("the hook finished"),
+            _ = wait => {}
+        }
+        // `attempt` is dropped here, as the daemon drops sink tasks that overrun shutdown.
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(
+            gone(pid).await,
+            "the hook's child {pid} survived cancellation"
+        );
+    }
+
+    #[tokio::test]
+    async fn output_is_truncated_for_the_log_and_a_silent_background_child_does_not_hang_delivery()
+    {
+        let dir = tempfile::tempdir().unwrap();
+        // A background child keeps stdout open after the hook exits 0.
+        let h = hook(
+            dir.path(),
+            "head -c 100000 /dev/zero | tr '\\0' x\nsleep 1000 &\necho $! > bg.pid\nexit 0\n",
+            Duration::from_secs(10),
+            HookStdin::Payload,
+        );
+        let began = std::time::Instant::now();
+        assert_eq!(h.deliver(job(1)).await, Outcome::Delivered);
+        assert!(began.elapsed() < Duration::from_secs(5));
+        let mut c = Captured::default();
+        let data = vec![b'x'; 10_000];
+        c.kept.extend_from_slice(&data[..OUTPUT_KEPT]);
+        c.total = data.len();
+        assert!(c.text().ends_with("(5904 more bytes)"));
+        let bg: i32 = std::fs::read_to_string(dir.path().join("bg.pid"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // SAFETY: kill(2) on the sleeper this test started.
+        unsafe { libc::kill(bg, libc::SIGKILL) };
+    }
+
+    /// Whether `pid` is gone (or a zombie) within a few seconds.
+    async fn gone(pid: i32) -> bool {
+        for _ in 0..100 {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // Field 3 is the state; Z = zombie (dead, waiting for its parent to reap it).
+            let state = stat
+                .rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().next());
+            if stat.is_empty() || state == Some("Z") {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+}
