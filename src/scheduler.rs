@@ -88,8 +88,12 @@ pub async fn run(
         tokio::spawn(async move { e.tick(idx, false).await });
     }
     sched.start().await.map_err(sched_err)?;
+    let mut service = crate::notify::Service::start(&config, &engine, stop_rx.clone())
+        .await
+        .map_err(DaemonError::Setup)?;
 
     shutdown.await;
+    service.stopping();
     tracing::info!("shutting down: finishing the cycles in flight");
     sched.shutdown().await.map_err(sched_err)?;
     engine.wait_idle().await;
@@ -104,6 +108,7 @@ pub async fn run(
             "sinks did not catch up within {SINK_GRACE:?}; the rest is delivered at the next start"
         );
     }
+    service.finish().await;
     engine.store().flush().await?;
     tracing::info!("stopped");
     Ok(engine.totals())
