@@ -280,7 +280,7 @@ fn check_config(config: &Config) -> Result<ExitCode, Failure> {
             format_ms(t)
         ),
     }
-    println!("  log_format       {:?}", d.log_format);
+    println!("  log_format       {}", d.log_format.as_str());
     match d.admin_listen {
         Some(a) => println!(
             "  admin_listen     {a} (/healthz stale after {} scheduled runs without success)",

@@ -56,6 +56,17 @@ pub enum LogFormat {
     Journald,
 }
 
+impl LogFormat {
+    /// As written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+            LogFormat::Journald => "journald",
+        }
+    }
+}
+
 /// A validated cron expression with seconds, evaluated in UTC.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Schedule(pub String);
