@@ -284,7 +284,7 @@ fn client() -> reqwest::Client {
         .expect("the HTTP client builds")
 }
 
-fn unreachable(config: &Config, what: &str) -> String {
+fn daemon_unreachable(config: &Config, what: &str) -> String {
     match daemon_addr(config) {
         Some(addr) => format!(
             "the state dir {} is held by the running daemon, and its admin endpoint at {addr} {what}",
@@ -299,21 +299,21 @@ fn unreachable(config: &Config, what: &str) -> String {
 
 /// `GET /status` from the running daemon.
 pub async fn fetch_status(config: &Config) -> Result<StatusReport, String> {
-    let addr = daemon_addr(config).ok_or_else(|| unreachable(config, ""))?;
+    let addr = daemon_addr(config).ok_or_else(|| daemon_unreachable(config, ""))?;
     let resp = client()
         .get(format!("http://{addr}/status"))
         .send()
         .await
-        .map_err(|e| unreachable(config, &format!("does not answer: {e}")))?;
+        .map_err(|e| daemon_unreachable(config, &format!("does not answer: {e}")))?;
     if !resp.status().is_success() {
-        return Err(unreachable(
+        return Err(daemon_unreachable(
             config,
             &format!("answered HTTP {}", resp.status()),
         ));
     }
     resp.json()
         .await
-        .map_err(|e| unreachable(config, &format!("sent an unreadable report: {e}")))
+        .map_err(|e| daemon_unreachable(config, &format!("sent an unreadable report: {e}")))
 }
 
 /// `POST /connect` to the running daemon: it exchanges the authToken on its own store.
@@ -322,7 +322,7 @@ pub async fn post_connect(
     account: &str,
     auth_token: &crate::config::Secret,
 ) -> Result<Connected, String> {
-    let addr = daemon_addr(config).ok_or_else(|| unreachable(config, ""))?;
+    let addr = daemon_addr(config).ok_or_else(|| daemon_unreachable(config, ""))?;
     let body = ConnectRequest {
         account: account.to_string(),
         auth_token: auth_token.expose().to_string(),
@@ -332,12 +332,12 @@ pub async fn post_connect(
         .json(&body)
         .send()
         .await
-        .map_err(|e| unreachable(config, &format!("does not answer: {e}")))?;
+        .map_err(|e| daemon_unreachable(config, &format!("does not answer: {e}")))?;
     let status = resp.status();
     let v: serde_json::Value = resp
         .json()
         .await
-        .map_err(|e| unreachable(config, &format!("sent an unreadable answer: {e}")))?;
+        .map_err(|e| daemon_unreachable(config, &format!("sent an unreadable answer: {e}")))?;
     if !status.is_success() {
         let why = v["error"].as_str().unwrap_or("no reason given");
         return Err(format!("the daemon could not connect the member: {why}"));

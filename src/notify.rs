@@ -136,12 +136,13 @@ pub async fn watchdog(
     }
 }
 
-/// The daemon's service side, started once the store is open and the scheduler runs: the
+/// The daemon's service side, started once the store is open, before the scheduler: the
 /// admin endpoint (if configured), the watchdog task (under `WatchdogSec=`), and `READY=1`.
 pub struct Service {
     notifier: Arc<Notifier>,
     watchdog: Option<tokio::task::JoinHandle<()>>,
     admin: Option<Admin>,
+    stopping: bool,
 }
 
 impl Service {
@@ -182,13 +183,17 @@ impl Service {
             notifier,
             watchdog,
             admin,
+            stopping: false,
         })
     }
 
     /// Shutdown began: `STOPPING=1`, and the watchdog is no longer fed (systemd stops
     /// watching a stopping service).
     pub fn stopping(&mut self) {
-        self.notifier.send("STOPPING=1");
+        if !self.stopping {
+            self.stopping = true;
+            self.notifier.send("STOPPING=1");
+        }
         if let Some(w) = self.watchdog.take() {
             w.abort();
         }

@@ -48,6 +48,10 @@ pub async fn run(
 ) -> Result<Totals, DaemonError> {
     let engine = open(&config)?;
     let (stop_tx, stop_rx) = watch::channel(false);
+    // The admin endpoint, the watchdog, READY=1: the config is valid and the store open.
+    let mut service = crate::notify::Service::start(&config, &engine, stop_rx.clone())
+        .await
+        .map_err(DaemonError::Setup)?;
 
     let sink_tasks: Vec<_> = config
         .sinks
@@ -88,9 +92,6 @@ pub async fn run(
         tokio::spawn(async move { e.tick(idx, false).await });
     }
     sched.start().await.map_err(sched_err)?;
-    let mut service = crate::notify::Service::start(&config, &engine, stop_rx.clone())
-        .await
-        .map_err(DaemonError::Setup)?;
 
     shutdown.await;
     service.stopping();

@@ -154,9 +154,11 @@ async fn get(url: &str) -> (u16, String) {
 
 /// `systemd-analyze`, or why the unit tests cannot run here.
 fn analyzer() -> Result<PathBuf, String> {
-    for dir in ["/usr/bin", "/bin", "/usr/local/bin"] {
-        let p = Path::new(dir).join("systemd-analyze");
-        if p.exists() {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let dirs = std::env::split_paths(&path).chain(["/usr/bin".into(), "/bin".into()]);
+    for dir in dirs {
+        let p = dir.join("systemd-analyze");
+        if p.is_file() {
             return Ok(p);
         }
     }

@@ -180,6 +180,7 @@ impl CamInvoice {
                 Some(i) if members[i].fingerprint == creds.fingerprint => {}
                 Some(i) => {
                     members[i] = creds;
+                    drop(members); // never hold the members and rotated locks together
                     self.rotated.lock().unwrap().remove(&i);
                     tracing::info!(member = %endpoint, source = %conn.source, stored_at = %crate::time::format_ms(conn.stored_at),
                         "using the refresh token from the state store (newer than the config's)");
@@ -277,13 +278,8 @@ impl CamInvoice {
                 }
             }
         }
-        let refresh_token = self
-            .rotated
-            .lock()
-            .unwrap()
-            .get(&idx)
-            .cloned()
-            .unwrap_or_else(|| self.member(idx).refresh_token.clone());
+        let rotated = self.rotated.lock().unwrap().get(&idx).cloned();
+        let refresh_token = rotated.unwrap_or_else(|| self.member(idx).refresh_token.clone());
         let fresh = self.api.refresh(&refresh_token, count).await?;
         if let Some(new) = fresh.refresh_token {
             if new != refresh_token {
