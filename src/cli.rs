@@ -1,11 +1,12 @@
 //! The command line: the subcommands, and the one place that prints errors and picks exit
 //! codes (0 ok, 1 a run-time failure, 2 a configuration error).
 
+use crate::admin::{self, StatusReport};
 use crate::config::{Config, ConfigError, DeliveryOrder, ProviderSettings, SinkKind, Start};
 use crate::engine::Tick;
 use crate::scheduler::{self, DaemonError};
 use crate::sinks;
-use crate::time::{format_duration, format_ms, now_ms, parse_duration};
+use crate::time::{format_duration, format_ms, parse_duration};
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -49,6 +50,31 @@ pub enum Command {
     Events {
         #[command(subcommand)]
         command: EventsCommand,
+    },
+    /// Connect a business (member) to a CamInvoice account: print the connect URL, then
+    /// exchange the authToken the business's browser was redirected with.
+    Connect {
+        /// The provider: `caminvoice` (the only one with a connect flow).
+        provider: String,
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// The [[accounts]] name.
+        #[arg(long)]
+        account: String,
+        /// Print the URL the business opens to approve the connection.
+        #[arg(long, conflicts_with = "auth_token")]
+        print_url: bool,
+        /// Where CamInvoice redirects the browser with `authToken` (the URL registered for
+        /// your integration; nothing needs to listen there: copy the token from the address).
+        #[arg(long, default_value = "http://localhost/", requires = "print_url")]
+        redirect_url: String,
+        /// Echoed back on the redirect (default: random).
+        #[arg(long, requires = "print_url")]
+        state: Option<String>,
+        /// The authToken (or the whole redirected address); `-` reads it from stdin, which
+        /// keeps it out of the process list.
+        #[arg(long, required_unless_present = "print_url")]
+        auth_token: Option<String>,
     },
     /// Run the simulator and the daemon against it, print events as they are emitted, then a summary.
     Demo {
@@ -192,13 +218,13 @@ async fn dispatch(command: Command) -> Result<ExitCode, Failure> {
     match command {
         Command::Run { config } => {
             let config = Config::load(&config)?;
-            init_logging(&config.daemon.log_level);
+            crate::logging::init(config.daemon.log_format, &config.daemon.log_level);
             scheduler::run(config, scheduler::signal()).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Once { config } => {
             let config = Config::load(&config)?;
-            init_logging(&config.daemon.log_level);
+            crate::logging::init(config.daemon.log_format, &config.daemon.log_level);
             once(config).await
         }
         Command::CheckConfig { config } => {
@@ -207,7 +233,33 @@ async fn dispatch(command: Command) -> Result<ExitCode, Failure> {
         }
         Command::Status { config } => {
             let config = Config::load(&config)?;
-            status(&config).map(|_| ExitCode::SUCCESS)
+            status(&config).await.map(|_| ExitCode::SUCCESS)
+        }
+        Command::Connect {
+            provider,
+            config,
+            account,
+            print_url,
+            redirect_url,
+            state,
+            auth_token,
+        } => {
+            let config = Config::load(&config)?;
+            if provider != "caminvoice" {
+                return Err(Failure::Run(format!(
+                    "no connect flow for provider {provider:?}: only caminvoice has one"
+                )));
+            }
+            init_logging("warn");
+            connect(
+                &config,
+                &account,
+                print_url,
+                &redirect_url,
+                state,
+                auth_token,
+            )
+            .await
         }
         Command::Events { command } => events(command).await,
         Command::Demo { duration, seed } => {
@@ -308,6 +360,14 @@ fn check_config(config: &Config) -> Result<ExitCode, Failure> {
         ),
     }
     println!("  retention        {}", format_duration(d.retention));
+    println!("  log_format       {}", d.log_format.as_str());
+    match d.admin_listen {
+        Some(a) => println!(
+            "  admin_listen     {a} (/healthz stale after {} scheduled runs without success)",
+            d.healthz_periods
+        ),
+        None => println!("  admin_listen     off"),
+    }
     for a in &config.accounts {
         println!("[[accounts]] {} ({})", a.name, a.provider.kind());
         match &a.provider {
@@ -316,6 +376,9 @@ fn check_config(config: &Config) -> Result<ExitCode, Failure> {
                 println!("  client_id        {}", c.client_id);
                 println!("  client_secret    {}", c.client_secret.source.describe());
                 println!("  overlap          {}", format_duration(c.overlap));
+                if c.members.is_empty() {
+                    println!("  members          none in the config (`pollhook connect` adds them to the state store)");
+                }
                 for m in &c.members {
                     println!(
                         "  member           {}  refresh_token {}",
@@ -470,15 +533,6 @@ fn warn_if_readable(file: &std::path::Path) {
     }
 }
 
-fn ago(t: i64) -> String {
-    let secs = ((now_ms() - t) / 1000).max(0) as u64;
-    format!(
-        "{} ({} ago)",
-        format_ms(t),
-        format_duration(Duration::from_secs(secs))
-    )
-}
-
 /// Opens the store for a command that needs the daemon stopped.
 fn open_stopped(config: &Config, what: &str) -> Result<crate::store::Store, Failure> {
     crate::store::Store::open(&config.daemon.state_dir).map_err(|e| match e {
@@ -488,53 +542,6 @@ fn open_stopped(config: &Config, what: &str) -> Result<crate::store::Store, Fail
         )),
         other => Failure::Run(other.to_string()),
     })
-}
-
-fn status(config: &Config) -> Result<(), Failure> {
-    let engine = scheduler::open(config).map_err(|e| match e {
-        DaemonError::Store(crate::store::StoreError::Locked(dir)) => Failure::Run(format!(
-            "the state dir {} is held by the running daemon (sled allows one process); stop it to read its status, or read its log",
-            dir.display()
-        )),
-        other => other.into(),
-    })?;
-    let store = engine.store();
-    for (idx, account) in engine.accounts().iter().enumerate() {
-        let p = engine.provider(idx);
-        println!("account {account} ({})", p.kind());
-        for u in p.status(store).map_err(|e| Failure::Run(e.to_string()))? {
-            println!("  member {}: {}", u.unit, u.state);
-            println!(
-                "    last successful poll  {}",
-                u.last_success.map(ago).unwrap_or_else(|| "never".into())
-            );
-            println!(
-                "    cursor                {}",
-                u.cursor.map(format_ms).unwrap_or_else(|| "none yet".into())
-            );
-            println!("    documents tracked     {}", u.documents);
-            if let Some(e) = &u.last_error {
-                println!("    last error            {e}");
-            }
-        }
-    }
-    let last = store.last_seq();
-    println!("outbox: last seq {last}");
-    for s in &config.sinks {
-        let acked = store
-            .acked(&s.name)
-            .map_err(|e| Failure::Run(e.to_string()))?;
-        let dead = store
-            .dead_letters(Some(&s.name))
-            .map_err(|e| Failure::Run(e.to_string()))?
-            .len();
-        println!(
-            "sink {}: delivered up to seq {acked}, {} pending, {dead} dead letter(s)",
-            s.name,
-            last.saturating_sub(acked)
-        );
-    }
-    Ok(())
 }
 
 fn run_err(e: impl std::fmt::Display) -> Failure {
@@ -742,4 +749,98 @@ fn list_events(
         }
     }
     Ok(())
+}
+
+/// Reads the store itself, or — when the running daemon holds it — asks the daemon.
+async fn status(config: &Config) -> Result<(), Failure> {
+    let report = match scheduler::open(config) {
+        Ok(engine) => StatusReport::collect(&engine, &config.sinks)
+            .map_err(|e| Failure::Run(e.to_string()))?,
+        Err(DaemonError::Store(crate::store::StoreError::Locked(_))) => {
+            let report = admin::fetch_status(config).await.map_err(Failure::Run)?;
+            eprintln!("(from the running daemon)");
+            report
+        }
+        Err(other) => return Err(other.into()),
+    };
+    print!("{}", report.render());
+    Ok(())
+}
+
+/// `connect caminvoice`: the URL to open, or the exchange of the authToken (in this process,
+/// or by the running daemon when it holds the store).
+async fn connect(
+    config: &Config,
+    account: &str,
+    print_url: bool,
+    redirect_url: &str,
+    state: Option<String>,
+    auth_token: Option<String>,
+) -> Result<ExitCode, Failure> {
+    let run = |e: crate::connect::ConnectError| Failure::Run(e.to_string());
+    let (acc, settings) = crate::connect::caminvoice_account(config, account).map_err(run)?;
+    if print_url {
+        let state = state.unwrap_or_else(crate::connect::new_state);
+        println!(
+            "{}",
+            crate::connect::connect_url(settings, redirect_url, &state)
+        );
+        eprintln!(
+            "Open this URL where the business signs in to CamInvoice and approves the connection."
+        );
+        eprintln!("The browser is then sent to {redirect_url}?authToken=...&state={state} (valid about 24 h). Copy that address and run:");
+        eprintln!(
+            "  pollhook connect caminvoice --config {} --account {account} --auth-token -   (paste it on stdin)",
+            config.file.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let raw = match auth_token.as_deref() {
+        Some("-") => {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .map_err(|e| Failure::Run(format!("cannot read the authToken from stdin: {e}")))?;
+            line
+        }
+        Some(t) => t.to_string(),
+        None => unreachable!("clap requires --auth-token without --print-url"),
+    };
+    let token = crate::connect::auth_token_from(&raw).map_err(run)?;
+    let connected = match crate::store::Store::open(&config.daemon.state_dir) {
+        Ok(store) => {
+            let c = crate::connect::exchange(acc, settings, &store, &token)
+                .await
+                .map_err(run)?;
+            store
+                .flush()
+                .await
+                .map_err(|e| Failure::Run(e.to_string()))?;
+            c
+        }
+        Err(crate::store::StoreError::Locked(_)) => {
+            eprintln!("the daemon holds the state store: handing the authToken to it");
+            admin::post_connect(config, account, &token)
+                .await
+                .map_err(Failure::Run)?
+        }
+        Err(e) => return Err(Failure::Run(e.to_string())),
+    };
+    println!("{}", connected.endpoint_id);
+    eprintln!(
+        "connected {}{} to account {}; its refresh token is in the state store{}. The next cycle polls it.",
+        connected.endpoint_id,
+        connected
+            .company_name_en
+            .as_deref()
+            .map(|n| format!(" ({n})"))
+            .unwrap_or_default(),
+        connected.account,
+        if connected.in_config {
+            " and takes precedence over the config's until you change that refresh_token"
+        } else {
+            ""
+        }
+    );
+    Ok(ExitCode::SUCCESS)
 }

@@ -6,6 +6,7 @@
 //! skipped and logged (not queued); a skipped resync is remembered for the next cycle.
 
 use crate::config::{Config, Start};
+use crate::metrics::Metrics;
 use crate::providers::{self, CycleContext, CycleReport, Provider, RequestCount};
 use crate::store::Store;
 use std::collections::BTreeMap;
@@ -49,14 +50,17 @@ pub struct Engine {
     runners: Vec<Runner>,
     next_cycle: AtomicU64,
     totals: Mutex<Totals>,
+    metrics: Arc<Metrics>,
 }
 
 impl Engine {
     /// Builds every account's provider client (resolving secrets).
     pub fn new(store: Arc<Store>, config: &Config) -> Result<Engine, String> {
+        let metrics = Arc::new(Metrics::new(config));
         let mut runners = Vec::new();
-        for a in &config.accounts {
-            let provider = providers::build(a).map_err(|e| format!("account {}: {e}", a.name))?;
+        for (idx, a) in config.accounts.iter().enumerate() {
+            let provider = providers::build(a, Arc::clone(metrics.account(idx)))
+                .map_err(|e| format!("account {}: {e}", a.name))?;
             runners.push(Runner {
                 provider,
                 running: tokio::sync::Mutex::new(()),
@@ -69,7 +73,13 @@ impl Engine {
             runners,
             next_cycle: AtomicU64::new(1),
             totals: Mutex::default(),
+            metrics,
         })
+    }
+
+    /// Counters, health and progress (for `/metrics`, `/healthz` and the watchdog).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     pub fn store(&self) -> &Arc<Store> {
@@ -92,7 +102,10 @@ impl Engine {
     pub async fn tick(&self, idx: usize, resync: bool) -> Tick {
         let r = &self.runners[idx];
         let account = r.provider.account();
+        let m = self.metrics.account(idx);
+        m.tick();
         let Ok(_guard) = r.running.try_lock() else {
+            m.skipped();
             if resync {
                 r.resync_pending.store(true, Ordering::SeqCst);
             }
@@ -103,6 +116,7 @@ impl Engine {
         let resync = resync | r.resync_pending.swap(false, Ordering::SeqCst);
         let cycle = self.next_cycle.fetch_add(1, Ordering::SeqCst);
         let began = Instant::now();
+        m.cycle_started(cycle);
         let ctx = CycleContext {
             store: Arc::clone(&self.store),
             resync,
@@ -113,6 +127,7 @@ impl Engine {
         let report =
             tracing::Instrument::instrument(Arc::clone(&r.provider).cycle(ctx), span).await;
         let elapsed_ms = began.elapsed().as_millis() as u64;
+        m.cycle_finished(report.ok());
         let requests: u64 = report.requests.values().sum();
         for f in &report.failures {
             tracing::error!(account, cycle, "{f}");
@@ -257,6 +272,16 @@ mod tests {
             }],
             next_cycle: AtomicU64::new(1),
             totals: Mutex::default(),
+            metrics: Arc::new(Metrics::with_accounts(
+                crate::config::Schedule("* * * * * *".into()),
+                3,
+                vec![Arc::new(crate::metrics::AccountMetrics::new(
+                    "slow",
+                    "slow",
+                    std::time::Duration::from_secs(1),
+                    std::time::Duration::from_secs(1),
+                ))],
+            )),
         };
         let (a, b, c) = tokio::join!(
             engine.tick(0, false),

@@ -6,6 +6,7 @@
 //! bodies (they carry tokens), only the endpoint label, status and the wait.
 
 use crate::config::HttpSettings;
+use crate::metrics::AccountMetrics;
 use crate::pacing::Gcra;
 use std::sync::Arc;
 use std::time::Duration;
@@ -60,6 +61,8 @@ pub struct Http {
     settings: HttpSettings,
     /// Every attempt, retries included, waits for a slot here when set.
     pacer: Option<Arc<Gcra>>,
+    /// Told of every completed attempt (metrics, and the watchdog's progress).
+    observer: Option<Arc<AccountMetrics>>,
 }
 
 impl Http {
@@ -75,7 +78,14 @@ impl Http {
             client,
             settings: settings.clone(),
             pacer: None,
+            observer: None,
         }
+    }
+
+    /// Reports every completed attempt to `observer`.
+    pub fn with_observer(mut self, observer: Arc<AccountMetrics>) -> Http {
+        self.observer = Some(observer);
+        self
     }
 
     /// Paces every attempt through `pacer`.
@@ -99,7 +109,17 @@ impl Http {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let failure = match self.attempt(&make).await {
+            let outcome = self.attempt(&make).await;
+            if let Some(o) = &self.observer {
+                o.request(
+                    label,
+                    match &outcome {
+                        Ok((status, _)) | Err(Failure::Status { status, .. }) => Some(*status),
+                        Err(Failure::Transport(_)) => None,
+                    },
+                );
+            }
+            let failure = match outcome {
                 Ok((status, body)) => {
                     return Ok(Reply {
                         status,

@@ -21,16 +21,25 @@
 //! - [`sim`]: the CamInvoice simulator with its ground-truth journal; [`demo`] runs both;
 //!   [`fidelity`] compares what was emitted with that journal.
 //! - [`time`]: durations and timestamps.
+//! - The service side: [`notify`] (sd_notify READY/STOPPING, the watchdog), [`admin`] (the
+//!   `/healthz`, `/metrics`, `/status`, `/connect` endpoint), [`metrics`] (counters, and the
+//!   health and progress rules), [`connect`] (onboarding a CamInvoice member), [`logging`]
+//!   (text, JSON or journald).
 //!
 //! ARCHITECTURE.md is the map: data flow, invariants, and why things are where they are.
 
+pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod connect;
 pub mod demo;
 pub mod engine;
 pub mod event;
 pub mod fidelity;
 pub mod http;
+pub mod logging;
+pub mod metrics;
+pub mod notify;
 pub mod pacing;
 pub mod providers;
 pub mod scheduler;

@@ -53,6 +53,10 @@ pub async fn run(
 ) -> Result<Totals, DaemonError> {
     let engine = open(&config)?;
     let (stop_tx, stop_rx) = watch::channel(false);
+    // The admin endpoint, the watchdog, READY=1: the config is valid and the store open.
+    let mut service = crate::notify::Service::start(&config, &engine, stop_rx.clone())
+        .await
+        .map_err(DaemonError::Setup)?;
 
     let mut runners = Vec::new();
     for s in &config.sinks {
@@ -108,6 +112,7 @@ pub async fn run(
     sched.start().await.map_err(sched_err)?;
 
     shutdown.await;
+    service.stopping();
     tracing::info!("shutting down: finishing the cycles in flight");
     sched.shutdown().await.map_err(sched_err)?;
     engine.wait_idle().await;
@@ -124,6 +129,7 @@ pub async fn run(
             "sinks did not catch up within {SINK_GRACE:?}; the rest is delivered at the next start"
         );
     }
+    service.finish().await;
     engine.store().flush().await?;
     tracing::info!("stopped");
     Ok(engine.totals())

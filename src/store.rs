@@ -11,7 +11,9 @@
 //! - `attempts` — `sink \0 seq` -> failed attempts so far and when the last one failed, so
 //!   `max_attempts` holds across restarts;
 //! - `dead`    — `sink \0 seq` -> a dead letter: attempts, last error, time, the envelope;
-//! - `meta`    — schema version, next seq.
+//! - `meta`    — schema version, next seq;
+//! - `connections` — provider-encoded records of members connected by `pollhook connect`
+//!   (or whose refresh token the provider rotated), keyed `account \0 member`.
 //!
 //! [`Store::commit`] writes state, cursors and new events in ONE transaction, then flushes,
 //! and only then tells sinks there is something new: commit-then-emit. Exactly one writer
@@ -98,6 +100,9 @@ pub struct Store {
     attempts: Tree,
     dead: Tree,
     meta: Tree,
+    connections: Tree,
+    /// Events committed by this process, by type (for `/metrics`).
+    committed_types: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
     /// The next sequence number; holding the lock makes the holder the only committer.
     next_seq: Mutex<u64>,
     /// The greatest seq that is committed and flushed.
@@ -168,6 +173,8 @@ impl Store {
             subjects: tree("subjects")?,
             attempts: tree("attempts")?,
             dead: tree("dead")?,
+            connections: tree("connections")?,
+            committed_types: Default::default(),
             outbox,
             meta: store_meta,
             db,
@@ -281,6 +288,14 @@ impl Store {
         .expect("the commit task panicked")?;
         *next = new_next;
         drop(next);
+        let mut types = self
+            .committed_types
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for ev in &kept {
+            *types.entry(ev.event_type.clone()).or_default() += 1;
+        }
+        drop(types);
         let last = new_next - 1;
         self.durable.fetch_max(last, Ordering::SeqCst);
         self.notify.send_if_modified(|v| {
@@ -451,6 +466,40 @@ impl Store {
         Ok(out)
     }
 
+    /// Events this process committed to the outbox, by type.
+    pub fn committed_by_type(&self) -> std::collections::BTreeMap<String, u64> {
+        self.committed_types
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Writes one connection record (`account \0 member` -> provider-encoded bytes) and
+    /// flushes it: a connection is durable before `connect` reports it.
+    pub async fn put_connection(
+        &self,
+        account: &str,
+        member: &str,
+        value: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        let key = connection_key(account, member);
+        self.connections.insert(key, value)?;
+        self.flush().await
+    }
+
+    /// Every connection record of `account`: (member, bytes), ordered by member.
+    pub fn connections(&self, account: &str) -> Result<Vec<(String, IVec)>, StoreError> {
+        let prefix = connection_key(account, "");
+        let mut out = Vec::new();
+        for kv in self.connections.scan_prefix(&prefix) {
+            let (k, v) = kv?;
+            let member = std::str::from_utf8(&k[prefix.len()..])
+                .map_err(|_| StoreError::Corrupt("a connection key".into()))?;
+            out.push((member.to_string(), v));
+        }
+        Ok(out)
+    }
+
     /// Removes a dead letter (after a replay delivered it).
     pub fn remove_dead(&self, sink: &str, seq: u64) -> Result<(), StoreError> {
         self.dead.remove(sink_key(sink, seq))?;
@@ -616,6 +665,14 @@ fn split_sink_key(k: &[u8]) -> Result<(String, u64), StoreError> {
         String::from_utf8(name.to_vec()).map_err(|_| bad())?,
         decode_seq(&seq[1..])?,
     ))
+}
+
+fn connection_key(account: &str, member: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(account.len() + member.len() + 1);
+    k.extend_from_slice(account.as_bytes());
+    k.push(0);
+    k.extend_from_slice(member.as_bytes());
+    k
 }
 
 fn decode_seq(bytes: &[u8]) -> Result<u64, StoreError> {

@@ -46,6 +46,32 @@ pub struct Daemon {
     pub log_level: String,
     /// How long events acked by every sink stay in the outbox (for `events replay`).
     pub retention: Duration,
+    /// How logs are written (`log_format`).
+    pub log_format: LogFormat,
+    /// The admin HTTP endpoint (`/healthz`, `/metrics`, `/status`), off when `None`.
+    pub admin_listen: Option<std::net::SocketAddr>,
+    /// `/healthz` fails once this many scheduled runs passed without a successful cycle.
+    pub healthz_periods: u32,
+}
+
+/// `log_format`: `text` (default), `json` (one object per line) or `journald` (native fields).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+    Journald,
+}
+
+impl LogFormat {
+    /// As written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+            LogFormat::Journald => "journald",
+        }
+    }
 }
 
 /// A validated cron expression with seconds, evaluated in UTC.
@@ -238,6 +264,9 @@ struct RawDaemon {
     start: Option<Spanned<String>>,
     log_level: Option<Spanned<String>>,
     retention: Option<Spanned<String>>,
+    log_format: Option<Spanned<String>>,
+    admin_listen: Option<Spanned<String>>,
+    healthz_periods: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -491,6 +520,8 @@ impl Config {
             }
         };
 
+        let (log_format, admin_listen, healthz_periods) = service_keys(&ck, &d)?;
+
         let mut accounts = Vec::new();
         let mut names = BTreeSet::new();
         for acc in &raw.accounts {
@@ -581,6 +612,9 @@ impl Config {
                 start,
                 log_level,
                 retention,
+                log_format,
+                admin_listen,
+                healthz_periods,
             },
             accounts,
             sinks,
@@ -624,6 +658,40 @@ impl Config {
     }
 }
 
+/// `log_format`, `admin_listen` and `healthz_periods` of `[daemon]`.
+fn service_keys(
+    ck: &Checker,
+    d: &RawDaemon,
+) -> Result<(LogFormat, Option<std::net::SocketAddr>, u32), ConfigError> {
+    let log_format = match &d.log_format {
+        None => LogFormat::Text,
+        Some(s) => match s.get_ref().as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            "journald" => LogFormat::Journald,
+            other => {
+                return Err(ck.err(
+                    s.span(),
+                    format!("unknown `log_format` {other:?}"),
+                    "use \"text\" (default), \"json\" (one object per line) or \"journald\" (native journal fields)",
+                ))
+            }
+        },
+    };
+    let admin_listen = match &d.admin_listen {
+        None => None,
+        Some(s) => Some(s.get_ref().parse().map_err(|_| {
+            ck.err(
+                s.span(),
+                format!("`admin_listen` is not an IP:port address: {:?}", s.get_ref()),
+                "e.g. \"127.0.0.1:9187\" (keep it on localhost; port 0 picks a free port, written to <state_dir>/admin.addr)",
+            )
+        })?),
+    };
+    let healthz_periods = ck.int(&d.healthz_periods, "healthz_periods", 1..1001, 3)? as u32;
+    Ok((log_format, admin_listen, healthz_periods))
+}
+
 fn caminvoice(
     ck: &Checker,
     a: &RawAccount,
@@ -636,13 +704,18 @@ fn caminvoice(
     ck.forbid(&a.rate_limit, "rate_limit", p)?;
     ck.forbid(&a.rate_burst, "rate_burst", p)?;
     ck.forbid(&a.api, "api", p)?;
-    let help = "CamInvoice accounts need base_url, client_id, client_secret and at least one [[accounts.members]]";
+    let help = "CamInvoice accounts need base_url, client_id and client_secret; members are [[accounts.members]] entries or connected with `pollhook connect`";
     let client_id = ck.require(&a.client_id, "client_id", table.clone(), help)?;
     let client_secret = ck.require(&a.client_secret, "client_secret", table.clone(), help)?;
-    let members_raw = ck.require(&a.members, "[[accounts.members]]", table.clone(), help)?;
     let mut members = Vec::new();
     let mut seen = BTreeSet::new();
-    for m in members_raw.get_ref() {
+    // No members is valid: `pollhook connect` adds them to the state store.
+    for m in a
+        .members
+        .as_ref()
+        .map(|m| m.get_ref().as_slice())
+        .unwrap_or(&[])
+    {
         if !seen.insert(m.endpoint_id.get_ref().clone()) {
             return Err(ck.err(
                 m.endpoint_id.span(),
@@ -661,9 +734,6 @@ fn caminvoice(
             endpoint_id: m.endpoint_id.get_ref().clone(),
             refresh_token: ck.secret(&m.refresh_token, "refresh_token"),
         });
-    }
-    if members.is_empty() {
-        return Err(ck.err(members_raw.span(), "no members listed", help));
     }
     let list_send_type = match &a.list_send_type {
         None => "send".to_string(),

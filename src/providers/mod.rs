@@ -10,6 +10,7 @@ pub mod onlinepajak;
 pub mod wire;
 
 use crate::config::{Account, ProviderSettings, Start};
+use crate::metrics::AccountMetrics;
 use crate::store::{Store, StoreError};
 use crate::time::Millis;
 use std::collections::BTreeMap;
@@ -80,7 +81,7 @@ impl CycleReport {
 }
 
 /// What `status` shows for one member/company.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct UnitStatus {
     pub unit: String,
     pub state: String,
@@ -102,18 +103,24 @@ pub trait Provider: Send + Sync + 'static {
     fn status(&self, store: &Store) -> Result<Vec<UnitStatus>, StoreError>;
 }
 
-/// Builds the provider client for `account`. Fails when a secret cannot be resolved.
-pub fn build(account: &Account) -> Result<Arc<dyn Provider>, String> {
+/// Builds the provider client for `account`; its HTTP attempts are reported to `observer`.
+/// Fails when a secret cannot be resolved.
+pub fn build(
+    account: &Account,
+    observer: Arc<AccountMetrics>,
+) -> Result<Arc<dyn Provider>, String> {
     match &account.provider {
         ProviderSettings::CamInvoice(s) => Ok(Arc::new(caminvoice::CamInvoice::new(
             &account.name,
             s,
             &account.http,
+            observer,
         )?)),
         ProviderSettings::OnlinePajak(s) => Ok(Arc::new(onlinepajak::OnlinePajak::new(
             &account.name,
             s,
             &account.http,
+            observer,
         )?)),
     }
 }

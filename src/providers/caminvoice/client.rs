@@ -19,6 +19,15 @@ pub const TOKEN: &str = "POST /api/v1/auth/token";
 pub const POLL: &str = "GET /api/v1/document/poll";
 pub const DETAIL: &str = "GET /api/v1/document/{id}";
 pub const LIST: &str = "GET /api/v1/document";
+pub const CONNECT: &str = "POST /api/v1/auth/authorize/connect";
+
+/// What the connect exchange returns (the access token is not kept: the first cycle refreshes).
+pub struct Connected {
+    pub refresh_token: Secret,
+    pub endpoint_id: String,
+    /// `business_info` as CamInvoice sent it.
+    pub business_info: serde_json::Value,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -114,6 +123,64 @@ impl Api {
             },
             status => Err(ApiError::Status {
                 label: TOKEN,
+                status,
+                message: message_of(&r.body),
+            }),
+        }
+    }
+
+    /// `POST /api/v1/auth/authorize/connect` with Basic auth: exchanges the `authToken` the
+    /// connect page redirected with for the member's tokens and `business_info`.
+    pub async fn authorize_connect(
+        &self,
+        auth_token: &Secret,
+        count: &RequestCount,
+    ) -> Result<Connected, ApiError> {
+        let url = format!("{}/api/v1/auth/authorize/connect", self.base);
+        let body = serde_json::json!({ "auth_token": auth_token.expose() });
+        let r = self
+            .send(CONNECT, count, |c| {
+                c.post(&url)
+                    .header(reqwest::header::AUTHORIZATION, self.basic.expose())
+                    .json(&body)
+            })
+            .await?;
+        let malformed = |why: &str| ApiError::Malformed {
+            label: CONNECT,
+            why: Malformed(why.to_string()),
+        };
+        match r.status {
+            200..=299 => {
+                let v: serde_json::Value = serde_json::from_slice(&r.body)
+                    .map_err(|_| malformed("the answer is not JSON"))?;
+                let v = v.get("data").filter(|d| d.is_object()).unwrap_or(&v);
+                let refresh_token = v
+                    .get("refresh_token")
+                    .and_then(|t| t.as_str())
+                    .filter(|t| !t.is_empty())
+                    .ok_or_else(|| malformed("no refresh_token in the answer"))?;
+                let business_info = v.get("business_info").cloned().unwrap_or_default();
+                let endpoint_id = business_info
+                    .get("endpoint_id")
+                    .and_then(|e| e.as_str())
+                    .filter(|e| !e.is_empty())
+                    .ok_or_else(|| malformed("no business_info.endpoint_id in the answer"))?;
+                Ok(Connected {
+                    refresh_token: Secret::new(refresh_token),
+                    endpoint_id: endpoint_id.to_string(),
+                    business_info,
+                })
+            }
+            400 | 401 | 403 => match error_body(&r.body) {
+                ErrorBody::Client(m) => Err(ApiError::ClientRejected(m)),
+                ErrorBody::Message(message) => Err(ApiError::Status {
+                    label: CONNECT,
+                    status: r.status,
+                    message: format!("{message} (authTokens are single-use and expire after about 24 h: open the connect URL again)"),
+                }),
+            },
+            status => Err(ApiError::Status {
+                label: CONNECT,
                 status,
                 message: message_of(&r.body),
             }),

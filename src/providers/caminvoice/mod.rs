@@ -23,7 +23,7 @@ pub mod token;
 
 use self::client::{Api, ApiError, DETAIL, LIST, POLL};
 use self::diff::{diff, Observation};
-use self::model::{Detail, DocState, MemberRecord, Side};
+use self::model::{Connection, Detail, DocState, MemberRecord, Side};
 use self::token::AccessToken;
 use super::wire::segment;
 use super::{
@@ -36,7 +36,7 @@ use crate::store::{Batch, Store, StoreError};
 use crate::time::{format_naive_seconds, now_ms, Millis};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use tracing::Instrument;
 
 /// Documents diffed per commit: large enough to amortize the flush, small enough that a crash
@@ -55,7 +55,12 @@ pub struct CamInvoice {
     account: String,
     settings: CamInvoiceSettings,
     api: Api,
-    members: Vec<MemberCreds>,
+    /// The config's members, then members only the store knows (connected with
+    /// `pollhook connect`). Only ever appended to: an index names one member for the whole
+    /// run; an entry is replaced when a newer refresh token is stored for it.
+    members: RwLock<Vec<Arc<MemberCreds>>>,
+    /// Fingerprints of the config's refresh tokens, by endpoint id.
+    configured: HashMap<String, String>,
     tokens: Mutex<HashMap<usize, AccessToken>>,
     /// Refresh tokens the provider rotated during this run (kept in memory only).
     rotated: Mutex<HashMap<usize, Secret>>,
@@ -101,7 +106,8 @@ struct Candidate {
     known: Option<Detail>,
 }
 
-fn fingerprint(token: &str) -> String {
+/// Identifies a refresh token without revealing it: the first 16 hex digits of its SHA-256.
+pub(crate) fn fingerprint(token: &str) -> String {
     let d = Sha256::digest(token.as_bytes());
     d[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -112,35 +118,126 @@ impl CamInvoice {
         account: &str,
         s: &CamInvoiceSettings,
         http: &HttpSettings,
+        observer: Arc<crate::metrics::AccountMetrics>,
     ) -> Result<CamInvoice, String> {
         let secret = s.client_secret.resolve()?;
         let mut members = Vec::new();
         for m in &s.members {
             let refresh_token = m.refresh_token.resolve()?;
-            members.push(MemberCreds {
+            members.push(Arc::new(MemberCreds {
                 endpoint_id: m.endpoint_id.clone(),
                 fingerprint: fingerprint(refresh_token.expose()),
                 refresh_token,
-            });
+            }));
         }
+        let configured = members
+            .iter()
+            .map(|m| (m.endpoint_id.clone(), m.fingerprint.clone()))
+            .collect();
+        let http = Http::new(http).with_observer(observer);
         Ok(CamInvoice {
             account: account.to_string(),
-            api: Api::new(Http::new(http), &s.base_url, &s.client_id, &secret),
+            api: Api::new(http, &s.base_url, &s.client_id, &secret),
             settings: s.clone(),
-            members,
+            members: RwLock::new(members),
+            configured,
             tokens: Mutex::new(HashMap::new()),
             rotated: Mutex::new(HashMap::new()),
         })
     }
 
+    /// Member `idx`, as currently known.
+    fn member(&self, idx: usize) -> Arc<MemberCreds> {
+        Arc::clone(&self.members.read().unwrap_or_else(|p| p.into_inner())[idx])
+    }
+
+    fn member_count(&self) -> usize {
+        self.members.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Takes in the refresh tokens stored in the `connections` tree: a member only the store
+    /// knows joins the polling; a stored token replaces the config's when it is newer (see
+    /// [`Connection::supersedes`]). Logs changes only.
+    fn sync_members(&self, store: &Store) -> Result<(), StoreError> {
+        for (endpoint, bytes) in store.connections(&self.account)? {
+            let conn: Connection = match serde_json::from_slice(&bytes) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(member = %endpoint, "unreadable connection record in the state store ({e}); ignored");
+                    continue;
+                }
+            };
+            if !conn.supersedes(self.configured.get(&endpoint).map(String::as_str)) {
+                continue;
+            }
+            let creds = Arc::new(MemberCreds {
+                endpoint_id: endpoint.clone(),
+                fingerprint: fingerprint(&conn.refresh_token),
+                refresh_token: Secret::new(conn.refresh_token),
+            });
+            let mut members = self.members.write().unwrap_or_else(|p| p.into_inner());
+            match members.iter().position(|m| m.endpoint_id == endpoint) {
+                Some(i) if members[i].fingerprint == creds.fingerprint => {}
+                Some(i) => {
+                    members[i] = creds;
+                    drop(members); // never hold the members and rotated locks together
+                    self.rotated.lock().unwrap().remove(&i);
+                    tracing::info!(member = %endpoint, source = %conn.source, stored_at = %crate::time::format_ms(conn.stored_at),
+                        "using the refresh token from the state store (newer than the config's)");
+                }
+                None => {
+                    members.push(creds);
+                    tracing::info!(member = %endpoint, source = %conn.source,
+                        "member connected with `pollhook connect`: polling it");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores a refresh token CamInvoice rotated during this cycle, so that it outlives the
+    /// run (and takes precedence over the config's until the config changes).
+    async fn keep_rotated(&self, idx: usize, store: &Store) -> Result<(), StoreError> {
+        let Some(new) = self.rotated.lock().unwrap().get(&idx).cloned() else {
+            return Ok(());
+        };
+        let m = self.member(idx);
+        let business_info = store
+            .connections(&self.account)?
+            .into_iter()
+            .find(|(e, _)| *e == m.endpoint_id)
+            .and_then(|(_, v)| serde_json::from_slice::<Connection>(&v).ok())
+            .map(|c| c.business_info)
+            .unwrap_or_default();
+        let conn = Connection {
+            refresh_token: new.expose().to_string(),
+            source: "rotated".into(),
+            stored_at: now_ms(),
+            config_fingerprint: self.configured.get(&m.endpoint_id).cloned(),
+            business_info,
+        };
+        let value = serde_json::to_vec(&conn).expect("a connection record serializes");
+        store
+            .put_connection(&self.account, &m.endpoint_id, value)
+            .await?;
+        self.members.write().unwrap_or_else(|p| p.into_inner())[idx] = Arc::new(MemberCreds {
+            endpoint_id: m.endpoint_id.clone(),
+            fingerprint: fingerprint(new.expose()),
+            refresh_token: new,
+        });
+        self.rotated.lock().unwrap().remove(&idx);
+        tracing::info!(member = %m.endpoint_id, "stored the refresh token CamInvoice rotated; it takes precedence over the config's");
+        Ok(())
+    }
+
     fn record_key(&self, idx: usize) -> Vec<u8> {
-        let mut k = unit_prefix(&self.account, &self.members[idx].endpoint_id);
+        let mut k = unit_prefix(&self.account, &self.member(idx).endpoint_id);
         k.pop();
         k
     }
 
     fn doc_key(&self, idx: usize, document_id: &str) -> Vec<u8> {
-        let mut k = unit_prefix(&self.account, &self.members[idx].endpoint_id);
+        let mut k = unit_prefix(&self.account, &self.member(idx).endpoint_id);
         k.extend_from_slice(document_id.as_bytes());
         k
     }
@@ -153,7 +250,7 @@ impl CamInvoice {
                 Err(e) => {
                     return Err(StoreError::Corrupt(format!(
                         "member record of {}: {e}",
-                        self.members[idx].endpoint_id
+                        self.member(idx).endpoint_id
                     )))
                 }
             },
@@ -181,18 +278,13 @@ impl CamInvoice {
                 }
             }
         }
-        let refresh_token = self
-            .rotated
-            .lock()
-            .unwrap()
-            .get(&idx)
-            .cloned()
-            .unwrap_or_else(|| self.members[idx].refresh_token.clone());
+        let rotated = self.rotated.lock().unwrap().get(&idx).cloned();
+        let refresh_token = rotated.unwrap_or_else(|| self.member(idx).refresh_token.clone());
         let fresh = self.api.refresh(&refresh_token, count).await?;
         if let Some(new) = fresh.refresh_token {
             if new != refresh_token {
-                tracing::warn!(member = %self.members[idx].endpoint_id,
-                    "CamInvoice returned a new refresh token; using it for this run. Update refresh_token in the config before the next restart");
+                tracing::warn!(member = %self.member(idx).endpoint_id,
+                    "CamInvoice returned a new refresh token; using it (stored in the state store at the end of the cycle)");
                 self.rotated.lock().unwrap().insert(idx, new);
             }
         }
@@ -214,7 +306,7 @@ impl CamInvoice {
         if r.status != 401 {
             return Ok(r);
         }
-        tracing::debug!(member = %self.members[idx].endpoint_id, endpoint = label, "401: refreshing the token and retrying once");
+        tracing::debug!(member = %self.member(idx).endpoint_id, endpoint = label, "401: refreshing the token and retrying once");
         let token = self.token(idx, true, count).await?;
         let r = self.api.get(label, path, &token, count).await?;
         if r.status == 401 {
@@ -299,7 +391,8 @@ impl CamInvoice {
         items: &[Candidate],
         advance_cursor: bool,
     ) -> Result<Counts, Stop> {
-        let endpoint = &self.members[idx].endpoint_id;
+        let member = self.member(idx);
+        let endpoint = &member.endpoint_id;
         let mut total = Counts::default();
         for chunk in items.chunks(CHUNK) {
             let mut prevs = Vec::with_capacity(chunk.len());
@@ -382,7 +475,8 @@ impl CamInvoice {
         now: Millis,
         batch: &mut Batch,
     ) {
-        let endpoint = &self.members[idx].endpoint_id;
+        let member = self.member(idx);
+        let endpoint = &member.endpoint_id;
         let Some(status) = d.status.as_deref() else {
             tracing::warn!(member = %endpoint, document = %c.document_id, "the document detail has no status; skipped");
             return;
@@ -441,7 +535,7 @@ impl CamInvoice {
         let (mut items, bad) =
             model::poll_items(&r.body).map_err(|why| ApiError::Malformed { label: POLL, why })?;
         for b in bad {
-            tracing::warn!(member = %self.members[idx].endpoint_id, "{b}; skipped (the next resync looks again)");
+            tracing::warn!(member = %self.member(idx).endpoint_id, "{b}; skipped (the next resync looks again)");
         }
         // Oldest first; a document listed twice keeps its newest entry.
         items.sort_by_key(|i| i.updated_at);
@@ -483,7 +577,7 @@ impl CamInvoice {
                 let p = model::list_page(&r.body)
                     .map_err(|why| ApiError::Malformed { label: LIST, why })?;
                 for b in &p.bad {
-                    tracing::warn!(member = %self.members[idx].endpoint_id, "{b}; skipped");
+                    tracing::warn!(member = %self.member(idx).endpoint_id, "{b}; skipped");
                 }
                 let n = p.items.len() as u64;
                 let candidates: Vec<Candidate> = p
@@ -517,7 +611,7 @@ impl CamInvoice {
         idx: usize,
         ctx: CycleContext,
     ) -> Result<Option<Counts>, String> {
-        let m = &self.members[idx];
+        let m = self.member(idx);
         let existing = self
             .load_record(&ctx.store, idx)
             .map_err(|e| e.to_string())?;
@@ -602,6 +696,9 @@ impl CamInvoice {
             Ok(c) => counts.events += c.events as u64,
             Err(e) => return Err(e.to_string()),
         }
+        if let Err(e) = self.keep_rotated(idx, &ctx.store).await {
+            tracing::warn!(member = %m.endpoint_id, "cannot store the rotated refresh token ({e}); it is used for this run only");
+        }
         result.map(|_| Some(counts))
     }
 }
@@ -634,10 +731,16 @@ impl Provider for CamInvoice {
 
     fn cycle(self: Arc<Self>, ctx: CycleContext) -> BoxFuture<'static, CycleReport> {
         Box::pin(async move {
-            let tasks: Vec<_> = (0..self.members.len())
+            let mut report = CycleReport::default();
+            if let Err(e) = self.sync_members(&ctx.store) {
+                report.failures.push(format!(
+                    "cannot read the connected members from the state store: {e}"
+                ));
+            }
+            let tasks: Vec<_> = (0..self.member_count())
                 .map(|idx| {
                     let span =
-                        tracing::info_span!("member", member = %self.members[idx].endpoint_id);
+                        tracing::info_span!("member", member = %self.member(idx).endpoint_id);
                     tokio::spawn(
                         Arc::clone(&self)
                             .sync_member(idx, ctx.clone())
@@ -645,9 +748,9 @@ impl Provider for CamInvoice {
                     )
                 })
                 .collect();
-            let mut report = CycleReport::default();
             for (idx, t) in tasks.into_iter().enumerate() {
-                let endpoint = &self.members[idx].endpoint_id;
+                let member = self.member(idx);
+                let endpoint = &member.endpoint_id;
                 match t.await {
                     Ok(Ok(None)) => {}
                     Ok(Ok(Some(c))) => {
@@ -677,14 +780,21 @@ impl Provider for CamInvoice {
     }
 
     fn status(&self, store: &Store) -> Result<Vec<UnitStatus>, StoreError> {
+        self.sync_members(store)?;
+        let members = self
+            .members
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let mut out = Vec::new();
-        for (idx, m) in self.members.iter().enumerate() {
+        for (idx, m) in members.iter().enumerate() {
             let rec = self.load_record(store, idx)?;
             let documents = store.count_state(&unit_prefix(&self.account, &m.endpoint_id))?;
             let state = match &rec {
                 None => "never polled".to_string(),
                 Some(r) if r.revoked_token.as_deref() == Some(m.fingerprint.as_str()) => {
-                    "revoked (reconnect, then update refresh_token)".to_string()
+                    "revoked (reconnect: `pollhook connect`, or a new refresh_token in the config)"
+                        .to_string()
                 }
                 Some(r) if r.revoked_token.is_some() => {
                     "reconnected, waiting for the next cycle".to_string()

@@ -297,6 +297,47 @@ pub struct MemberRecord {
     pub last_error: Option<String>,
 }
 
+/// A member's refresh token kept in the store (`connections` tree): from `pollhook connect`,
+/// or rotated by CamInvoice during a refresh. It is a secret: never printed or logged.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct Connection {
+    pub refresh_token: String,
+    /// `connect` (the connect flow) or `rotated` (a refresh answer carried a new one).
+    pub source: String,
+    /// When it was stored.
+    pub stored_at: Millis,
+    /// The fingerprint of the config's refresh token for this member when this record was
+    /// written (`None`: the member was not in the config). The record is newer than the
+    /// config exactly while the config still holds that token.
+    #[serde(default)]
+    pub config_fingerprint: Option<String>,
+    /// `business_info` of the connect answer, as CamInvoice sent it.
+    #[serde(default)]
+    pub business_info: Value,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("refresh_token", &"<redacted>")
+            .field("source", &self.source)
+            .field("stored_at", &self.stored_at)
+            .field("config_fingerprint", &self.config_fingerprint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connection {
+    /// Whether this record, rather than the config's token `config_fingerprint` (`None`: the
+    /// member is not in the config), holds the member's current refresh token.
+    pub fn supersedes(&self, config_fingerprint: Option<&str>) -> bool {
+        match config_fingerprint {
+            None => true,
+            Some(fp) => self.config_fingerprint.as_deref() == Some(fp),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -74,10 +74,13 @@ impl OnlinePajak {
         account: &str,
         s: &OnlinePajakSettings,
         http: &HttpSettings,
+        observer: Arc<crate::metrics::AccountMetrics>,
     ) -> Result<OnlinePajak, String> {
         let token = s.token.resolve()?;
         let pacer = Arc::new(Gcra::per_minute(s.rate_limit, s.rate_burst));
-        let http = Http::new(http).with_pacer(Arc::clone(&pacer));
+        let http = Http::new(http)
+            .with_pacer(Arc::clone(&pacer))
+            .with_observer(observer);
         Ok(OnlinePajak {
             account: account.to_string(),
             api: Api::new(http, &s.base_url, &token, s.raw_auth, s.api.clone()),
