@@ -53,6 +53,9 @@ pub struct SinkReport {
     pub name: String,
     /// Delivered up to this seq.
     pub acked: u64,
+    /// Events this sink gave up on (`pollhook events replay --dead` re-delivers them).
+    #[serde(default)]
+    pub dead: usize,
 }
 
 impl StatusReport {
@@ -73,6 +76,7 @@ impl StatusReport {
             out.push(SinkReport {
                 name: s.name.clone(),
                 acked: store.acked(&s.name)?,
+                dead: store.dead_letters(Some(&s.name))?.len(),
             });
         }
         Ok(StatusReport {
@@ -110,10 +114,11 @@ impl StatusReport {
         for s in &self.sinks {
             let _ = writeln!(
                 o,
-                "sink {}: delivered up to seq {}, {} pending",
+                "sink {}: delivered up to seq {}, {} pending, {} dead letter(s)",
                 s.name,
                 s.acked,
-                self.last_seq.saturating_sub(s.acked)
+                self.last_seq.saturating_sub(s.acked),
+                s.dead
             );
         }
         o

@@ -185,7 +185,7 @@ fn once_repeatedly_matches_the_ground_truth_and_an_unchanged_simulator_appends_n
     let st = text(&status);
     assert!(status.status.success(), "{st}");
     assert!(
-        st.contains("documents tracked") && st.contains("0 pending"),
+        st.contains("documents tracked") && st.contains("0 pending, 0 dead letter(s)"),
         "{st}"
     );
 }
