@@ -1,6 +1,8 @@
 //! kill -9 proof: `pollhook run` against `pollhook simulate` with traffic, SIGKILLed at seeded
 //! random moments and restarted each time. At the end the JSONL log must hold every
-//! ground-truth webhook with an identical payload, no event id twice, each document in order.
+//! ground-truth webhook with an identical payload, no event id twice, each document in order;
+//! and a hook sink must have received every event at least once, any repeat under the same id
+//! and with the same payload (repeats are counted: at-least-once allows them).
 //!
 //! The simulator is stepped only once the log has caught up with the journal, so each change is
 //! observable by polling; kills land at random moments inside that wait — during polls,
@@ -125,6 +127,14 @@ fn thirty_kills_lose_nothing_and_double_nothing_in_jsonl() {
         )
         .replace("./pollhook-sim-events.jsonl", &events.display().to_string())
         .replace("*/5 * * * * *", "* * * * * *");
+    // A hook that appends "<event id> <payload>" to a file.
+    let hook_log = dir.path().join("hook.log");
+    let hook = dir.path().join("hook.sh");
+    std::fs::write(&hook, format!("#!/bin/sh\npayload=$(cat)\nprintf '%s %s\\n' \"$POLLHOOK_EVENT_ID\" \"$payload\" >> {}\n", hook_log.display())).unwrap();
+    let config = format!(
+        "{config}\n[[sinks]]\nkind = \"hook\"\nname = \"hook\"\ncommand = [\"/bin/sh\", {:?}]\ntimeout = \"10s\"\nretry_schedule = [\"200ms\"]\nmax_attempts = 1000\n",
+        hook.display().to_string()
+    );
     let config_path = dir.path().join("pollhook.toml");
     std::fs::write(&config_path, config).unwrap();
     let stderr_log = dir.path().join("daemon.log");
@@ -138,9 +148,21 @@ fn thirty_kills_lose_nothing_and_double_nothing_in_jsonl() {
             .map(|e| e["payload"].as_str().unwrap().to_string())
             .collect()
     };
+    let hook_events = || -> Vec<(String, String)> {
+        log_lines(&hook_log)
+            .lines()
+            .map(|l| {
+                let (id, payload) = l.split_once(' ').expect("id and payload");
+                (id.to_string(), payload.to_string())
+            })
+            .collect()
+    };
     let caught_up = |truth: &[String]| {
         let emitted = fidelity::read_jsonl(&log_lines(&events)).unwrap();
+        let hooked: std::collections::HashSet<String> =
+            hook_events().into_iter().map(|(_, p)| p).collect();
         fidelity::compare(truth, &emitted).matched == truth.len()
+            && truth.iter().all(|t| hooked.contains(t))
     };
 
     let mut daemon = start_daemon(&config_path, &stderr_log);
@@ -221,5 +243,33 @@ fn thirty_kills_lose_nothing_and_double_nothing_in_jsonl() {
     assert_eq!(
         line_count, r.expected,
         "every line is one ground-truth event"
+    );
+
+    // The hook: every event at least once; a repeat carries the same id and payload.
+    let hooked = hook_events();
+    let mut first: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
+    let mut repeats = 0;
+    for (id, payload) in &hooked {
+        match first.get(id.as_str()) {
+            Some(p) => {
+                assert_eq!(p, payload, "event {id} repeated with another payload");
+                repeats += 1;
+            }
+            None => {
+                first.insert(id, payload);
+            }
+        }
+    }
+    let jsonl_ids: std::collections::HashSet<&str> =
+        emitted.iter().map(|e| e.id.as_str()).collect();
+    let hook_ids: std::collections::HashSet<&str> = first.keys().copied().collect();
+    assert_eq!(
+        hook_ids, jsonl_ids,
+        "the hook saw exactly the events of the log, by id"
+    );
+    eprintln!(
+        "hook sink: {} deliveries of {} events, {repeats} repeats (same id, same payload)",
+        hooked.len(),
+        hook_ids.len()
     );
 }
