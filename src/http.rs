@@ -8,6 +8,7 @@
 use crate::config::HttpSettings;
 use crate::metrics::AccountMetrics;
 use crate::pacing::Gcra;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,6 +53,22 @@ enum Failure {
         retry_after: Option<Duration>,
     },
     Transport(String),
+}
+
+/// Requests sent, by endpoint label (retries included).
+#[derive(Debug, Default)]
+pub struct RequestCount(std::sync::Mutex<BTreeMap<&'static str, u64>>);
+
+impl RequestCount {
+    pub fn add(&self, label: &'static str, n: u32) {
+        *self.0.lock().unwrap().entry(label).or_default() += n as u64;
+    }
+    pub fn snapshot(&self) -> BTreeMap<&'static str, u64> {
+        self.0.lock().unwrap().clone()
+    }
+    pub fn total(&self) -> u64 {
+        self.0.lock().unwrap().values().sum()
+    }
 }
 
 /// An HTTP client with one retry policy.
@@ -101,6 +118,23 @@ impl Http {
 
     /// Sends the request `make` builds, retrying per the policy. `label` names the endpoint in
     /// logs and errors (`"GET /api/v1/document/poll"`).
+    /// [`send`](Http::send), adding the requests sent (retries included) to `count`.
+    pub async fn send_counted(
+        &self,
+        label: &'static str,
+        count: &RequestCount,
+        make: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+    ) -> Result<Reply, HttpError> {
+        let result = self.send(label, make).await;
+        count.add(
+            label,
+            result
+                .as_ref()
+                .map_or_else(HttpError::attempts, |r| r.attempts),
+        );
+        result
+    }
+
     pub async fn send(
         &self,
         label: &str,

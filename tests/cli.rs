@@ -1,122 +1,13 @@
 //! End to end: the built `pollhook` binary against `pollhook simulate` in another process,
 //! through the documented subcommands only.
 
+mod common;
+
+use common::process::{Killed, SimProcess, BIN};
 use pollhook::fidelity;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_pollhook");
-
-/// `pollhook simulate --manual` on 127.0.0.1:0; killed on drop.
-struct SimProcess {
-    child: Child,
-    /// Held open: a closed pipe would make the simulator's next print fail.
-    _stdout: std::io::Lines<BufReader<std::process::ChildStdout>>,
-    base_url: String,
-    config: String,
-}
-
-impl SimProcess {
-    fn start(seed: u64) -> SimProcess {
-        let mut child = Command::new(BIN)
-            .args([
-                "simulate",
-                "--listen",
-                "127.0.0.1:0",
-                "--manual",
-                "--seed",
-                &seed.to_string(),
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut config = String::new();
-        let mut base_url = String::new();
-        for line in lines.by_ref() {
-            let line = line.unwrap();
-            if let Some(url) = line
-                .strip_prefix("base_url = ")
-                .filter(|_| base_url.is_empty())
-            {
-                base_url = url.trim_matches('"').to_string();
-            }
-            config.push_str(&line);
-            config.push('\n');
-            if line.starts_with("path = ") {
-                break;
-            }
-        }
-        assert!(
-            base_url.starts_with("http://127.0.0.1:"),
-            "no base_url in:\n{config}"
-        );
-        SimProcess {
-            child,
-            _stdout: lines,
-            base_url,
-            config,
-        }
-    }
-
-    fn post(&self, path: &str) {
-        http("POST", &format!("{}{path}", self.base_url));
-    }
-
-    fn journal(&self) -> Vec<String> {
-        let body = http("GET", &format!("{}/_sim/journal", self.base_url));
-        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["payload"].as_str().unwrap().to_string())
-            .collect()
-    }
-}
-
-impl Drop for SimProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// One HTTP request on a throwaway runtime (the tests themselves are synchronous).
-fn http(method: &str, url: &str) -> String {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let client = reqwest::Client::new();
-        let req = if method == "POST" {
-            client.post(url)
-        } else {
-            client.get(url)
-        };
-        let resp = req
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
-        let status = resp.status();
-        let body = resp.text().await.unwrap();
-        assert!(status.is_success(), "{method} {url}: {status} {body}");
-        body
-    })
-}
-
-/// A child process killed when the test ends, even by a panic.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn pollhook(args: &[&str]) -> Output {
     Command::new(BIN).args(args).output().unwrap()
@@ -132,18 +23,7 @@ fn text(o: &Output) -> String {
 
 /// Writes the simulator's printed config with the state and log under `dir`.
 fn write_config(sim: &SimProcess, dir: &Path, schedule: &str) -> (PathBuf, PathBuf) {
-    let events = dir.join("events.jsonl");
-    let cfg = sim
-        .config
-        .replace(
-            "./pollhook-sim-state",
-            &dir.join("state").display().to_string(),
-        )
-        .replace("./pollhook-sim-events.jsonl", &events.display().to_string())
-        .replace("*/5 * * * * *", schedule);
-    let path = dir.join("pollhook.toml");
-    std::fs::write(&path, cfg).unwrap();
-    (path, events)
+    sim.write_config(dir, schedule, "")
 }
 
 /// `once` succeeds, or fails only because a member's refresh was refused (the first of the

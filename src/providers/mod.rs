@@ -16,7 +16,7 @@ use crate::time::Millis;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// A boxed future, so the trait stays object-safe.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -32,21 +32,7 @@ pub struct CycleContext {
     pub requests: Arc<RequestCount>,
 }
 
-/// Requests sent, by endpoint label (retries included).
-#[derive(Debug, Default)]
-pub struct RequestCount(Mutex<BTreeMap<&'static str, u64>>);
-
-impl RequestCount {
-    pub fn add(&self, label: &'static str, n: u32) {
-        *self.0.lock().unwrap().entry(label).or_default() += n as u64;
-    }
-    pub fn snapshot(&self) -> BTreeMap<&'static str, u64> {
-        self.0.lock().unwrap().clone()
-    }
-    pub fn total(&self) -> u64 {
-        self.0.lock().unwrap().values().sum()
-    }
-}
+pub use crate::http::RequestCount;
 
 /// The result of one cycle of one account. A cycle never returns early on one member's error:
 /// it reports it and goes on with the others.

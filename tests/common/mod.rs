@@ -2,6 +2,8 @@
 //! instance (engine, store, sinks) configured against it, with ground-truth comparison.
 #![allow(dead_code)]
 
+pub mod process;
+
 use pollhook::config::Config;
 use pollhook::engine::{Engine, Tick};
 use pollhook::fidelity::{self, Emitted};

@@ -82,16 +82,7 @@ impl Api {
             .acquire()
             .await
             .expect("semaphore never closed");
-        match self.http.send(label, make).await {
-            Ok(r) => {
-                count.add(label, r.attempts);
-                Ok(r)
-            }
-            Err(e) => {
-                count.add(label, e.attempts());
-                Err(e.into())
-            }
-        }
+        Ok(self.http.send_counted(label, count, make).await?)
     }
 
     /// `POST /api/v1/auth/token` with Basic auth.

@@ -63,24 +63,14 @@ impl Api {
         count: &RequestCount,
     ) -> Result<Reply, ApiError> {
         let url = format!("{}{}", self.base, path);
-        let sent = self
+        let r = self
             .http
-            .send(label, |c| {
+            .send_counted(label, count, |c| {
                 c.get(&url)
                     .query(query)
                     .header(reqwest::header::AUTHORIZATION, self.authorization.expose())
             })
-            .await;
-        let r = match sent {
-            Ok(r) => {
-                count.add(label, r.attempts);
-                r
-            }
-            Err(e) => {
-                count.add(label, e.attempts());
-                return Err(e.into());
-            }
-        };
+            .await?;
         match r.status {
             200..=299 | 404 => Ok(r),
             401 | 403 => Err(ApiError::Rejected(error_text(&r.body))),
