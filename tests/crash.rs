@@ -11,12 +11,13 @@
 //!     POLLHOOK_CRASH_KILLS=300 cargo test --release --test crash -- --nocapture
 
 use pollhook::fidelity;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_pollhook");
+mod common;
+
+use common::process::{http, SimProcess, BIN};
 
 struct Proc(Child);
 
@@ -25,31 +26,6 @@ impl Drop for Proc {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn http(method: &str, url: &str) -> String {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let c = reqwest::Client::new();
-        let req = if method == "POST" {
-            c.post(url)
-        } else {
-            c.get(url)
-        };
-        let resp = req
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
-        assert!(
-            resp.status().is_success(),
-            "{method} {url}: {}",
-            resp.status()
-        );
-        resp.text().await.unwrap()
-    })
 }
 
 /// Complete lines only: a line being written when we look is not read.
@@ -89,54 +65,18 @@ fn thirty_kills_lose_nothing_and_double_nothing_in_jsonl() {
         .unwrap_or(2026);
     let mut rng = fastrand::Rng::with_seed(seed);
 
-    let mut sim = Command::new(BIN)
-        .args([
-            "simulate",
-            "--listen",
-            "127.0.0.1:0",
-            "--manual",
-            "--seed",
-            &seed.to_string(),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(sim.stdout.take().unwrap()).lines();
-    let mut config = String::new();
-    let mut base = String::new();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        if let Some(u) = line.strip_prefix("base_url = ").filter(|_| base.is_empty()) {
-            base = u.trim_matches('"').to_string();
-        }
-        config.push_str(&line);
-        config.push('\n');
-        if line.starts_with("path = ") {
-            break;
-        }
-    }
-    let _sim = (Proc(sim), lines);
-
+    let sim = SimProcess::start(seed);
+    let base = sim.base_url.clone();
     let dir = tempfile::tempdir().unwrap();
-    let events: PathBuf = dir.path().join("events.jsonl");
-    let config = config
-        .replace(
-            "./pollhook-sim-state",
-            &dir.path().join("state").display().to_string(),
-        )
-        .replace("./pollhook-sim-events.jsonl", &events.display().to_string())
-        .replace("*/5 * * * * *", "* * * * * *");
     // A hook that appends "<event id> <payload>" to a file.
     let hook_log = dir.path().join("hook.log");
     let hook = dir.path().join("hook.sh");
     std::fs::write(&hook, format!("#!/bin/sh\npayload=$(cat)\nprintf '%s %s\\n' \"$POLLHOOK_EVENT_ID\" \"$payload\" >> {}\n", hook_log.display())).unwrap();
-    let config = format!(
-        "{config}\n[[sinks]]\nkind = \"hook\"\nname = \"hook\"\ncommand = [\"/bin/sh\", {:?}]\ntimeout = \"10s\"\nretry_schedule = [\"200ms\"]\nmax_attempts = 1000\n",
+    let hook_sink = format!(
+        "\n[[sinks]]\nkind = \"hook\"\nname = \"hook\"\ncommand = [\"/bin/sh\", {:?}]\ntimeout = \"10s\"\nretry_schedule = [\"200ms\"]\nmax_attempts = 1000\n",
         hook.display().to_string()
     );
-    let config_path = dir.path().join("pollhook.toml");
-    std::fs::write(&config_path, config).unwrap();
+    let (config_path, events) = sim.write_config(dir.path(), "* * * * * *", &hook_sink);
     let stderr_log = dir.path().join("daemon.log");
 
     let truth = || -> Vec<String> {
