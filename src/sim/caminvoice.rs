@@ -352,13 +352,11 @@ async fn list(
         })?),
     };
     ok(sim.with(|w| {
-        let docs = w.list(member, side, doc_type);
-        let total = docs.len();
+        let skip = (page - 1).saturating_mul(size);
+        let (total, docs) = w.list_page(member, side, doc_type, skip, size);
         let data: Vec<Value> = docs
             .into_iter()
-            .skip((page - 1).saturating_mul(size))
-            .take(size)
-            .map(|d| w.detail_json(d))
+            .map(|i| w.detail_json(&w.documents[i]))
             .collect();
         json!({
             "data": data,
@@ -822,8 +820,8 @@ mod tests {
         let token = f.token(0).await;
         let expected: Vec<String> = f.sim.with(|w| {
             w.list(0, Side::Send, None)
-                .iter()
-                .map(|d| d.id.clone())
+                .into_iter()
+                .map(|i| w.documents[i].id.clone())
                 .collect()
         });
         assert!(expected.len() > 4, "{}", expected.len());

@@ -88,10 +88,14 @@ pub(crate) struct Guard {
 /// Counts the request and applies the first queued fault that matches it.
 pub(crate) async fn guard(State(g): State<Guard>, req: Request, next: Next) -> Response {
     let key = format!("{} {}", req.method(), g.template);
-    let fault = g.sim.with(|w| {
+    let (fault, latency) = g.sim.with(|w| {
         *w.requests.entry(key.clone()).or_default() += 1;
-        w.take_fault(&key)
+        w.first_request.get_or_insert_with(std::time::Instant::now);
+        (w.take_fault(&key), w.cfg.latency)
     });
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
     let Some(kind) = fault else {
         return next.run(req).await;
     };

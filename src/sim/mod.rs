@@ -20,6 +20,8 @@
 //! - `op_traffic`: the OnlinePajak traffic generator and history, on its own RNG.
 //! - `onlinepajak`: the axum routes of the OnlinePajak API (`/v2.0/invoices/sale...`).
 //! - `faults`: request counting and fault injection, one layer around every API route.
+//! - `scale`: bulk worlds (thousands of members, millions of documents) and churn on demand,
+//!   for `pollhook bench`.
 //! - `admin`: the unauthenticated `/_sim/...` control routes for out-of-process tests.
 //!
 //! # Time
@@ -43,6 +45,7 @@ mod faults;
 mod onlinepajak;
 mod op_traffic;
 mod op_world;
+mod scale;
 mod traffic;
 mod world;
 
@@ -98,6 +101,8 @@ pub struct SimConfig {
     /// OnlinePajak invoices per company created before the run (1-48 h in the past), never
     /// journaled. Default 6.
     pub op_initial_invoices: usize,
+    /// Added to every API answer (a network round trip to the real provider). Default 0.
+    pub latency: Duration,
 }
 
 impl Default for SimConfig {
@@ -118,6 +123,7 @@ impl Default for SimConfig {
             max_revocations: 1,
             op_companies: 2,
             op_initial_invoices: 6,
+            latency: Duration::ZERO,
         }
     }
 }
@@ -313,6 +319,16 @@ impl Simulator {
     /// Switches the refresh-response shape from now on.
     pub fn set_token_variant(&self, v: TokenVariant) {
         self.with(|w| w.cfg.token_variant = v);
+    }
+
+    /// Sets the latency added to every API answer from now on.
+    pub fn set_latency(&self, latency: Duration) {
+        self.with(|w| w.cfg.latency = latency);
+    }
+
+    /// When the first API request since the previous call arrived (and forgets it).
+    pub fn take_first_request(&self) -> Option<std::time::Instant> {
+        self.with(|w| w.first_request.take())
     }
 
     /// Switches the poll-response wrapper from now on.

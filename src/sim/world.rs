@@ -6,7 +6,7 @@
 //! never sleeps. The traffic generator decides *what* changes; this module decides what that
 //! change *means* (visibility, journal entries).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -186,6 +186,33 @@ pub enum RefreshError {
     Revoked,
 }
 
+/// Documents one business sees on one side, kept in list order (`created_at`, then index):
+/// appended as they appear, sorted only when an append broke the order.
+#[derive(Clone, Debug, Default)]
+struct ListIndex {
+    docs: Vec<usize>,
+    /// The greatest `(created_at, index)` pushed so far.
+    last: Option<(DateTime<Utc>, usize)>,
+    unsorted: bool,
+}
+
+impl ListIndex {
+    fn push(&mut self, d: usize, created_at: DateTime<Utc>) {
+        let key = (created_at, d);
+        self.unsorted |= self.last.is_some_and(|last| key < last);
+        self.last = Some(self.last.map_or(key, |l| l.max(key)));
+        self.docs.push(d);
+    }
+
+    fn sorted(&mut self, documents: &[Document]) -> &[usize] {
+        if self.unsorted {
+            self.docs.sort_by_key(|&i| (documents[i].created_at, i));
+            self.unsorted = false;
+        }
+        &self.docs
+    }
+}
+
 /// The whole simulated state. Owned by [`super::Simulator`] behind a mutex.
 pub struct World {
     pub cfg: SimConfig,
@@ -195,6 +222,10 @@ pub struct World {
     pub businesses: Vec<Business>,
     pub documents: Vec<Document>,
     doc_by_id: HashMap<String, usize>,
+    /// Per business: the documents it sees, by `(updated_at, index)`: the poll's index.
+    by_update: Vec<BTreeSet<(DateTime<Utc>, usize)>>,
+    /// Per business and side (send, receive): the documents it sees, in list order once sorted.
+    listed: Vec<[ListIndex; 2]>,
     access_tokens: HashMap<String, AccessToken>,
     /// Refresh tokens of revoked connections -> business index.
     retired_refresh: HashMap<String, usize>,
@@ -211,6 +242,10 @@ pub struct World {
     pub auto_revocations: usize,
     pub requests: BTreeMap<String, u64>,
     faults: Vec<Fault>,
+    /// The next document [`Simulator::churn`](super::Simulator::churn) looks at.
+    pub churn_next: usize,
+    /// When the first API request since the last [`World::take_first_request`] arrived.
+    pub first_request: Option<std::time::Instant>,
     /// The OnlinePajak side, with its own RNG (see [`OpWorld`]).
     pub op: OpWorld,
 }
@@ -236,6 +271,8 @@ impl World {
             businesses,
             documents: Vec::new(),
             doc_by_id: HashMap::new(),
+            by_update: vec![BTreeSet::new(); total],
+            listed: (0..total).map(|_| Default::default()).collect(),
             access_tokens: HashMap::new(),
             retired_refresh: HashMap::new(),
             auth_tokens: HashMap::new(),
@@ -247,6 +284,8 @@ impl World {
             auto_revocations: 0,
             requests: BTreeMap::new(),
             faults: Vec::new(),
+            churn_next: 0,
+            first_request: None,
             op,
         };
         let created = world.now();
@@ -479,6 +518,8 @@ impl World {
         let due_date = issue_date + TimeDelta::days(30);
         let idx = self.documents.len();
         self.doc_by_id.insert(id.clone(), idx);
+        self.by_update[supplier].insert((at, idx));
+        self.listed[supplier][0].push(idx, at);
         self.documents.push(Document {
             id,
             number,
@@ -507,14 +548,25 @@ impl World {
         journaled: bool,
     ) -> usize {
         let doc = &mut self.documents[d];
+        let (was, before) = (doc.status, doc.updated_at);
         doc.status = to;
         doc.updated_at = at.max(doc.updated_at + TimeDelta::milliseconds(1));
+        let (supplier, customer, after, created) =
+            (doc.supplier, doc.customer, doc.updated_at, doc.created_at);
+        self.by_update[supplier].remove(&(before, d));
+        self.by_update[supplier].insert((after, d));
+        if customer != supplier && to.is_delivered() {
+            self.by_update[customer].remove(&(before, d));
+            self.by_update[customer].insert((after, d));
+            if !was.is_delivered() {
+                self.listed[customer][1].push(d, created);
+            }
+        }
         if !journaled {
             return 0;
         }
-        let at = doc.updated_at;
-        let id = doc.id.clone();
-        let (supplier, customer) = (doc.supplier, doc.customer);
+        let at = after;
+        let id = self.documents[d].id.clone();
         let supplier_id = self.businesses[supplier].endpoint_id.clone();
         let customer_id = self.businesses[customer].endpoint_id.clone();
         let mut count = 0;
@@ -596,35 +648,61 @@ impl World {
     /// Poll items for member `m`: documents it sees with `updated_at >= since` (inclusive),
     /// ascending by `updated_at` (creation order on ties).
     pub fn poll(&self, m: usize, since: Option<DateTime<Utc>>) -> Vec<Value> {
-        let mut items: Vec<(&Document, Side)> = self
-            .documents
-            .iter()
-            .filter(|d| since.map_or(true, |s| d.updated_at >= s))
-            .filter_map(|d| self.side(d, m).map(|side| (d, side)))
-            .collect();
-        items.sort_by_key(|(d, _)| d.updated_at);
-        items
-            .into_iter()
-            .map(|(d, side)| {
-                json!({
-                    "document_id": d.id,
-                    "updated_at": fmt_ts(d.updated_at),
-                    "type": match side { Side::Send => "SEND", Side::Receive => "RECEIVE" },
+        let from = since.unwrap_or(DateTime::<Utc>::MIN_UTC);
+        self.by_update[m]
+            .range((from, 0)..)
+            .filter_map(|&(_, i)| {
+                let d = &self.documents[i];
+                self.side(d, m).map(|side| {
+                    json!({
+                        "document_id": d.id,
+                        "updated_at": fmt_ts(d.updated_at),
+                        "type": match side { Side::Send => "SEND", Side::Receive => "RECEIVE" },
+                    })
                 })
             })
             .collect()
     }
 
-    /// Documents member `m` sees on `side`, optionally of one type, ascending by `created_at`.
-    pub fn list(&self, m: usize, side: Side, doc_type: Option<DocType>) -> Vec<&Document> {
-        let mut docs: Vec<&Document> = self
-            .documents
-            .iter()
-            .filter(|d| self.side(d, m) == Some(side))
-            .filter(|d| doc_type.map_or(true, |t| d.doc_type == t))
-            .collect();
-        docs.sort_by_key(|d| d.created_at);
-        docs
+    /// Indices of the documents member `m` sees on `side`, optionally of one type, ascending
+    /// by `created_at` (creation order on ties).
+    #[cfg(test)]
+    pub fn list(&mut self, m: usize, side: Side, doc_type: Option<DocType>) -> Vec<usize> {
+        let (total, page) = self.list_page(m, side, doc_type, 0, usize::MAX);
+        debug_assert_eq!(total, page.len());
+        page
+    }
+
+    /// One page of [`World::list`] (`skip` items, then at most `size`) and the total count.
+    pub fn list_page(
+        &mut self,
+        m: usize,
+        side: Side,
+        doc_type: Option<DocType>,
+        skip: usize,
+        size: usize,
+    ) -> (usize, Vec<usize>) {
+        let index = &mut self.listed[m][match side {
+            Side::Send => 0,
+            Side::Receive => 1,
+        }];
+        let docs = &self.documents;
+        let all = index.sorted(docs);
+        match doc_type {
+            None => (
+                all.len(),
+                all.iter().skip(skip).take(size).copied().collect(),
+            ),
+            Some(t) => {
+                let of_type: Vec<usize> = all
+                    .iter()
+                    .copied()
+                    .filter(|&i| docs[i].doc_type == t)
+                    .collect();
+                let total = of_type.len();
+                (total, of_type.into_iter().skip(skip).take(size).collect())
+            }
+        }
     }
 
     /// The Get Document Detail object, fields in the documented order.
@@ -1002,5 +1080,37 @@ mod tests {
         assert!(w.take_fault("GET /api/v1/document/poll").is_some());
         assert!(w.take_fault("GET /api/v1/document/poll").is_some());
         assert_eq!(w.take_fault("GET /api/v1/document/poll"), None);
+    }
+
+    #[test]
+    fn the_poll_and_list_indices_agree_with_a_scan_of_every_document() {
+        let mut w = world();
+        super::super::traffic::seed_history(&mut w);
+        for _ in 0..200 {
+            super::super::traffic::step(&mut w);
+        }
+        let since = w.now() - TimeDelta::seconds(100);
+        for m in 0..w.businesses.len() {
+            let mut scan: Vec<&Document> = w
+                .documents
+                .iter()
+                .filter(|d| d.updated_at >= since && w.side(d, m).is_some())
+                .collect();
+            scan.sort_by_key(|d| d.updated_at);
+            let ids: Vec<String> = scan.iter().map(|d| d.id.clone()).collect();
+            let polled: Vec<String> = w
+                .poll(m, Some(since))
+                .iter()
+                .map(|v| v["document_id"].as_str().unwrap().to_string())
+                .collect();
+            assert_eq!(polled, ids, "poll of business {m}");
+            for side in [Side::Send, Side::Receive] {
+                let mut scan: Vec<usize> = (0..w.documents.len())
+                    .filter(|&i| w.side(&w.documents[i], m) == Some(side))
+                    .collect();
+                scan.sort_by_key(|&i| (w.documents[i].created_at, i));
+                assert_eq!(w.list(m, side, None), scan, "list of business {m}, {side:?}");
+            }
+        }
     }
 }
