@@ -85,6 +85,43 @@ pub enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Benchmark the daemon against the simulator at scale (members x documents x changes x
+    /// latency), beside a naive poller; prints Markdown tables (BENCHMARKS.md). Takes long:
+    /// narrow it with the options.
+    Bench {
+        /// Members per scenario (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "1,100,1000")]
+        members: Vec<usize>,
+        /// Tracked documents per scenario (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
+        documents: Vec<usize>,
+        /// Percent of the documents changed before a cycle (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "0,1,10")]
+        changed: Vec<f64>,
+        /// Simulated API latency in milliseconds (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "0,50")]
+        latency_ms: Vec<u64>,
+        /// Requests in flight per account (the account's `concurrency`).
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// Detail calls the naive poller makes before extrapolating its time.
+        #[arg(long, default_value_t = 20_000)]
+        naive_sample: u64,
+        /// Documents of the diff + commit measurement without HTTP (0 skips it).
+        #[arg(long, default_value_t = 1_000_000)]
+        micro_documents: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Also write the report to this file.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// The measured daemon of `bench` (driven over stdin; not for direct use).
+    #[command(hide = true)]
+    BenchWorker {
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Run the CamInvoice simulator alone.
     Simulate {
         #[arg(long, default_value = "127.0.0.1:8700")]
@@ -265,6 +302,45 @@ async fn dispatch(command: Command) -> Result<ExitCode, Failure> {
         Command::Demo { duration, seed } => {
             init_logging("warn");
             crate::demo::run(duration, seed)
+                .await
+                .map_err(Failure::Run)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            members,
+            documents,
+            changed,
+            latency_ms,
+            concurrency,
+            naive_sample,
+            micro_documents,
+            seed,
+            out,
+        } => {
+            init_logging("warn");
+            let opts = crate::bench::Options {
+                members,
+                documents,
+                changed_percent: changed,
+                latency: latency_ms.into_iter().map(Duration::from_millis).collect(),
+                concurrency,
+                naive_sample,
+                micro_documents,
+                seed,
+                work_dir: std::env::temp_dir(),
+            };
+            let report = crate::bench::run(&opts).await.map_err(Failure::Run)?;
+            println!("{report}");
+            if let Some(path) = out {
+                std::fs::write(&path, &report)
+                    .map_err(|e| Failure::Run(format!("cannot write {}: {e}", path.display())))?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::BenchWorker { config } => {
+            let config = Config::load(&config)?;
+            crate::logging::init(config.daemon.log_format, &config.daemon.log_level);
+            crate::bench::worker::serve(config)
                 .await
                 .map_err(Failure::Run)?;
             Ok(ExitCode::SUCCESS)

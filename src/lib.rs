@@ -29,6 +29,7 @@
 //! ARCHITECTURE.md is the map: data flow, invariants, and why things are where they are.
 
 pub mod admin;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod connect;

@@ -1109,7 +1109,11 @@ mod tests {
                     .filter(|&i| w.side(&w.documents[i], m) == Some(side))
                     .collect();
                 scan.sort_by_key(|&i| (w.documents[i].created_at, i));
-                assert_eq!(w.list(m, side, None), scan, "list of business {m}, {side:?}");
+                assert_eq!(
+                    w.list(m, side, None),
+                    scan,
+                    "list of business {m}, {side:?}"
+                );
             }
         }
     }

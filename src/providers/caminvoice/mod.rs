@@ -463,6 +463,40 @@ impl CamInvoice {
         Ok(total)
     }
 
+    /// Diffs and commits documents whose details are already in hand, for member `idx`,
+    /// exactly as a poll's changed documents are once fetched (chunked commits, cursor kept):
+    /// the diff + commit half of a cycle without its requests. Returns the events committed.
+    /// For `pollhook bench`, which measures that half alone.
+    #[doc(hidden)]
+    pub async fn apply_known(
+        self: &Arc<Self>,
+        idx: usize,
+        ctx: &CycleContext,
+        details: Vec<Detail>,
+    ) -> Result<u64, String> {
+        let mut rec = self
+            .load_record(&ctx.store, idx)
+            .map_err(|e| e.to_string())?
+            .unwrap_or_else(|| MemberRecord {
+                start: now_ms(),
+                ..MemberRecord::default()
+            });
+        let candidates: Vec<Candidate> = details
+            .into_iter()
+            .map(|d| Candidate {
+                document_id: d.document_id.clone(),
+                updated_at: d.updated_at,
+                side: Some(Side::Send),
+                known: Some(d),
+            })
+            .collect();
+        let counts = self
+            .apply(idx, ctx, &mut rec, &candidates, true)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(counts.events)
+    }
+
     /// Runs the pure diff for one document and adds its state and events to `batch`.
     #[allow(clippy::too_many_arguments)]
     fn diff_one(
