@@ -16,7 +16,10 @@
 //!   (or whose refresh token the provider rotated), keyed `account \0 member`.
 //!
 //! [`Store::commit`] writes state, cursors and new events in ONE transaction, then flushes,
-//! and only then tells sinks there is something new: commit-then-emit. Exactly one writer
+//! and only then tells sinks there is something new: commit-then-emit. A commit without
+//! events (a member's progress, silent records) is flushed at most every [`LAZY_FLUSH`]:
+//! losing it in a crash costs only a repeat of the same work, because the diff of the same
+//! observations against the same older state again yields no event. Exactly one writer
 //! commits at a time (an async mutex holds the next sequence number); readers are free.
 //! No I/O happens inside a transaction closure (sled may run it again). Transactions and
 //! flushes are serialized process-wide (see [`SLED_WRITES`]).
@@ -36,7 +39,7 @@ pub const SCHEMA_VERSION: u32 = 1;
 
 /// sled's page cache. Its default is 1 GiB; a poller needs little: the working set is one
 /// member's documents at a time.
-const CACHE_BYTES: u64 = 16 * 1024 * 1024;
+const CACHE_BYTES: u64 = 4 * 1024 * 1024;
 
 /// What went wrong with the store, and what to do about it.
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +110,8 @@ pub struct Store {
     next_seq: Mutex<u64>,
     /// The greatest seq that is committed and flushed.
     durable: AtomicU64,
+    /// When the last commit flushed (ms since the epoch).
+    last_flush: std::sync::Arc<AtomicU64>,
     notify: watch::Sender<u64>,
 }
 
@@ -125,6 +130,13 @@ const NEXT_SEQ: &[u8] = b"next_seq";
 static SLED_WRITES: std::sync::Mutex<()> = std::sync::Mutex::new(());
 const SCHEMA: &[u8] = b"schema_version";
 
+/// The longest an event-less commit waits for its flush (see the module docs).
+const LAZY_FLUSH: i64 = 1000;
+
+fn lazy_flush_due(last_flush: &AtomicU64) -> bool {
+    crate::time::now_ms() - last_flush.load(Ordering::SeqCst) as i64 >= LAZY_FLUSH
+}
+
 impl Store {
     /// Opens (creating if needed) the store under `state_dir`.
     pub fn open(state_dir: &Path) -> Result<Store, StoreError> {
@@ -134,6 +146,7 @@ impl Store {
         })?;
         let path = state_dir.join("store");
         let db = open_db(&path, state_dir)?;
+        release_freed_memory();
         let tree = |name: &str| db.open_tree(name);
         let store_meta = tree("meta")?;
         match store_meta.get(SCHEMA)? {
@@ -180,6 +193,7 @@ impl Store {
             db,
             next_seq: Mutex::new(next),
             durable: AtomicU64::new(next - 1),
+            last_flush: Default::default(),
             notify,
         })
     }
@@ -245,6 +259,7 @@ impl Store {
             self.subjects.clone(),
         );
         let db = self.db.clone();
+        let last_flush = std::sync::Arc::clone(&self.last_flush);
         // (seq, id, envelope line, subject)
         type Entry = (u64, Vec<u8>, Vec<u8>, Vec<u8>);
         let entries: Vec<Entry> = lines
@@ -281,7 +296,10 @@ impl Store {
                 Err(TransactionError::Storage(e)) => return Err(StoreError::Write(e)),
                 Err(TransactionError::Abort(())) => unreachable!("the commit closure never aborts"),
             }
-            db.flush()?;
+            if written > 0 || lazy_flush_due(&last_flush) {
+                db.flush()?;
+                last_flush.store(crate::time::now_ms() as u64, Ordering::SeqCst);
+            }
             Ok(())
         })
         .await
@@ -568,6 +586,17 @@ impl Store {
     /// Bytes the store occupies on disk.
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
         Ok(self.db.size_on_disk()?)
+    }
+}
+
+/// Returns the heap memory sled's recovery allocated and freed to the operating system.
+/// Reading a large store's log leaves tens of MB free but resident in glibc's heap (measured
+/// with 1M documents: BENCHMARKS.md); without this the daemon would carry them for its life.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free heap pages to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

@@ -568,6 +568,7 @@ impl CamInvoice {
         let r = self.get_collection(idx, POLL, &path, &ctx.requests).await?;
         let (mut items, bad) =
             model::poll_items(&r.body).map_err(|why| ApiError::Malformed { label: POLL, why })?;
+        drop(r);
         for b in bad {
             tracing::warn!(member = %self.member(idx).endpoint_id, "{b}; skipped (the next resync looks again)");
         }
@@ -577,12 +578,18 @@ impl CamInvoice {
         for (i, it) in items.iter().enumerate() {
             last.insert(&it.document_id, i);
         }
-        let candidates: Vec<Candidate> = items
+        let keep: Vec<bool> = items
             .iter()
             .enumerate()
-            .filter(|(i, it)| last[it.document_id.as_str()] == *i)
-            .map(|(_, it)| Candidate {
-                document_id: it.document_id.clone(),
+            .map(|(i, it)| last[it.document_id.as_str()] == i)
+            .collect();
+        drop(last);
+        let candidates: Vec<Candidate> = items
+            .into_iter()
+            .zip(keep)
+            .filter(|(_, keep)| *keep)
+            .map(|(it, _)| Candidate {
+                document_id: it.document_id,
                 updated_at: Some(it.updated_at),
                 side: it.side,
                 known: None,

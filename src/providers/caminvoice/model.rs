@@ -49,6 +49,18 @@ pub struct PollItem {
 /// Parses a poll answer: a bare array (documented) or `{"documents": [...]}`. Items without a
 /// usable `document_id`/`updated_at` are returned as errors beside the good items.
 pub fn poll_items(body: &[u8]) -> Result<(Vec<PollItem>, Vec<String>), Malformed> {
+    // The documented bare array is split into raw items without building a tree of the whole
+    // answer (a poll after a busy day can list 100,000 documents); anything else takes the
+    // general path, which also words the errors.
+    if let Ok(raw) = serde_json::from_slice::<Vec<&serde_json::value::RawValue>>(body) {
+        let mut good = Vec::with_capacity(raw.len());
+        let mut bad = Vec::new();
+        for (i, item) in raw.iter().enumerate() {
+            let v: Value = serde_json::from_str(item.get()).unwrap_or(Value::Null);
+            poll_item(i, &v, &mut good, &mut bad);
+        }
+        return Ok((good, bad));
+    }
     let v = json(body)?;
     let items = match &v {
         Value::Array(a) => a,
@@ -65,23 +77,28 @@ pub fn poll_items(body: &[u8]) -> Result<(Vec<PollItem>, Vec<String>), Malformed
     let mut good = Vec::with_capacity(items.len());
     let mut bad = Vec::new();
     for (i, item) in items.iter().enumerate() {
-        let id = string(item, "document_id");
-        let at = item.get("updated_at").and_then(timestamp);
-        match (id, at) {
-            (Some(document_id), Some(updated_at)) => good.push(PollItem {
-                document_id,
-                updated_at,
-                side: item
-                    .get("type")
-                    .and_then(Value::as_str)
-                    .and_then(Side::from_poll_type),
-            }),
-            _ => bad.push(format!(
-                "poll item {i} lacks a document_id or a readable updated_at"
-            )),
-        }
+        poll_item(i, item, &mut good, &mut bad);
     }
     Ok((good, bad))
+}
+
+/// Item `i` of a poll answer, into `good` or, unusable, as a line into `bad`.
+fn poll_item(i: usize, item: &Value, good: &mut Vec<PollItem>, bad: &mut Vec<String>) {
+    let id = string(item, "document_id");
+    let at = item.get("updated_at").and_then(timestamp);
+    match (id, at) {
+        (Some(document_id), Some(updated_at)) => good.push(PollItem {
+            document_id,
+            updated_at,
+            side: item
+                .get("type")
+                .and_then(Value::as_str)
+                .and_then(Side::from_poll_type),
+        }),
+        _ => bad.push(format!(
+            "poll item {i} lacks a document_id or a readable updated_at"
+        )),
+    }
 }
 
 /// The parts of Get Document Detail (or a list item) the diff needs.
