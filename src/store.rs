@@ -3,11 +3,12 @@
 //! Trees (see ARCHITECTURE.md for the byte layouts):
 //! - `state`   — provider-encoded document records, keyed `account \0 member \0 document`;
 //! - `cursors` — provider-encoded per-member progress (poll cursor, start, revocation);
-//! - `outbox`  — big-endian seq -> envelope line (the JSONL line, without newline);
+//! - `outbox`  — big-endian seq -> `\0`, subject length (u16 BE), `account \0 subject` (the
+//!   per-document ordering key), then the envelope line (the JSONL line, without newline);
 //! - `ids`     — event id -> seq, so an id is never written to the outbox twice;
 //! - `acks`    — sink name -> last delivered seq;
-//! - `subjects` — seq -> `account \0 subject`, the per-document ordering key (written with
-//!   the event; kept out of the envelope line so the JSONL format does not change);
+//! - `subjects` — legacy (schema 1): seq -> subject, for outbox entries written before the
+//!   subject moved into the outbox value (a plain envelope line). Read, pruned, never written;
 //! - `attempts` — `sink \0 seq` -> failed attempts so far and when the last one failed, so
 //!   `max_attempts` holds across restarts;
 //! - `dead`    — `sink \0 seq` -> a dead letter: attempts, last error, time, the envelope;
@@ -35,7 +36,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::{watch, Mutex};
 
 /// The store layout version this build reads and writes.
-pub const SCHEMA_VERSION: u32 = 1;
+/// Schema 2: the subject lives in the outbox value (one insert less per event). A schema-1
+/// store is read as is (plain lines, subjects in their own tree) and marked 2 on open.
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// sled's page cache. Its default is 1 GiB; a poller needs little: the working set is one
 /// member's documents at a time.
@@ -165,6 +168,9 @@ impl Store {
                         found,
                     });
                 }
+                if found < SCHEMA_VERSION {
+                    store_meta.insert(SCHEMA, &SCHEMA_VERSION.to_be_bytes())?;
+                }
             }
         }
         let outbox = tree("outbox")?;
@@ -256,37 +262,37 @@ impl Store {
             self.outbox.clone(),
             self.ids.clone(),
             self.meta.clone(),
-            self.subjects.clone(),
         );
         let db = self.db.clone();
         let last_flush = std::sync::Arc::clone(&self.last_flush);
-        // (seq, id, envelope line, subject)
-        type Entry = (u64, Vec<u8>, Vec<u8>, Vec<u8>);
+        // (seq, id, outbox value)
+        type Entry = (u64, Vec<u8>, Vec<u8>);
         let entries: Vec<Entry> = lines
             .into_iter()
             .map(|(seq, ev, line)| {
-                let subject = format!("{}\0{}", ev.account, ev.subject).into_bytes();
-                (seq, ev.id.clone().into_bytes(), line, subject)
+                let subject = format!("{}\0{}", ev.account, ev.subject);
+                (
+                    seq,
+                    ev.id.clone().into_bytes(),
+                    outbox_value(&subject, &line),
+                )
             })
             .collect();
         let written = entries.len();
         tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
             let _serial = SLED_WRITES.lock().unwrap_or_else(|p| p.into_inner());
-            let (state, cursors, outbox, ids, meta, subjects) = &trees;
-            let result: Result<(), TransactionError<()>> = (
-                state, cursors, outbox, ids, meta, subjects,
-            )
-                .transaction(|(state, cursors, outbox, ids, meta, subjects)| {
+            let (state, cursors, outbox, ids, meta) = &trees;
+            let result: Result<(), TransactionError<()>> = (state, cursors, outbox, ids, meta)
+                .transaction(|(state, cursors, outbox, ids, meta)| {
                     for (k, v) in &batch.state {
                         state.insert(k.as_slice(), v.as_slice())?;
                     }
                     for (k, v) in &batch.cursors {
                         cursors.insert(k.as_slice(), v.as_slice())?;
                     }
-                    for (seq, id, line, subject) in &entries {
-                        outbox.insert(&seq.to_be_bytes(), line.as_slice())?;
+                    for (seq, id, value) in &entries {
+                        outbox.insert(&seq.to_be_bytes(), value.as_slice())?;
                         ids.insert(id.as_slice(), &seq.to_be_bytes())?;
-                        subjects.insert(&seq.to_be_bytes(), subject.as_slice())?;
                     }
                     meta.insert(NEXT_SEQ, &new_next.to_be_bytes())?;
                     Ok::<(), ConflictableTransactionError<()>>(())
@@ -347,7 +353,7 @@ impl Store {
             let (k, v) = kv?;
             out.push(StoredEvent {
                 seq: decode_seq(&k)?,
-                line: v.to_vec(),
+                line: split_outbox_value(&v).1.to_vec(),
             });
         }
         Ok(out)
@@ -388,7 +394,7 @@ impl Store {
     pub fn event(&self, seq: u64) -> Result<Option<StoredEvent>, StoreError> {
         Ok(self.outbox.get(seq.to_be_bytes())?.map(|v| StoredEvent {
             seq,
-            line: v.to_vec(),
+            line: split_outbox_value(&v).1.to_vec(),
         }))
     }
 
@@ -411,6 +417,11 @@ impl Store {
     /// The per-document ordering key of `seq`: `account \0 subject`. `None` for events
     /// committed before subjects were stored; callers treat those as one shared subject.
     pub fn subject(&self, seq: u64) -> Result<Option<String>, StoreError> {
+        if let Some(v) = self.outbox.get(seq.to_be_bytes())? {
+            if let (Some(subject), _) = split_outbox_value(&v) {
+                return Ok(Some(String::from_utf8_lossy(subject).into_owned()));
+            }
+        }
         Ok(self
             .subjects
             .get(seq.to_be_bytes())?
@@ -549,12 +560,13 @@ impl Store {
             let mut sb = sled::Batch::default();
             for kv in outbox.range(..=min_ack.to_be_bytes()) {
                 let (k, v) = kv?;
-                let detected = serde_json::from_slice::<crate::event::Envelope>(&v)
-                    .ok()
-                    .and_then(|e| parse_timestamp(&e.detected_at))
-                    .ok_or_else(|| {
-                        StoreError::Corrupt(format!("outbox/{}", decode_seq(&k).unwrap_or(0)))
-                    })?;
+                let detected =
+                    serde_json::from_slice::<crate::event::Envelope>(split_outbox_value(&v).1)
+                        .ok()
+                        .and_then(|e| parse_timestamp(&e.detected_at))
+                        .ok_or_else(|| {
+                            StoreError::Corrupt(format!("outbox/{}", decode_seq(&k).unwrap_or(0)))
+                        })?;
                 if detected >= before {
                     break;
                 }
@@ -704,6 +716,29 @@ fn connection_key(account: &str, member: &str) -> Vec<u8> {
     k
 }
 
+/// The outbox value of schema 2: `\0`, the subject's length (u16 BE), the subject, the line.
+/// (A line is a JSON object, so a schema-1 value, the bare line, never starts with `\0`.)
+fn outbox_value(subject: &str, line: &[u8]) -> Vec<u8> {
+    let subject = &subject.as_bytes()[..subject.len().min(u16::MAX as usize)];
+    let mut v = Vec::with_capacity(3 + subject.len() + line.len());
+    v.push(0);
+    v.extend_from_slice(&(subject.len() as u16).to_be_bytes());
+    v.extend_from_slice(subject);
+    v.extend_from_slice(line);
+    v
+}
+
+/// The subject (`None` in a schema-1 value) and the envelope line of an outbox value.
+fn split_outbox_value(v: &[u8]) -> (Option<&[u8]>, &[u8]) {
+    if let [0, hi, lo, rest @ ..] = v {
+        let n = u16::from_be_bytes([*hi, *lo]) as usize;
+        if n <= rest.len() {
+            return (Some(&rest[..n]), &rest[n..]);
+        }
+    }
+    (None, v)
+}
+
 fn decode_seq(bytes: &[u8]) -> Result<u64, StoreError> {
     bytes
         .try_into()
@@ -838,6 +873,49 @@ mod tests {
             Store::open(dir.path()),
             Err(StoreError::Newer { .. })
         ));
+    }
+
+    #[tokio::test]
+    async fn a_schema_1_store_is_read_as_is_and_marked_2() {
+        let dir = tempfile::tempdir().unwrap();
+        let line = ev(1).to_line(1);
+        {
+            // What schema 1 wrote: the bare line, the subject in its own tree.
+            let s = Store::open(dir.path()).unwrap();
+            s.meta.insert(SCHEMA, &1u32.to_be_bytes()).unwrap();
+            s.outbox
+                .insert(1u64.to_be_bytes(), line.as_slice())
+                .unwrap();
+            s.subjects
+                .insert(1u64.to_be_bytes(), &b"acme\0old/doc"[..])
+                .unwrap();
+            s.meta.insert(NEXT_SEQ, &2u64.to_be_bytes()).unwrap();
+            s.db.flush().unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(
+            s.meta.get(SCHEMA).unwrap().unwrap().as_ref(),
+            &SCHEMA_VERSION.to_be_bytes()
+        );
+        assert_eq!(s.read_outbox(0, 10).unwrap()[0].line, line);
+        assert_eq!(s.subject(1).unwrap().as_deref(), Some("acme\0old/doc"));
+        // A new event next to it: its subject travels in the outbox value.
+        s.commit(Batch {
+            events: vec![ev(2)],
+            ..Batch::default()
+        })
+        .await
+        .unwrap();
+        let both = s.read_outbox(0, 10).unwrap();
+        assert_eq!(both.len(), 2);
+        assert!(both[1].envelope().is_ok(), "the line comes back bare");
+        assert_eq!(s.event(2).unwrap().unwrap().line, both[1].line);
+        assert!(s.subjects.get(2u64.to_be_bytes()).unwrap().is_none());
+        let subject = s.subject(2).unwrap().unwrap();
+        assert!(
+            subject.starts_with(&format!("{}\0", ev(2).account)),
+            "{subject}"
+        );
     }
 
     #[tokio::test]
