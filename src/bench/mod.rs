@@ -10,7 +10,8 @@
 //! 3. per latency L and change rate C: C x N documents change in the simulator, one cycle,
 //!    then the JSONL sink delivers the events; the events must equal the simulator's
 //!    ground-truth journal for that change, or the bench fails;
-//! 4. the store's bytes on disk; the daemon's (`pollhook run`) idle CPU between two polls;
+//! 4. the store's bytes on disk; the daemon's (`pollhook run`) idle CPU between two polls,
+//!    once its start-up work is done;
 //! 5. the naive poller (list all, fetch every detail) for one cycle at each L.
 //!
 //! Separately, [`micro`] times diff + commit without HTTP.
@@ -279,8 +280,9 @@ fn count(c: &CycleFigures, kinds: &[&str]) -> u64 {
         .sum()
 }
 
-/// Starts `pollhook run`, waits for its catch-up cycle to end (no request for a second), then
-/// returns its CPU use over five idle seconds, as a fraction of one core.
+/// Starts `pollhook run`, waits for its catch-up cycle to end (no request for a second) and
+/// five seconds more for start-up work to settle, then returns its CPU use over ten idle
+/// seconds, as a fraction of one core.
 async fn idle_cpu(config: &Path, sim: &Simulator) -> Result<Option<f64>, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut child = Command::new(exe)
@@ -301,9 +303,8 @@ async fn idle_cpu(config: &Path, sim: &Simulator) -> Result<Option<f64>, String>
         quiet = if now == last { quiet + 1 } else { 0 };
         last = now;
     }
-    // Let the sinks and the first flushes settle too.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let window = Duration::from_secs(5);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let window = Duration::from_secs(10);
     let before = measure::cpu_time_of(pid);
     tokio::time::sleep(window).await;
     let after = measure::cpu_time_of(pid);
@@ -456,7 +457,7 @@ fn report(
             )),
             naive.map_or("-".into(), |f| thousands(f.requests)),
             naive.map_or("-".into(), |f| {
-                let approx = if f.sampled < f.documents { "~" } else { "" };
+                let approx = if f.measured_all { "" } else { "~" };
                 format!("{approx}{:.1}", f.secs)
             }),
         );

@@ -64,6 +64,9 @@ pub struct CamInvoice {
     tokens: Mutex<HashMap<usize, AccessToken>>,
     /// Refresh tokens the provider rotated during this run (kept in memory only).
     rotated: Mutex<HashMap<usize, Secret>>,
+    /// Members synced at once (the account's `concurrency`): with a thousand members, an
+    /// unbounded start would hold every member's chunk of detail fetches in memory at once.
+    member_pool: Arc<tokio::sync::Semaphore>,
 }
 
 /// Why a member's cycle stopped early.
@@ -134,6 +137,7 @@ impl CamInvoice {
             .iter()
             .map(|m| (m.endpoint_id.clone(), m.fingerprint.clone()))
             .collect();
+        let member_pool = Arc::new(tokio::sync::Semaphore::new(http.concurrency.max(1)));
         let http = Http::new(http).with_observer(observer);
         Ok(CamInvoice {
             account: account.to_string(),
@@ -143,6 +147,7 @@ impl CamInvoice {
             configured,
             tokens: Mutex::new(HashMap::new()),
             rotated: Mutex::new(HashMap::new()),
+            member_pool,
         })
     }
 
@@ -782,10 +787,17 @@ impl Provider for CamInvoice {
                 .map(|idx| {
                     let span =
                         tracing::info_span!("member", member = %self.member(idx).endpoint_id);
+                    let (me, ctx, pool) = (
+                        Arc::clone(&self),
+                        ctx.clone(),
+                        Arc::clone(&self.member_pool),
+                    );
                     tokio::spawn(
-                        Arc::clone(&self)
-                            .sync_member(idx, ctx.clone())
-                            .instrument(span),
+                        async move {
+                            let _turn = pool.acquire_owned().await.expect("never closed");
+                            me.sync_member(idx, ctx).await
+                        }
+                        .instrument(span),
                     )
                 })
                 .collect();
