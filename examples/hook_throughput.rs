@@ -6,12 +6,8 @@
 //!
 //! Defaults: 2000 events over 64 documents.
 
-use pollhook::config::Config;
-use pollhook::event::{event_id, NewEvent};
-use pollhook::sinks;
-use pollhook::store::{Batch, Store};
-use std::path::Path;
-use std::time::Instant;
+use pollhook::bench::sample;
+use pollhook::store::Store;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
@@ -22,21 +18,9 @@ async fn main() {
     let total = args.first().copied().unwrap_or(2000);
     let docs = args.get(1).copied().unwrap_or(64).max(1);
     let dir = std::env::temp_dir().join(format!("pollhook-hook-bench-{}", std::process::id()));
-    let config = Config::parse(
-        &format!(
-            r#"
-[daemon]
-state_dir = "{}"
-[[accounts]]
-name = "bench"
-provider = "caminvoice"
-base_url = "http://127.0.0.1:9"
-client_id = "c"
-client_secret = "s"
-[[accounts.members]]
-endpoint_id = "KHUID00001234"
-refresh_token = "r"
-
+    let config = sample::config(
+        &dir,
+        r#"
 [[sinks]]
 name = "in-order"
 kind = "hook"
@@ -49,50 +33,13 @@ command = ["/bin/true"]
 ordering = "per-document"
 concurrency = 4
 "#,
-            dir.display()
-        ),
-        Path::new("<bench>"),
-    )
-    .expect("the bench config is valid");
+    );
     let store = Store::open(&config.daemon.state_dir).expect("store opens");
-    let events: Vec<NewEvent> = (0..total)
-        .map(|i| {
-            let doc = format!("{:08x}-0000-4000-8000-{:012x}", i % docs, i % docs);
-            NewEvent {
-                id: event_id(&["hook-bench", &i.to_string()]),
-                provider: "caminvoice",
-                account: "bench".into(),
-                event_type: "DOCUMENT.STATUS_UPDATED".into(),
-                occurred_at: 1_700_000_000_000 + i as i64,
-                detected_at: 1_700_000_000_000 + i as i64,
-                subject: format!("KHUID00001234/{doc}"),
-                payload: format!(
-                    r#"{{"type":"DOCUMENT.STATUS_UPDATED","document_id":"{doc}","endpoint_id":"KHUID00001234","status":"ACCEPTED"}}"#
-                ),
-            }
-        })
+    let events = (0..total)
+        .map(|i| sample::status_updated("hook-bench", i, i % docs))
         .collect();
-    for chunk in events.chunks(256) {
-        store
-            .commit(Batch {
-                events: chunk.to_vec(),
-                ..Batch::default()
-            })
-            .await
-            .expect("commit");
-    }
+    sample::commit_all(&store, events, 256).await;
     println!("events: {total} over {docs} documents, hook /bin/true");
-    for s in &config.sinks {
-        let mut runner = sinks::build(s).expect("sink builds");
-        let began = Instant::now();
-        let n = sinks::drain(&store, &mut runner).await.expect("drain");
-        let secs = began.elapsed().as_secs_f64();
-        assert_eq!(n, total);
-        println!(
-            "{:<13} {:.0} events/s ({secs:.2} s)",
-            s.name,
-            total as f64 / secs
-        );
-    }
+    sample::drain_each_sink(&config, &store, total).await;
     let _ = std::fs::remove_dir_all(&dir);
 }

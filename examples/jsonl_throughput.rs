@@ -5,9 +5,9 @@
 //!
 //! Defaults: 100000 events, committed 256 at a time (the CamInvoice chunk size).
 
-use pollhook::event::{event_id, NewEvent};
+use pollhook::bench::sample;
 use pollhook::sinks::{self, jsonl::JsonlSink};
-use pollhook::store::{Batch, Store};
+use pollhook::store::Store;
 use std::time::Instant;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -21,36 +21,10 @@ async fn main() {
     let dir = std::env::temp_dir().join(format!("pollhook-bench-{}", std::process::id()));
     let store = Store::open(&dir).expect("store opens");
 
-    let began = Instant::now();
-    let mut n = 0u64;
-    while n < total {
-        let events = (n..(n + per_commit).min(total))
-            .map(|i| {
-                let doc = format!("{:08x}-0000-4000-8000-{:012x}", i, i);
-                NewEvent {
-                    id: event_id(&["bench", &doc]),
-                    provider: "caminvoice",
-                    account: "bench".into(),
-                    event_type: "DOCUMENT.STATUS_UPDATED".into(),
-                    occurred_at: 1_700_000_000_000 + i as i64,
-                    detected_at: 1_700_000_000_000 + i as i64,
-                    subject: format!("KHUID00001234/{doc}"),
-                    payload: format!(
-                        r#"{{"type":"DOCUMENT.STATUS_UPDATED","document_id":"{doc}","endpoint_id":"KHUID00001234","status":"ACCEPTED"}}"#
-                    ),
-                }
-            })
-            .collect::<Vec<_>>();
-        n += events.len() as u64;
-        store
-            .commit(Batch {
-                events,
-                ..Batch::default()
-            })
-            .await
-            .expect("commit");
-    }
-    let commit_secs = began.elapsed().as_secs_f64();
+    let events = (0..total)
+        .map(|i| sample::status_updated("jsonl-bench", i, i))
+        .collect();
+    let commit_secs = sample::commit_all(&store, events, per_commit as usize).await;
 
     let path = dir.join("events.jsonl");
     let mut sink =

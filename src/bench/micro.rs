@@ -3,6 +3,7 @@
 //! HTTP. This is the CPU and disk cost per changed document that remains when the provider
 //! answers instantly (L = 0).
 
+use super::sample;
 use crate::config::{Config, ProviderSettings, Start};
 use crate::metrics::Metrics;
 use crate::providers::caminvoice::model::Detail;
@@ -37,7 +38,7 @@ pub async fn diff_and_commit(
     changed: usize,
     dir: &Path,
 ) -> Result<MicroFigures, String> {
-    let member = "KHUID00000001";
+    let member = sample::MEMBER;
     let creds = SimCredentials {
         client_id: "bench".into(),
         client_secret: "bench".into(),
@@ -77,7 +78,7 @@ pub async fn diff_and_commit(
     };
     let now = now_ms();
     let detail = |i: usize, status: &str, at: i64| Detail {
-        document_id: format!("{:08x}-0000-4000-8000-{:012x}", i as u32, i),
+        document_id: sample::document_id(i as u64),
         status: Some(status.to_string()),
         supplier_id: Some(member.to_string()),
         customer_id: Some("KHUID09999999".to_string()),

@@ -19,8 +19,10 @@
 pub mod measure;
 pub mod micro;
 pub mod naive;
+pub mod sample;
 pub mod worker;
 
+use crate::providers::caminvoice::client::TOKEN;
 use crate::sim::{pollhook_config, Simulator};
 use crate::time::{format_ms, now_ms};
 use std::fmt::Write as _;
@@ -167,7 +169,7 @@ async fn store_scenarios(
                 docs.div_ceil(PAGE).max(1) + 1
             })
             .sum::<u64>();
-    let baseline_requests = count(&baseline, &["poll", "list", "detail"]);
+    let baseline_requests = baseline.api_requests();
     let baseline_size: SizeFigures = w.ask("size").await?;
     w.quit().await?;
 
@@ -185,9 +187,9 @@ async fn store_scenarios(
         sim.set_latency(latency);
         for &pct in &opts.changed_percent {
             let want = ((n as f64) * pct / 100.0).round() as usize;
-            let journal_before = sim.journal().len();
+            let journal_before = sim.journal_len();
             let changed = sim.churn(want);
-            let truth = sim.journal().len() - journal_before;
+            let truth = sim.journal_len() - journal_before;
             eprintln!("M={m} N={n} L={}ms C={changed}: cycle", latency.as_millis());
             let cycle: CycleFigures = w.ask("cycle").await?;
             check(&cycle, "cycle")?;
@@ -210,7 +212,7 @@ async fn store_scenarios(
                 latency,
                 changed,
                 minimum: m as u64 + changed as u64,
-                requests: count(&cycle, &["poll", "detail", "list"]),
+                requests: cycle.api_requests(),
                 drain: (cycle.events > 0).then_some(drain),
                 cycle,
             });
@@ -264,33 +266,13 @@ fn check(c: &CycleFigures, what: &str) -> Result<(), String> {
     }
 }
 
-/// Requests of the kinds whose label contains one of `kinds` (`poll`, `detail`, `list`).
-fn count(c: &CycleFigures, kinds: &[&str]) -> u64 {
-    c.requests
-        .iter()
-        .filter(|(k, _)| {
-            kinds.iter().any(|kind| match *kind {
-                "poll" => k.ends_with("/document/poll"),
-                "detail" => k.ends_with("/document/{id}"),
-                "list" => k.ends_with("/api/v1/document"),
-                _ => false,
-            })
-        })
-        .map(|(_, v)| v)
-        .sum()
-}
-
 /// Starts `pollhook run`, waits for its catch-up cycle to end (no request for a second) and
 /// five seconds more for start-up work to settle, then returns its CPU use over ten idle
 /// seconds, as a fraction of one core.
 async fn idle_cpu(config: &Path, sim: &Simulator) -> Result<Option<f64>, String> {
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let mut child = Command::new(exe)
-        .args(["run", "--config"])
-        .arg(config)
+    let mut child = daemon("run", config)?
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .kill_on_drop(true)
         .spawn()
         .map_err(|e| format!("cannot start pollhook run: {e}"))?;
     let pid = child.id().ok_or("pollhook run exited at once")?;
@@ -317,6 +299,16 @@ async fn idle_cpu(config: &Path, sim: &Simulator) -> Result<Option<f64>, String>
     })
 }
 
+/// `pollhook <subcommand> --config <config>` from this very binary, killed if dropped.
+fn daemon(subcommand: &str, config: &Path) -> Result<Command, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut cmd = Command::new(exe);
+    cmd.args([subcommand, "--config"])
+        .arg(config)
+        .kill_on_drop(true);
+    Ok(cmd)
+}
+
 /// The daemon as a child process, driven over stdin (see [`worker`]).
 struct Worker {
     child: Child,
@@ -326,13 +318,9 @@ struct Worker {
 
 impl Worker {
     async fn spawn(config: &Path) -> Result<Worker, String> {
-        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-        let mut child = Command::new(exe)
-            .args(["bench-worker", "--config"])
-            .arg(config)
+        let mut child = daemon("bench-worker", config)?
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .kill_on_drop(true)
             .spawn()
             .map_err(|e| format!("cannot start the bench worker: {e}"))?;
         let stdin = child.stdin.take().expect("piped");
@@ -429,13 +417,7 @@ fn report(
             .find(|s| s.members == r.members && s.documents == r.documents)
             .and_then(|s| s.naive.iter().find(|(l, _)| *l == r.latency))
             .map(|(_, f)| f);
-        let tokens: u64 = r
-            .cycle
-            .requests
-            .iter()
-            .filter(|(k, _)| k.ends_with("/auth/token"))
-            .map(|(_, v)| v)
-            .sum();
+        let tokens = r.cycle.requests.get(TOKEN).copied().unwrap_or(0);
         let _ = writeln!(
             o,
             "| {} | {} | {} | {} | {} | {} | {:.2} | {} | {:.2} | {:.2} | {} | {} | {} | {} | {} |",

@@ -12,6 +12,7 @@
 use super::measure;
 use crate::config::Config;
 use crate::engine::Tick;
+use crate::providers::caminvoice::client::LIST;
 use crate::{scheduler, sinks};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -34,6 +35,14 @@ pub struct CycleFigures {
     pub core_requests: u64,
     pub requests: BTreeMap<String, u64>,
     pub failures: Vec<String>,
+}
+
+impl CycleFigures {
+    /// The requests the minimum counts: polls, details and list pages (tokens aside).
+    pub fn api_requests(&self) -> u64 {
+        let list = self.requests.get(LIST).copied().unwrap_or(0);
+        self.core_requests + list
+    }
 }
 
 /// What delivering to the JSONL sink cost.

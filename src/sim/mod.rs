@@ -311,6 +311,11 @@ impl Simulator {
         self.with(|w| w.journal.clone())
     }
 
+    /// How many webhooks the journal holds (without copying it).
+    pub fn journal_len(&self) -> usize {
+        self.with(|w| w.journal.len())
+    }
+
     /// Requests received per route, keyed `"METHOD /route/{template}"`, faulted ones included.
     pub fn request_counts(&self) -> BTreeMap<String, u64> {
         self.with(|w| w.requests.clone())
