@@ -4,6 +4,7 @@
 use crate::admin::{self, StatusReport};
 use crate::config::{Config, ConfigError, DeliveryOrder, ProviderSettings, SinkKind, Start};
 use crate::engine::Tick;
+use crate::redact;
 use crate::scheduler::{self, DaemonError};
 use crate::sinks;
 use crate::time::{format_duration, format_ms, parse_duration};
@@ -205,17 +206,18 @@ pub fn main() -> ExitCode {
     match runtime.block_on(dispatch(cli.command)) {
         Ok(code) => code,
         Err(Failure::Config(e)) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", redact::text(&e.to_string()));
             ExitCode::from(2)
         }
         Err(Failure::Setup(e)) => {
             eprintln!(
-                "error: {e}\nhelp: `pollhook check-config` lists every secret that cannot be read"
+                "error: {}\nhelp: `pollhook check-config` lists every secret that cannot be read",
+                redact::text(&e)
             );
             ExitCode::from(2)
         }
         Err(Failure::Run(e)) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", redact::text(&e));
             ExitCode::from(1)
         }
     }
@@ -243,12 +245,7 @@ impl From<DaemonError> for Failure {
 }
 
 fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("warn,pollhook={level}")));
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(filter)
-        .try_init();
+    crate::logging::init(crate::config::LogFormat::Text, level);
 }
 
 async fn dispatch(command: Command) -> Result<ExitCode, Failure> {
@@ -839,7 +836,7 @@ async fn status(config: &Config) -> Result<(), Failure> {
         }
         Err(other) => return Err(other.into()),
     };
-    print!("{}", report.render());
+    print!("{}", redact::text(&report.render()));
     Ok(())
 }
 

@@ -21,6 +21,8 @@
 //! - [`sim`]: the CamInvoice simulator with its ground-truth journal; [`demo`] runs both;
 //!   [`fidelity`] compares what was emitted with that journal.
 //! - [`time`]: durations and timestamps.
+//! - [`redact`]: the registry of every secret held, masked out of logs, prints and stored
+//!   error text.
 //! - The service side: [`notify`] (sd_notify READY/STOPPING, the watchdog), [`admin`] (the
 //!   `/healthz`, `/metrics`, `/status`, `/connect` endpoint), [`metrics`] (counters, and the
 //!   health and progress rules), [`connect`] (onboarding a CamInvoice member), [`logging`]
@@ -43,6 +45,7 @@ pub mod metrics;
 pub mod notify;
 pub mod pacing;
 pub mod providers;
+pub mod redact;
 pub mod scheduler;
 pub mod sim;
 pub mod sinks;

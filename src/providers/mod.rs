@@ -11,6 +11,7 @@ pub mod wire;
 
 use crate::config::{Account, ProviderSettings, Start};
 use crate::metrics::AccountMetrics;
+use crate::redact::Redacted;
 use crate::store::{Store, StoreError};
 use crate::time::Millis;
 use std::collections::BTreeMap;
@@ -54,8 +55,8 @@ pub struct CycleReport {
     pub events: u64,
     /// Events dropped because their id was already in the outbox.
     pub duplicates: u64,
-    /// One line per unit that failed, saying what to do.
-    pub failures: Vec<String>,
+    /// One line per unit that failed, saying what to do (redacted: it is logged and printed).
+    pub failures: Vec<Redacted>,
     /// Requests sent, by endpoint.
     pub requests: BTreeMap<&'static str, u64>,
 }
@@ -74,7 +75,7 @@ pub struct UnitStatus {
     pub last_success: Option<Millis>,
     pub cursor: Option<Millis>,
     pub documents: usize,
-    pub last_error: Option<String>,
+    pub last_error: Option<Redacted>,
 }
 
 /// One configured account of some provider.

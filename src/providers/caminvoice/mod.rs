@@ -706,7 +706,7 @@ impl CamInvoice {
                 rec.refusals += 1;
                 let why =
                     format!("CamInvoice refused the refresh token (HTTP {status}: {message})");
-                rec.last_error = Some(why.clone());
+                rec.last_error = Some(why.clone().into());
                 if rec.refusals >= self.settings.revoke_after_refusals {
                     let (payload, id) =
                         diff::revoked(&self.account, &m.endpoint_id, &m.fingerprint);
@@ -733,7 +733,7 @@ impl CamInvoice {
                 }
             }
             Err(e) => {
-                rec.last_error = Some(e.to_string());
+                rec.last_error = Some(e.to_string().into());
                 Err(e.to_string())
             }
         };
@@ -779,9 +779,9 @@ impl Provider for CamInvoice {
         Box::pin(async move {
             let mut report = CycleReport::default();
             if let Err(e) = self.sync_members(&ctx.store) {
-                report.failures.push(format!(
-                    "cannot read the connected members from the state store: {e}"
-                ));
+                report.failures.push(
+                    format!("cannot read the connected members from the state store: {e}").into(),
+                );
             }
             let tasks: Vec<_> = (0..self.member_count())
                 .map(|idx| {
@@ -815,11 +815,13 @@ impl Provider for CamInvoice {
                     }
                     Ok(Err(why)) => {
                         report.units += 1;
-                        report.failures.push(format!("member {endpoint}: {why}"));
+                        report
+                            .failures
+                            .push(format!("member {endpoint}: {why}").into());
                     }
                     Err(e) => report
                         .failures
-                        .push(format!("member {endpoint}: the sync task failed: {e}")),
+                        .push(format!("member {endpoint}: the sync task failed: {e}").into()),
                 }
             }
             report.requests = ctx.requests.snapshot();

@@ -310,8 +310,9 @@ pub struct MemberRecord {
     /// Set when revoked: the fingerprint of the refresh token that was refused.
     #[serde(default)]
     pub revoked_token: Option<String>,
+    /// Masked by [`crate::redact`] when set and again when read back.
     #[serde(default)]
-    pub last_error: Option<String>,
+    pub last_error: Option<crate::redact::Redacted>,
 }
 
 /// A member's refresh token kept in the store (`connections` tree): from `pollhook connect`,

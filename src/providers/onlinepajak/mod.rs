@@ -46,7 +46,7 @@ struct AccountRecord {
     #[serde(default)]
     last_success: Option<Millis>,
     #[serde(default)]
-    last_error: Option<String>,
+    last_error: Option<crate::redact::Redacted>,
     /// The GCRA limiter's state (epoch ms) at the end of the last cycle.
     #[serde(default)]
     pacer_tat: Millis,
@@ -263,7 +263,7 @@ impl Provider for OnlinePajak {
                 Err(e) => {
                     report
                         .failures
-                        .push(format!("npwp {}: {e}", self.settings.npwp));
+                        .push(format!("npwp {}: {e}", self.settings.npwp).into());
                     return report;
                 }
             };
@@ -286,11 +286,14 @@ impl Provider for OnlinePajak {
                         + c.retrieved;
                 }
                 Err(e) => {
-                    rec.last_error = Some(e.to_string());
-                    report.failures.push(format!(
-                        "npwp {}: {e}; nothing is lost, the next cycle retries from the cursor",
-                        self.settings.npwp
-                    ));
+                    rec.last_error = Some(e.to_string().into());
+                    report.failures.push(
+                        format!(
+                            "npwp {}: {e}; nothing is lost, the next cycle retries from the cursor",
+                            self.settings.npwp
+                        )
+                        .into(),
+                    );
                 }
             }
             if let Err(e) = ctx
@@ -303,7 +306,7 @@ impl Provider for OnlinePajak {
             {
                 report
                     .failures
-                    .push(format!("npwp {}: {e}", self.settings.npwp));
+                    .push(format!("npwp {}: {e}", self.settings.npwp).into());
             }
             report.requests = ctx.requests.snapshot();
             report.core_requests = report.requests.values().sum();
