@@ -199,11 +199,17 @@ fn duration_arg(s: &str) -> Result<Duration, String> {
 /// Parses the command line, runs it, and turns the outcome into an exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Whatever pollhook creates (the store, its snapshots, JSONL files, admin.addr) is private.
+    crate::files::restrict_umask();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("the tokio runtime starts");
-    match runtime.block_on(dispatch(cli.command)) {
+    let outcome = runtime.block_on(dispatch(cli.command));
+    // A task still blocked (a DNS lookup of an abandoned request) must not hold up the exit:
+    // everything that matters was committed and flushed before `dispatch` returned.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match outcome {
         Ok(code) => code,
         Err(Failure::Config(e)) => {
             eprintln!("error: {}", redact::text(&e.to_string()));

@@ -8,6 +8,7 @@
 use crate::config::{Config, Start};
 use crate::metrics::Metrics;
 use crate::providers::{self, CycleContext, CycleReport, Provider, RequestCount};
+use crate::shutdown::Stop;
 use crate::store::Store;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -56,10 +57,15 @@ pub struct Engine {
 impl Engine {
     /// Builds every account's provider client (resolving secrets).
     pub fn new(store: Arc<Store>, config: &Config) -> Result<Engine, String> {
+        Engine::with_stop(store, config, &Stop::never())
+    }
+
+    /// [`Engine::new`], whose providers send nothing more once `stop` is set.
+    pub fn with_stop(store: Arc<Store>, config: &Config, stop: &Stop) -> Result<Engine, String> {
         let metrics = Arc::new(Metrics::new(config));
         let mut runners = Vec::new();
         for (idx, a) in config.accounts.iter().enumerate() {
-            let provider = providers::build(a, Arc::clone(metrics.account(idx)))
+            let provider = providers::build(a, Arc::clone(metrics.account(idx)), stop)
                 .map_err(|e| format!("account {}: {e}", a.name))?;
             runners.push(Runner {
                 provider,

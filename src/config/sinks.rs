@@ -92,6 +92,8 @@ pub struct JsonlSettings {
     pub rotate_bytes: Option<u64>,
     /// Rotated files kept (`path.1` .. `path.N`).
     pub rotate_keep: u32,
+    /// The file's permission bits (`mode = "0640"`; default 0600), set whatever the umask.
+    pub mode: u32,
 }
 
 /// `kind = "hook"`: a program run once per event, by argv, never through a shell.
@@ -199,6 +201,7 @@ pub(super) struct RawSink {
     path: Option<Spanned<String>>,
     rotate_bytes: Option<Spanned<i64>>,
     rotate_keep: Option<Spanned<i64>>,
+    mode: Option<Spanned<String>>,
     // hook
     command: List<String>,
     stdin: Option<Spanned<String>>,
@@ -226,6 +229,7 @@ impl RawSink {
             ("path", s(&self.path)),
             ("rotate_bytes", s(&self.rotate_bytes)),
             ("rotate_keep", s(&self.rotate_keep)),
+            ("mode", s(&self.mode)),
             ("command", s(&self.command)),
             ("stdin", s(&self.stdin)),
             ("env", s(&self.env)),
@@ -245,7 +249,7 @@ impl RawSink {
     }
 }
 
-const JSONL_KEYS: &[&str] = &["path", "rotate_bytes", "rotate_keep"];
+const JSONL_KEYS: &[&str] = &["path", "rotate_bytes", "rotate_keep", "mode"];
 const HOOK_KEYS: &[&str] = &[
     "command",
     "stdin",
@@ -385,6 +389,7 @@ fn sink(
                 path: PathBuf::from(path.get_ref()),
                 rotate_bytes,
                 rotate_keep: ck.int(&r.rotate_keep, "rotate_keep", 1..1001, 5)? as u32,
+                mode: file_mode(ck, &r.mode)?,
             })
         }
         "hook" => {
@@ -516,6 +521,22 @@ fn strings(
             }
         })
         .collect()
+}
+
+/// `mode`: octal permission bits as a string ("0640"); the owner must keep read and write
+/// (the sink reads its own tail), and nothing beyond rwx for owner, group and others.
+fn file_mode(ck: &Checker, v: &Option<Spanned<String>>) -> Result<u32, ConfigError> {
+    let Some(s) = v else {
+        return Ok(crate::files::FILE_MODE);
+    };
+    match u32::from_str_radix(s.get_ref(), 8) {
+        Ok(m) if m <= 0o777 && m & 0o600 == 0o600 => Ok(m),
+        _ => Err(ck.err(
+            s.span(),
+            format!("`mode` {:?} is not a file mode pollhook can use", s.get_ref()),
+            "octal permission bits as a string, at least owner read and write: \"0600\" (default: only the pollhook user) or \"0640\" (its group may read)",
+        )),
+    }
 }
 
 fn positive(

@@ -12,6 +12,7 @@ pub mod wire;
 use crate::config::{Account, ProviderSettings, Start};
 use crate::metrics::AccountMetrics;
 use crate::redact::Redacted;
+use crate::shutdown::Stop;
 use crate::store::{Store, StoreError};
 use crate::time::Millis;
 use std::collections::BTreeMap;
@@ -90,24 +91,27 @@ pub trait Provider: Send + Sync + 'static {
     fn status(&self, store: &Store) -> Result<Vec<UnitStatus>, StoreError>;
 }
 
-/// Builds the provider client for `account`; its HTTP attempts are reported to `observer`.
-/// Fails when a secret cannot be resolved.
+/// Builds the provider client for `account`; its HTTP attempts are reported to `observer`,
+/// and it sends nothing once `stop` is set. Fails when a secret cannot be resolved.
 pub fn build(
     account: &Account,
     observer: Arc<AccountMetrics>,
+    stop: &Stop,
 ) -> Result<Arc<dyn Provider>, String> {
+    let http = crate::http::Http::new(&account.http)
+        .with_observer(observer)
+        .with_stop(stop.clone());
     match &account.provider {
         ProviderSettings::CamInvoice(s) => Ok(Arc::new(caminvoice::CamInvoice::new(
             &account.name,
             s,
             &account.http,
-            observer,
+            http,
         )?)),
         ProviderSettings::OnlinePajak(s) => Ok(Arc::new(onlinepajak::OnlinePajak::new(
             &account.name,
             s,
-            &account.http,
-            observer,
+            http,
         )?)),
     }
 }

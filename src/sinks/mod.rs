@@ -163,7 +163,9 @@ pub fn build(cfg: &SinkConfig) -> Result<Runner, BuildError> {
         SinkKind::Jsonl(j) => Runner::batch(
             cfg.filter.clone(),
             Box::new(
-                jsonl::JsonlSink::new(&cfg.name, &j.path).rotate(j.rotate_bytes, j.rotate_keep),
+                jsonl::JsonlSink::new(&cfg.name, &j.path)
+                    .rotate(j.rotate_bytes, j.rotate_keep)
+                    .mode(j.mode),
             ),
         ),
         SinkKind::Hook(h) => Runner::queue(

@@ -120,8 +120,8 @@ impl CamInvoice {
     pub fn new(
         account: &str,
         s: &CamInvoiceSettings,
-        http: &HttpSettings,
-        observer: Arc<crate::metrics::AccountMetrics>,
+        settings: &HttpSettings,
+        http: Http,
     ) -> Result<CamInvoice, String> {
         let secret = s.client_secret.resolve()?;
         let mut members = Vec::new();
@@ -137,8 +137,7 @@ impl CamInvoice {
             .iter()
             .map(|m| (m.endpoint_id.clone(), m.fingerprint.clone()))
             .collect();
-        let member_pool = Arc::new(tokio::sync::Semaphore::new(http.concurrency.max(1)));
-        let http = Http::new(http).with_observer(observer);
+        let member_pool = Arc::new(tokio::sync::Semaphore::new(settings.concurrency.max(1)));
         Ok(CamInvoice {
             account: account.to_string(),
             api: Api::new(http, &s.base_url, &s.client_id, &secret),

@@ -17,7 +17,7 @@ pub mod model;
 use self::client::{Api, ApiError};
 use self::model::{Invoice, InvoiceState};
 use super::{unit_prefix, BoxFuture, CycleContext, CycleReport, Provider, UnitStatus};
-use crate::config::{HttpSettings, OnlinePajakSettings, Start};
+use crate::config::{OnlinePajakSettings, Start};
 use crate::event::NewEvent;
 use crate::http::Http;
 use crate::pacing::Gcra;
@@ -70,17 +70,10 @@ struct Counts {
 }
 
 impl OnlinePajak {
-    pub fn new(
-        account: &str,
-        s: &OnlinePajakSettings,
-        http: &HttpSettings,
-        observer: Arc<crate::metrics::AccountMetrics>,
-    ) -> Result<OnlinePajak, String> {
+    pub fn new(account: &str, s: &OnlinePajakSettings, http: Http) -> Result<OnlinePajak, String> {
         let token = s.token.resolve()?;
         let pacer = Arc::new(Gcra::per_minute(s.rate_limit, s.rate_burst));
-        let http = Http::new(http)
-            .with_pacer(Arc::clone(&pacer))
-            .with_observer(observer);
+        let http = http.with_pacer(Arc::clone(&pacer));
         Ok(OnlinePajak {
             account: account.to_string(),
             api: Api::new(http, &s.base_url, &token, s.raw_auth, s.api.clone()),
