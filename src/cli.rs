@@ -259,12 +259,14 @@ async fn dispatch(command: Command) -> Result<ExitCode, Failure> {
         Command::Run { config } => {
             let config = Config::load(&config)?;
             crate::logging::init(config.daemon.log_format, &config.daemon.log_level);
+            log_warnings(&config);
             scheduler::run(config, scheduler::signal()).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Once { config } => {
             let config = Config::load(&config)?;
             crate::logging::init(config.daemon.log_format, &config.daemon.log_level);
+            log_warnings(&config);
             once(config).await
         }
         Command::CheckConfig { config } => {
@@ -497,8 +499,11 @@ fn check_config(config: &Config) -> Result<ExitCode, Failure> {
     for s in &config.sinks {
         print_sink(s);
     }
-    if config.secrets().iter().any(|(_, s)| s.source.is_inline()) {
-        warn_if_readable(&config.file);
+    for w in &config.warnings {
+        eprintln!("warning: {w}");
+    }
+    for w in config.file_warnings() {
+        eprintln!("warning: {w}");
     }
     if let Err(errors) = config.resolve_secrets() {
         for e in &errors {
@@ -599,16 +604,13 @@ fn print_sink(s: &crate::config::Sink) {
     }
 }
 
-#[cfg(unix)]
-fn warn_if_readable(file: &std::path::Path) {
-    use std::os::unix::fs::PermissionsExt;
-    if let Ok(m) = std::fs::metadata(file) {
-        if m.permissions().mode() & 0o004 != 0 {
-            eprintln!(
-                "warning: {} holds inline secrets and is readable by every user; chmod 600 it, or use {{ file = ... }} / {{ credential = ... }}",
-                file.display()
-            );
-        }
+/// The config's warnings, as `check-config` prints them, in the log of `run` and `once`.
+fn log_warnings(config: &Config) {
+    for w in &config.warnings {
+        tracing::warn!("{}", w.one_line());
+    }
+    for w in config.file_warnings() {
+        tracing::warn!("{w}");
     }
 }
 

@@ -52,6 +52,8 @@ pub struct Engine {
     next_cycle: AtomicU64,
     totals: Mutex<Totals>,
     metrics: Arc<Metrics>,
+    /// The daemon's shutdown: failures after it are interruptions, not provider faults.
+    stop: Stop,
 }
 
 impl Engine {
@@ -80,6 +82,7 @@ impl Engine {
             next_cycle: AtomicU64::new(1),
             totals: Mutex::default(),
             metrics,
+            stop: stop.clone(),
         })
     }
 
@@ -135,8 +138,13 @@ impl Engine {
         let elapsed_ms = began.elapsed().as_millis() as u64;
         m.cycle_finished(report.ok());
         let requests: u64 = report.requests.values().sum();
+        let interrupted = self.stop.is_set();
         for f in &report.failures {
-            tracing::error!(account, cycle, "{f}");
+            if interrupted {
+                tracing::info!(account, cycle, "interrupted by the shutdown: {f}");
+            } else {
+                tracing::error!(account, cycle, "{f}");
+            }
         }
         if report.events > 0 || !report.ok() || resync {
             tracing::info!(
@@ -278,6 +286,7 @@ mod tests {
             }],
             next_cycle: AtomicU64::new(1),
             totals: Mutex::default(),
+            stop: Stop::never(),
             metrics: Arc::new(Metrics::with_accounts(
                 crate::config::Schedule("* * * * * *".into()),
                 3,

@@ -437,7 +437,7 @@ fn sink(
                 stdin,
                 env,
                 workdir: r.workdir.as_ref().map(|w| PathBuf::from(w.get_ref())),
-                timeout: positive(ck, &r.timeout, "timeout", Duration::from_secs(30))?,
+                timeout: ck.positive(&r.timeout, "timeout", Duration::from_secs(30))?,
                 delivery: delivery(ck, r)?,
             })
         }
@@ -447,16 +447,7 @@ fn sink(
                 "url",
                 "\"http://127.0.0.1:8080/webhooks/caminvoice\"",
             )?;
-            match reqwest::Url::parse(url.get_ref()) {
-                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
-                _ => {
-                    return Err(ck.err(
-                        url.span(),
-                        format!("`url` is not an http(s) URL: {:?}", url.get_ref()),
-                        "e.g. \"http://127.0.0.1:8080/webhooks/caminvoice\"",
-                    ))
-                }
-            }
+            ck.http_url(&url, "url", "\"http://127.0.0.1:8080/webhooks/caminvoice\"")?;
             let help = "one or more Standard Webhooks secrets, e.g. secrets = [{ env = \"ERP_WEBHOOK_SECRET\" }] holding whsec_<base64>";
             let secrets = match &r.secrets {
                 Some(l) if !l.get_ref().is_empty() => l,
@@ -479,7 +470,7 @@ fn sink(
                     .iter()
                     .map(|v| ck.secret(v, "secrets"))
                     .collect(),
-                timeout: positive(ck, &r.timeout, "timeout", Duration::from_secs(10))?,
+                timeout: ck.positive(&r.timeout, "timeout", Duration::from_secs(10))?,
                 retry_after_cap: ck.duration(
                     &r.retry_after_cap,
                     "retry_after_cap",
@@ -536,23 +527,6 @@ fn file_mode(ck: &Checker, v: &Option<Spanned<String>>) -> Result<u32, ConfigErr
             format!("`mode` {:?} is not a file mode pollhook can use", s.get_ref()),
             "octal permission bits as a string, at least owner read and write: \"0600\" (default: only the pollhook user) or \"0640\" (its group may read)",
         )),
-    }
-}
-
-fn positive(
-    ck: &Checker,
-    v: &Option<Spanned<String>>,
-    key: &str,
-    default: Duration,
-) -> Result<Duration, ConfigError> {
-    let d = ck.duration(v, key, default)?;
-    match v {
-        Some(s) if d.is_zero() => Err(ck.err(
-            s.span(),
-            format!("`{key}` cannot be zero"),
-            format!("e.g. \"{}\"", crate::time::format_duration(default)),
-        )),
-        _ => Ok(d),
     }
 }
 

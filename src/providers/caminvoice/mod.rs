@@ -732,7 +732,10 @@ impl CamInvoice {
                 }
             }
             Err(e) => {
-                rec.last_error = Some(e.to_string().into());
+                // A cycle cut short by the daemon's shutdown did not fail: keep the last error.
+                if !matches!(&e, Stop::Api(ApiError::Http(h)) if h.is_shutdown()) {
+                    rec.last_error = Some(e.to_string().into());
+                }
                 Err(e.to_string())
             }
         };

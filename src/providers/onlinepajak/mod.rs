@@ -279,7 +279,10 @@ impl Provider for OnlinePajak {
                         + c.retrieved;
                 }
                 Err(e) => {
-                    rec.last_error = Some(e.to_string().into());
+                    // A cycle cut short by the daemon's shutdown did not fail.
+                    if !matches!(e, Stop::Api(ApiError::Http(h)) if h.is_shutdown()) {
+                        rec.last_error = Some(e.to_string().into());
+                    }
                     report.failures.push(
                         format!(
                             "npwp {}: {e}; nothing is lost, the next cycle retries from the cursor",
