@@ -14,7 +14,10 @@
 //!    kept, the cursor stays before it, the next cycle resumes there.
 //!
 //! A refused refresh (not the Basic credentials: those are a config error) counts towards
-//! `revoke_after_refusals`; reaching it emits ENTITY.REVOKED once and stops polling the member.
+//! `revoke_after_refusals`; reaching it emits ENTITY.REVOKED once and stops polling the member
+//! — if CamInvoice accepted the member's refresh token at or after `start`. A member refused
+//! from its first try may have been disconnected before `start` (its webhook went out then):
+//! it is logged and shown as such in `status`, and no event is emitted.
 
 pub mod client;
 pub mod diff;
@@ -186,6 +189,7 @@ impl CamInvoice {
                     members[i] = creds;
                     drop(members); // never hold the members and rotated locks together
                     self.rotated.lock().unwrap().remove(&i);
+                    self.tokens.lock().unwrap().remove(&i);
                     tracing::info!(member = %endpoint, source = %conn.source, stored_at = %crate::time::format_ms(conn.stored_at),
                         "using the refresh token from the state store (newer than the config's)");
                 }
@@ -284,7 +288,14 @@ impl CamInvoice {
         }
         let rotated = self.rotated.lock().unwrap().get(&idx).cloned();
         let refresh_token = rotated.unwrap_or_else(|| self.member(idx).refresh_token.clone());
-        let fresh = self.api.refresh(&refresh_token, count).await?;
+        let fresh = match self.api.refresh(&refresh_token, count).await {
+            Ok(f) => f,
+            Err(e) => {
+                // Only tokens CamInvoice accepted for the current credentials stay here.
+                self.tokens.lock().unwrap().remove(&idx);
+                return Err(e);
+            }
+        };
         if let Some(new) = fresh.refresh_token {
             if new != refresh_token {
                 tracing::warn!(member = %self.member(idx).endpoint_id,
@@ -674,6 +685,7 @@ impl CamInvoice {
             }
             tracing::info!(member = %m.endpoint_id, "refresh_token changed since the revocation: polling again");
             rec.revoked_token = None;
+            rec.revoked_before_start = false;
             rec.refusals = 0;
         }
 
@@ -693,6 +705,9 @@ impl CamInvoice {
         }
         .await;
 
+        if let Some(t) = self.tokens.lock().unwrap().get(&idx) {
+            rec.accepted_at = Some(rec.accepted_at.unwrap_or(t.issued_at).max(t.issued_at));
+        }
         let mut batch = Batch::default();
         let result = match run {
             Ok(()) => {
@@ -706,7 +721,18 @@ impl CamInvoice {
                 let why =
                     format!("CamInvoice refused the refresh token (HTTP {status}: {message})");
                 rec.last_error = Some(why.clone().into());
-                if rec.refusals >= self.settings.revoke_after_refusals {
+                // Connected at or after `start`: CamInvoice accepted its token since then.
+                let seen_connected = [rec.accepted_at, rec.last_success]
+                    .into_iter()
+                    .flatten()
+                    .any(|t| t >= rec.start);
+                if rec.refusals >= self.settings.revoke_after_refusals && !seen_connected {
+                    rec.revoked_token = Some(m.fingerprint.clone());
+                    rec.revoked_before_start = true;
+                    tracing::warn!(member = %m.endpoint_id, refusals = rec.refusals,
+                        "{why}, and it never accepted this member's refresh token since `start`: the member was disconnected before, so its ENTITY.REVOKED webhook went out before pollhook's history begins and none is emitted; polling stops until it is reconnected");
+                    Ok(counts)
+                } else if rec.refusals >= self.settings.revoke_after_refusals {
                     let (payload, id) =
                         diff::revoked(&self.account, &m.endpoint_id, &m.fingerprint);
                     let now = now_ms();
@@ -849,6 +875,12 @@ impl Provider for CamInvoice {
             let documents = store.count_state(&unit_prefix(&self.account, &m.endpoint_id))?;
             let state = match &rec {
                 None => "never polled".to_string(),
+                Some(r)
+                    if r.revoked_token.as_deref() == Some(m.fingerprint.as_str())
+                        && r.revoked_before_start =>
+                {
+                    "revoked before `start` (CamInvoice refused its refresh token from the first try; no ENTITY.REVOKED emitted: that webhook went out before pollhook's history begins). Reconnect: `pollhook connect`, or a new refresh_token in the config".to_string()
+                }
                 Some(r) if r.revoked_token.as_deref() == Some(m.fingerprint.as_str()) => {
                     "revoked (reconnect: `pollhook connect`, or a new refresh_token in the config)"
                         .to_string()
