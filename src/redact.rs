@@ -187,6 +187,18 @@ pub fn text(text: &str) -> Cow<'_, str> {
     }
 }
 
+/// At most `max_chars` of `text`, masked first: clipping before masking would leave the head
+/// of a secret that the cut made unrecognizable. Every quote of a provider's text that is
+/// shortened goes through here.
+pub fn clip(s: &str, max_chars: usize) -> String {
+    let masked = text(s);
+    let mut out: String = masked.chars().take(max_chars).collect();
+    if out.len() < masked.len() {
+        out.push('…');
+    }
+    out
+}
+
 /// [`text`] for bytes (a log line); invalid UTF-8 is passed through lossily.
 pub fn bytes(b: &[u8]) -> Cow<'_, [u8]> {
     match String::from_utf8_lossy(b) {
@@ -308,6 +320,14 @@ mod tests {
         assert_eq!(text("tok-dropped-soon-1234"), "tok-dropped-soon-1234");
         let _short = held("abc");
         assert_eq!(text("abc abc"), "abc abc");
+    }
+
+    #[test]
+    fn clipping_masks_first_so_no_head_of_a_secret_survives() {
+        let _s = held("eyJhbGciOiJIUzI1NiJ9.long-token-body-0123456789");
+        let quoted = "you sent Bearer eyJhbGciOiJIUzI1NiJ9.long-token-body-0123456789 (bad)";
+        assert_eq!(clip(quoted, 30), "you sent Bearer <redacted> (ba…");
+        assert_eq!(clip("short", 30), "short");
     }
 
     #[test]
