@@ -509,6 +509,12 @@ impl Checker<'_> {
     }
 }
 
+/// A name that keys state and appears in logs and payloads: non-empty, no '/' (the store's
+/// key separator in paths), no control character (it would forge log lines).
+fn is_key_part(s: &str) -> bool {
+    !s.is_empty() && !s.contains('/') && !s.chars().any(char::is_control)
+}
+
 /// Help for serde's own messages.
 fn help_for(message: &str) -> String {
     if message.starts_with("unknown field") {
@@ -608,10 +614,10 @@ impl Config {
                     "give every [[accounts]] entry its own name; it keys the account's state",
                 ));
             }
-            if a.name.get_ref().is_empty() || a.name.get_ref().contains(['/', '\0']) {
+            if !is_key_part(a.name.get_ref()) {
                 return Err(ck.err(
                     a.name.span(),
-                    "account `name` must be non-empty and contain no '/'",
+                    "account `name` must be non-empty and contain no '/' and no control character",
                     "use a short slug such as \"acme-kh\"",
                 ));
             }
@@ -869,10 +875,10 @@ fn caminvoice(
                 "list each connected business once",
             ));
         }
-        if m.endpoint_id.get_ref().is_empty() || m.endpoint_id.get_ref().contains(['/', '\0']) {
+        if !is_key_part(m.endpoint_id.get_ref()) {
             return Err(ck.err(
                 m.endpoint_id.span(),
-                "`endpoint_id` must be non-empty and contain no '/'",
+                "`endpoint_id` must be non-empty and contain no '/' and no control character",
                 "use the endpoint id CamInvoice gave at connect, e.g. \"KHUID00001234\"",
             ));
         }
@@ -922,8 +928,8 @@ fn onlinepajak(
     ck.forbid(&a.revoke_after_refusals, "revoke_after_refusals", p)?;
     let help = "OnlinePajak accounts need base_url (e.g. https://openapi.onlinepajak.com/v2.0), npwp and token";
     let npwp = ck.require(&a.npwp, "npwp", table.clone(), help)?;
-    if npwp.get_ref().trim().is_empty() || npwp.get_ref().contains(['/', '\0']) {
-        return Err(ck.err(npwp.span(), "`npwp` must be non-empty and contain no '/'", "write the company's NPWP exactly as OnlinePajak shows it; it goes into payloads as given"));
+    if npwp.get_ref().trim().is_empty() || !is_key_part(npwp.get_ref()) {
+        return Err(ck.err(npwp.span(), "`npwp` must be non-empty and contain no '/' and no control character", "write the company's NPWP exactly as OnlinePajak shows it; it goes into payloads as given"));
     }
     let token = ck.require(&a.token, "token", table, help)?;
     let raw_auth = match &a.auth_scheme {

@@ -276,6 +276,13 @@ fn silent_operator_mistakes_are_located_errors_with_a_fix() {
             "never fires",
         ),
         (
+            "endpoint_id = \"KHUID00001234\"",
+            "endpoint_id = \"KHUID\\n2026 ERROR forged\"",
+            16,
+            15,
+            "no control character",
+        ),
+        (
             "schedule = \"*/10 * * * * *\"",
             "resync_schedule = \"0 0 0 30 2 *\"",
             4,
