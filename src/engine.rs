@@ -138,7 +138,10 @@ impl Engine {
         let elapsed_ms = began.elapsed().as_millis() as u64;
         m.cycle_finished(report.ok());
         let requests: u64 = report.requests.values().sum();
-        let interrupted = self.stop.is_set();
+        // Failures once the daemon is stopping are interruptions (requests not sent), not
+        // provider faults: logged as such, and the cycle is left out of the failure count and
+        // of the floor comparison (it did not do its work).
+        let interrupted = self.stop.is_set() && !report.ok();
         for f in &report.failures {
             if interrupted {
                 tracing::info!(account, cycle, "interrupted by the shutdown: {f}");
@@ -174,9 +177,11 @@ impl Engine {
         t.units_polled += report.units as u64;
         t.changed += report.changed;
         t.events += report.events;
-        t.failed_cycles += u64::from(!report.ok());
-        t.floor += report.floor;
-        t.core_requests += report.core_requests;
+        if !interrupted {
+            t.failed_cycles += u64::from(!report.ok());
+            t.floor += report.floor;
+            t.core_requests += report.core_requests;
+        }
         for (k, v) in &report.requests {
             *t.requests.entry(k).or_default() += v;
         }

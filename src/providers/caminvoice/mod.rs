@@ -189,7 +189,6 @@ impl CamInvoice {
                     members[i] = creds;
                     drop(members); // never hold the members and rotated locks together
                     self.rotated.lock().unwrap().remove(&i);
-                    self.tokens.lock().unwrap().remove(&i);
                     tracing::info!(member = %endpoint, source = %conn.source, stored_at = %crate::time::format_ms(conn.stored_at),
                         "using the refresh token from the state store (newer than the config's)");
                 }
@@ -288,14 +287,7 @@ impl CamInvoice {
         }
         let rotated = self.rotated.lock().unwrap().get(&idx).cloned();
         let refresh_token = rotated.unwrap_or_else(|| self.member(idx).refresh_token.clone());
-        let fresh = match self.api.refresh(&refresh_token, count).await {
-            Ok(f) => f,
-            Err(e) => {
-                // Only tokens CamInvoice accepted for the current credentials stay here.
-                self.tokens.lock().unwrap().remove(&idx);
-                return Err(e);
-            }
-        };
+        let fresh = self.api.refresh(&refresh_token, count).await?;
         if let Some(new) = fresh.refresh_token {
             if new != refresh_token {
                 tracing::warn!(member = %self.member(idx).endpoint_id,
@@ -705,6 +697,7 @@ impl CamInvoice {
         }
         .await;
 
+        // Every cached access token was issued by an accepted refresh of this member.
         if let Some(t) = self.tokens.lock().unwrap().get(&idx) {
             rec.accepted_at = Some(rec.accepted_at.unwrap_or(t.issued_at).max(t.issued_at));
         }
