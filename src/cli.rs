@@ -544,6 +544,7 @@ fn print_sink(s: &crate::config::Sink) {
     let delivery = match &s.kind {
         SinkKind::Jsonl(j) => {
             println!("  path             {}", j.path.display());
+            println!("  mode             {:04o}", j.mode);
             if let Some(b) = j.rotate_bytes {
                 println!(
                     "  rotate           at {b} bytes, keeping {} old files",

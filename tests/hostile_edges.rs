@@ -129,6 +129,45 @@ impl Daemon {
     }
 }
 
+/// `pollhook run` against `sim` with a hook sink `erp` running `script` (by /bin/sh) and
+/// `extra` config appended, logging at info. Returns once every CamInvoice member of the
+/// simulator has been polled once (its baseline is taken), with the config and JSONL paths.
+fn run_with_hook(
+    sim: &SimProcess,
+    dir: &Path,
+    script: &str,
+    hook_timeout: &str,
+    extra: &str,
+) -> (Daemon, PathBuf, PathBuf) {
+    let hook = dir.join("hook.sh");
+    std::fs::write(&hook, script).unwrap();
+    let extra = format!(
+        "\n[[sinks]]\nname = \"erp\"\nkind = \"hook\"\ncommand = [\"/bin/sh\", {hook:?}]\ntimeout = {hook_timeout:?}\n{extra}"
+    );
+    let (config, events) = sim.write_config(dir, "* * * * * *", &extra);
+    let cfg_text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("log_level = \"warn\"", "log_level = \"info\"");
+    std::fs::write(&config, cfg_text).unwrap();
+    let daemon =
+        Daemon::start(Command::new(BIN).args(["run", "--config", config.to_str().unwrap()]));
+    let members =
+        serde_json::from_str::<pollhook::sim::SimCredentials>(&sim.get("/_sim/credentials"))
+            .unwrap()
+            .members
+            .len() as u64;
+    wait_for("every member's baseline", Duration::from_secs(30), || {
+        let counts: std::collections::BTreeMap<String, u64> =
+            serde_json::from_str(&sim.get("/_sim/requests")).unwrap();
+        counts
+            .get("GET /api/v1/document/poll")
+            .copied()
+            .unwrap_or(0)
+            >= members
+    });
+    (daemon, config, events)
+}
+
 #[test]
 fn credentials_a_provider_echoes_reach_no_log_no_status_and_no_store_file() {
     let sim = SimProcess::start(71);
@@ -269,33 +308,17 @@ fn sigterm_with_a_hung_provider_exits_within_the_budget_and_acks_only_what_was_d
     let sim = SimProcess::start(73);
     let dir = tempfile::tempdir().unwrap();
     let delivered = dir.path().join("delivered");
-    let hook = dir.path().join("hook.sh");
     // One second of work per event, then the event counts as done for the ERP.
-    std::fs::write(
-        &hook,
-        format!(
-            "sleep 1\necho \"$POLLHOOK_EVENT_ID\" >> {}\n",
-            delivered.display()
+    let (mut daemon, config, events) = run_with_hook(
+        &sim,
+        dir.path(),
+        &format!("sleep 1\necho \"$POLLHOOK_EVENT_ID\" >> {}\n", delivered.display()),
+        "60s",
+        &format!(
+            "\n[[accounts]]\nname = \"down\"\nprovider = \"caminvoice\"\nbase_url = {hung_url:?}\nclient_id = \"c\"\nclient_secret = \"secret-of-down\"\n\n\
+             [[accounts.members]]\nendpoint_id = \"KHUID-DOWN\"\nrefresh_token = \"rt-of-down-account\"\n"
         ),
-    )
-    .unwrap();
-    let extra = format!(
-        "\n[[sinks]]\nname = \"erp\"\nkind = \"hook\"\ncommand = [\"/bin/sh\", {hook:?}]\ntimeout = \"60s\"\n\n\
-         [[accounts]]\nname = \"down\"\nprovider = \"caminvoice\"\nbase_url = {hung_url:?}\nclient_id = \"c\"\nclient_secret = \"secret-of-down\"\n\n\
-         [[accounts.members]]\nendpoint_id = \"KHUID-DOWN\"\nrefresh_token = \"rt-of-down-account\"\n"
     );
-    let (config, events) = sim.write_config(dir.path(), "* * * * * *", &extra);
-    let cfg_text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace("log_level = \"warn\"", "log_level = \"info\"");
-    std::fs::write(&config, cfg_text).unwrap();
-    let mut daemon =
-        Daemon::start(Command::new(BIN).args(["run", "--config", config.to_str().unwrap()]));
-
-    wait_for("the baseline", Duration::from_secs(30), || {
-        daemon.log().contains("pollhook running")
-    });
-    std::thread::sleep(Duration::from_millis(1500)); // one poll: the baseline is taken
     for _ in 0..4 {
         sim.post("/_sim/step");
     }
@@ -361,30 +384,17 @@ fn a_second_sigint_exits_at_once_and_takes_a_stubborn_hook_with_it() {
     let sim = SimProcess::start(74);
     let dir = tempfile::tempdir().unwrap();
     let pidfile = dir.path().join("hook.pid");
-    let hook = dir.path().join("hook.sh");
     // Ignores SIGTERM and SIGINT, and takes forever.
-    std::fs::write(
-        &hook,
-        format!(
+    let (mut daemon, _, _) = run_with_hook(
+        &sim,
+        dir.path(),
+        &format!(
             "trap '' TERM INT\necho $$ > {}\nsleep 1000\n",
             pidfile.display()
         ),
-    )
-    .unwrap();
-    let extra = format!(
-        "\n[[sinks]]\nname = \"erp\"\nkind = \"hook\"\ncommand = [\"/bin/sh\", {hook:?}]\ntimeout = \"600s\"\n"
+        "600s",
+        "",
     );
-    let (config, _) = sim.write_config(dir.path(), "* * * * * *", &extra);
-    let cfg_text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace("log_level = \"warn\"", "log_level = \"info\"");
-    std::fs::write(&config, cfg_text).unwrap();
-    let mut daemon =
-        Daemon::start(Command::new(BIN).args(["run", "--config", config.to_str().unwrap()]));
-    wait_for("the daemon", Duration::from_secs(30), || {
-        daemon.log().contains("pollhook running")
-    });
-    std::thread::sleep(Duration::from_millis(1500));
     sim.post("/_sim/step");
     sim.post("/_sim/step");
     wait_for("the hook to run", Duration::from_secs(30), || {
