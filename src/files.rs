@@ -41,13 +41,23 @@ pub fn inherited_umask() -> Option<u32> {
     }
 }
 
-/// Creates `dir` (and its parents) if needed, and makes `dir` itself 0700.
+/// Creates the state dir `dir` (and its parents) if needed, and makes it 0700 — when it is
+/// pollhook's own: just created, empty, or holding a `store`. A directory that holds other
+/// things (a `state_dir` set to `/var/lib` or `/tmp` by mistake) is left alone, with a warning:
+/// changing its mode could break whatever else lives there.
 pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    let existed = dir.exists();
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(DIR_MODE)
         .create(dir)?;
-    tighten(dir, DIR_MODE);
+    let empty = std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_none());
+    if !existed || empty || dir.join("store").is_dir() {
+        tighten(dir, DIR_MODE);
+    } else if std::fs::metadata(dir).is_ok_and(|m| m.permissions().mode() & 0o077 != 0) {
+        tracing::warn!(path = %dir.display(),
+            "the state dir is open to other users and holds files that are not pollhook's; its mode is left alone: give pollhook a directory of its own (mode 0700)");
+    }
     Ok(())
 }
 
@@ -122,6 +132,13 @@ mod tests {
         make_private(&state.join("store"));
         assert_eq!(mode(&state.join("store")), 0o700);
         assert_eq!(mode(&state.join("store/db")), 0o600);
+        // A directory holding other things is not pollhook's to change.
+        let shared = dir.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::write(shared.join("someone-else"), "x").unwrap();
+        set_mode(&shared, 0o755).unwrap();
+        private_dir(&shared).unwrap();
+        assert_eq!(mode(&shared), 0o755);
         let f = state.join("admin.addr");
         std::fs::write(&f, "old").unwrap();
         set_mode(&f, 0o644).unwrap();

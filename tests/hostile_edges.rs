@@ -249,7 +249,13 @@ fn credentials_a_provider_echoes_reach_no_log_no_status_and_no_store_file() {
 fn under_umask_000_the_state_dir_is_0700_and_every_file_0600() {
     let sim = SimProcess::start(72);
     let dir = tempfile::tempdir().unwrap();
-    let (config, events) = sim.write_config(dir.path(), "* * * * * *", "");
+    // A hook that records the umask it runs with: the operator's, not pollhook's 077.
+    let hook_umask = dir.path().join("hook.umask");
+    let extra = format!(
+        "\n[[sinks]]\nname = \"erp\"\nkind = \"hook\"\ncommand = [\"/bin/sh\", \"-c\", \"umask > {}\"]\n",
+        hook_umask.display()
+    );
+    let (config, events) = sim.write_config(dir.path(), "* * * * * *", &extra);
     let cfg_text = std::fs::read_to_string(&config)
         .unwrap()
         .replace("[daemon]\n", "[daemon]\nadmin_listen = \"127.0.0.1:0\"\n");
@@ -275,6 +281,10 @@ fn under_umask_000_the_state_dir_is_0700_and_every_file_0600() {
             .map(|m| m.len() > 0)
             .unwrap_or(false)
     });
+    wait_for("the hook", Duration::from_secs(20), || {
+        std::fs::read_to_string(&hook_umask).is_ok_and(|u| u.ends_with('\n'))
+    });
+    assert_eq!(std::fs::read_to_string(&hook_umask).unwrap().trim(), "0000");
     assert_eq!(mode(&state), 0o700, "state dir");
     assert_eq!(mode(&addr), 0o600, "admin.addr");
     assert_eq!(mode(&events), 0o600, "JSONL file");
