@@ -97,10 +97,8 @@ impl Hook {
         let s = &self.settings;
         let env = &job.envelope;
         if self.stop.is_set() {
-            return Outcome::Failed {
-                error: "not started: pollhook is shutting down (delivered after the next start)"
-                    .into(),
-                retry_after: None,
+            return Outcome::Interrupted {
+                error: "not started: pollhook is shutting down".into(),
             };
         }
         let mut cmd = tokio::process::Command::new(&s.command[0]);
@@ -182,9 +180,14 @@ impl Hook {
             )),
             None => match terminate(&mut child, &mut group).await {
                 (Some(status), _) if status.success() => Ok(status),
-                (_, how) => Err(format!(
-                    "pollhook is shutting down: {how}; delivered again after the next start"
-                )),
+                (_, how) => {
+                    writer.abort();
+                    let (stdout, stderr) = (collect(out).await, collect(err).await);
+                    self.log_output(job, &stdout, &stderr);
+                    return Outcome::Interrupted {
+                        error: format!("pollhook is shutting down: {how}"),
+                    };
+                }
             },
         };
         writer.abort();
@@ -568,7 +571,7 @@ mod tests {
         )
         .await;
         match outcome {
-            Outcome::Failed { error, .. } => assert!(
+            Outcome::Interrupted { error } => assert!(
                 error.contains("shutting down") && error.contains("SIGTERM, then SIGKILL"),
                 "{error}"
             ),
@@ -596,7 +599,10 @@ mod tests {
             t.fire();
             s
         });
-        assert!(matches!(h.deliver(job(1)).await, Outcome::Failed { .. }));
+        assert!(matches!(
+            h.deliver(job(1)).await,
+            Outcome::Interrupted { .. }
+        ));
     }
 
     #[tokio::test]

@@ -79,6 +79,10 @@ pub enum Outcome {
     },
     /// The consumer will never take it (410 Gone): a dead letter now, no retries.
     Gone { error: String },
+    /// The daemon's shutdown cut the attempt (or kept it from starting): the event stays
+    /// unfinished and unacknowledged, no attempt is counted, and it is delivered after the
+    /// next start.
+    Interrupted { error: String },
 }
 
 /// A destination that takes one event at a time (hook, webhook).
