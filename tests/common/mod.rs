@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod process;
+pub mod tool;
 
 use pollhook::config::Config;
 use pollhook::engine::{Engine, Tick};
