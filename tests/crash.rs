@@ -79,15 +79,7 @@ fn thirty_kills_lose_nothing_and_double_nothing_in_jsonl() {
     let (config_path, events) = sim.write_config(dir.path(), "* * * * * *", &hook_sink);
     let stderr_log = dir.path().join("daemon.log");
 
-    let truth = || -> Vec<String> {
-        let v: serde_json::Value =
-            serde_json::from_str(&http("GET", &format!("{base}/_sim/journal"))).unwrap();
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["payload"].as_str().unwrap().to_string())
-            .collect()
-    };
+    let truth = || sim.truth();
     let hook_events = || -> Vec<(String, String)> {
         log_lines(&hook_log)
             .lines()
@@ -97,30 +89,17 @@ fn thirty_kills_lose_nothing_and_double_nothing_in_jsonl() {
             })
             .collect()
     };
-    let caught_up = |truth: &[String]| {
+    let caught_up = |truth: &[fidelity::Expected]| {
         let emitted = fidelity::read_jsonl(&log_lines(&events)).unwrap();
         let hooked: std::collections::HashSet<String> =
             hook_events().into_iter().map(|(_, p)| p).collect();
         fidelity::compare(truth, &emitted).matched == truth.len()
-            && truth.iter().all(|t| hooked.contains(t))
+            && truth.iter().all(|t| hooked.contains(&t.payload))
     };
 
     let mut daemon = start_daemon(&config_path, &stderr_log);
     // The first cycle takes the baseline (start = "now"): traffic before it is history.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let counts: serde_json::Value =
-            serde_json::from_str(&http("GET", &format!("{base}/_sim/requests"))).unwrap();
-        let n = |k: &str| counts.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
-        if n("GET /api/v1/document/poll") >= 4 && n("GET /v2.0/invoices/sale") >= 2 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the daemon never polled: {counts}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    sim.wait_for_first_cycle();
     let began = Instant::now();
     let mut done = 0;
     let mut steps = 0;

@@ -234,7 +234,11 @@ fn a_missing_or_old_tool_fails_under_ci_with_the_install_command_and_skips_elsew
     // A tool that is there but older than needed counts as missing, saying which version.
     let dir = tempfile::tempdir().unwrap();
     let script = dir.path().join("pollhook-fake-tool");
-    std::fs::write(&script, "#!/bin/sh\necho \"pollhook-fake-tool v3.1.4 (test)\"\n").unwrap();
+    std::fs::write(
+        &script,
+        "#!/bin/sh\necho \"pollhook-fake-tool v3.1.4 (test)\"\n",
+    )
+    .unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
     let dir_name: &'static str = Box::leak(dir.path().display().to_string().into_boxed_str());
@@ -249,7 +253,10 @@ fn a_missing_or_old_tool_fails_under_ci_with_the_install_command_and_skips_elsew
     assert_eq!(require_tool_in(&fake("3.1.4"), true), Some(script));
     let failure = std::panic::catch_unwind(|| require_tool_in(&fake("3.2"), true))
         .expect_err("too old under CI");
-    let text = failure.downcast_ref::<String>().cloned().unwrap_or_default();
+    let text = failure
+        .downcast_ref::<String>()
+        .cloned()
+        .unwrap_or_default();
     assert!(
         text.contains("is version 3.1.4, older than the 3.2 the tests need")
             && text.contains("install it: pip install pollhook-fake-tool"),

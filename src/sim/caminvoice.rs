@@ -305,7 +305,10 @@ async fn poll(
             parse_last_synced(text, tz).ok_or_else(|| unprocessable("Invalid last_synced_at"))?,
         ),
     };
-    let (items, variant) = sim.with(|w| (w.poll(member, since), w.cfg.poll_variant));
+    let (items, variant) = sim.with(|w| {
+        w.unread.read_each(member);
+        (w.poll(member, since), w.cfg.poll_variant)
+    });
     ok(match variant {
         PollVariant::BareArray => Value::Array(items),
         PollVariant::Wrapped => json!({"documents": items}),

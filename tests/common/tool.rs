@@ -56,10 +56,7 @@ pub fn require_tool_in(tool: &Tool, ci: bool) -> Option<PathBuf> {
         Ok(path) => return Some(path),
         Err(why) => why,
     };
-    let msg = format!(
-        "{} {why}; install it: {}",
-        tool.name, tool.install_hint
-    );
+    let msg = format!("{} {why}; install it: {}", tool.name, tool.install_hint);
     if ci {
         panic!("CI=true and a required tool is missing: {msg}");
     }
@@ -110,10 +107,13 @@ fn find(tool: &Tool) -> Result<PathBuf, String> {
 
 fn locate(tool: &Tool) -> Option<PathBuf> {
     let home = std::env::var_os("HOME").map(PathBuf::from);
-    let extra = tool.also_in.iter().filter_map(|d| match d.strip_prefix("~/") {
-        Some(rest) => home.as_ref().map(|h| h.join(rest)),
-        None => Some(PathBuf::from(d)),
-    });
+    let extra = tool
+        .also_in
+        .iter()
+        .filter_map(|d| match d.strip_prefix("~/") {
+            Some(rest) => home.as_ref().map(|h| h.join(rest)),
+            None => Some(PathBuf::from(d)),
+        });
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(extra)
