@@ -305,7 +305,8 @@ mod tests {
 
     #[test]
     fn a_wrong_envelope_field_spoils_a_payload_match() {
-        let wrong: [(&str, fn(&mut Emitted)); 4] = [
+        type Spoil = fn(&mut Emitted);
+        let wrong: [(&str, Spoil); 4] = [
             ("type", |e| e.event_type = "DOCUMENT.RECEIVED".into()),
             ("provider", |e| e.provider = "onlinepajak".into()),
             ("account", |e| e.account = "other".into()),

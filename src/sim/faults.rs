@@ -255,6 +255,27 @@ mod tests {
     }
 
     #[test]
+    fn fired_faults_are_counted_by_kind_and_route() {
+        let mut c = FaultCounts::default();
+        c.fired(&FaultKind::Stall { millis: 5 }, "GET /api/v1/document/{id}");
+        c.fired(
+            &FaultKind::ServerError { status: 503 },
+            "GET /api/v1/document/poll",
+        );
+        c.fired(
+            &FaultKind::ServerError { status: 502 },
+            "GET /v2.0/invoices/sale",
+        );
+        c.fired(&FaultKind::MalformedJson, "GET /v2.0/invoices/sale");
+        assert_eq!(c.count("Stall", "{id}"), 1);
+        assert_eq!(c.count("Stall", "poll"), 0);
+        assert_eq!(c.count("ServerError", ""), 2);
+        assert_eq!(c.count("ServerError", "poll"), 1);
+        assert_eq!(c.count("MalformedJson", "/v2.0/"), 1);
+        assert_eq!(c.fired["Stall GET /api/v1/document/{id}"], 1);
+    }
+
+    #[test]
     fn empty_filter_matches_any_route_but_a_used_up_fault_matches_none() {
         let f = Fault::new("", 1, FaultKind::MalformedJson);
         assert!(f.matches("GET /api/v1/document/{id}"));

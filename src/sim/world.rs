@@ -498,6 +498,14 @@ impl World {
         self.access_tokens.clear();
     }
 
+    /// Moves every issued access token's expiry `by` earlier, as if that much time had passed
+    /// for them (tokens expire by the real clock, which tests do not wait for).
+    pub fn age_tokens(&mut self, by: TimeDelta) {
+        for t in self.access_tokens.values_mut() {
+            t.expires_at -= by;
+        }
+    }
+
     // ----- documents ---------------------------------------------------------------------
 
     /// Creates a `VALID` document submitted at `at` (nothing is journaled for `VALID`).
