@@ -306,9 +306,9 @@ async fn under_systemd_the_daemon_notifies_ready_feeds_the_watchdog_and_answers_
         ("WATCHDOG_USEC", "2000000"),
     ]);
     let mut seen = Vec::new();
-    recv_until(&socket, &mut seen, "READY=1", Duration::from_secs(20)).await;
+    recv_until(&socket, &mut seen, "READY=1", common::process::PATIENCE).await;
     // The watchdog is fed every second (half of WATCHDOG_USEC) while cycles progress.
-    recv_until(&socket, &mut seen, "WATCHDOG=1", Duration::from_secs(5)).await;
+    recv_until(&socket, &mut seen, "WATCHDOG=1", common::process::PATIENCE).await;
     let ready = seen.iter().position(|m| m.contains("READY=1")).unwrap();
     let first_ping = seen.iter().position(|m| m == "WATCHDOG=1").unwrap();
     assert!(ready < first_ping, "{seen:?}");
@@ -360,7 +360,7 @@ async fn under_systemd_the_daemon_notifies_ready_feeds_the_watchdog_and_answers_
     s.sim.step();
     s.sim.step();
     let url = format!("http://{addr}/metrics");
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = Instant::now() + common::process::PATIENCE;
     loop {
         let (_, m) = get(&url).await;
         let samples = parse_prometheus(&m).unwrap_or_else(|e| panic!("{e}\n{m}"));
@@ -386,7 +386,7 @@ async fn under_systemd_the_daemon_notifies_ready_feeds_the_watchdog_and_answers_
     assert!(out.contains("sink jsonl: delivered up to seq"), "{out}");
 
     daemon.stop().await;
-    recv_until(&socket, &mut seen, "STOPPING=1", Duration::from_secs(5)).await;
+    recv_until(&socket, &mut seen, "STOPPING=1", common::process::PATIENCE).await;
     assert!(
         !s.state_dir().join("admin.addr").exists(),
         "admin.addr is removed at shutdown"
@@ -403,7 +403,7 @@ async fn under_systemd_the_daemon_notifies_ready_feeds_the_watchdog_and_answers_
 
 async fn wait_for_cycles(addr: &str, n: u64) {
     let url = format!("http://{addr}/metrics");
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + common::process::PATIENCE;
     loop {
         let (_, m) = get(&url).await;
         let ok: f64 = parse_prometheus(&m)
@@ -588,7 +588,7 @@ async fn with_the_daemon_running_connect_goes_through_it_and_its_next_cycle_poll
     let s = Setup::new("* * * * * *", "admin_listen = \"127.0.0.1:0\"\n").await;
     let daemon = s.spawn_daemon(&[]);
     let state = s.state_dir();
-    let addr = wait_for("admin.addr", Duration::from_secs(20), || {
+    let addr = wait_for("admin.addr", common::process::PATIENCE, || {
         std::fs::read_to_string(state.join("admin.addr")).ok()
     })
     .await;
@@ -596,7 +596,7 @@ async fn with_the_daemon_running_connect_goes_through_it_and_its_next_cycle_poll
 
     let redirected = browser(&print_url(&s, "s3").await).await;
     let new = exchange(&s, &redirected).await;
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + common::process::PATIENCE;
     loop {
         let st = status_of(&s).await;
         if st.contains(&format!("member {new}: ok")) {
@@ -629,12 +629,12 @@ async fn healthz_names_the_accounts_without_a_recent_successful_cycle() {
     std::fs::write(&s.config, edited).unwrap();
     let daemon = s.spawn_daemon(&[]);
     let state = s.state_dir();
-    let addr = wait_for("admin.addr", Duration::from_secs(20), || {
+    let addr = wait_for("admin.addr", common::process::PATIENCE, || {
         std::fs::read_to_string(state.join("admin.addr")).ok()
     })
     .await;
     let url = format!("http://{}/healthz", addr.trim());
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + common::process::PATIENCE;
     let body = loop {
         let (code, body) = get(&url).await;
         if code == 503 {
