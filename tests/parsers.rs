@@ -408,41 +408,29 @@ fn provider() -> impl Strategy<Value = ProviderModel> {
     ]
 }
 
-fn account() -> impl Strategy<Value = AccountModel> {
-    (
-        "https?://[a-z]{1,10}(\\.[a-z]{2,5}){1,2}(:[1-9][0-9]{1,3})?(/[a-z0-9.]{1,8}){0,2}",
-        duration(),
-        0u32..=20,
-        duration(),
-        1usize..=256,
-        duration(),
-        1u32..=1000,
-        provider(),
-    )
-        .prop_map(
-            |(
-                base_url,
-                timeout,
-                max_retries,
-                retry_base,
-                concurrency,
-                overlap,
-                page_size,
-                provider,
-            )| {
-                AccountModel {
-                    name: String::new(),
-                    base_url,
-                    timeout,
-                    max_retries,
-                    retry_base,
-                    concurrency,
-                    overlap,
-                    page_size,
-                    provider,
-                }
-            },
-        )
+prop_compose! {
+    fn account()(
+        base_url in "https?://[a-z]{1,10}(\\.[a-z]{2,5}){1,2}(:[1-9][0-9]{1,3})?(/[a-z0-9.]{1,8}){0,2}",
+        timeout in duration(),
+        max_retries in 0u32..=20,
+        retry_base in duration(),
+        concurrency in 1usize..=256,
+        overlap in duration(),
+        page_size in 1u32..=1000,
+        provider in provider(),
+    ) -> AccountModel {
+        AccountModel {
+            name: String::new(),
+            base_url,
+            timeout,
+            max_retries,
+            retry_base,
+            concurrency,
+            overlap,
+            page_size,
+            provider,
+        }
+    }
 }
 
 const SCHEDULES: [&str; 5] = [

@@ -218,13 +218,17 @@ fn a_missing_or_old_tool_fails_under_ci_with_the_install_command_and_skips_elsew
         min_version: None,
         install_hint: "apt-get install pollhook-no-such-tool",
     };
+    // The panic message of a CI run that lacks `tool`.
+    let ci_failure = |tool: &Tool| -> String {
+        let failure = std::panic::catch_unwind(|| require_tool_in(tool, true))
+            .expect_err("under CI a missing tool fails the test");
+        failure
+            .downcast_ref::<String>()
+            .cloned()
+            .unwrap_or_default()
+    };
     assert_eq!(require_tool_in(&missing, false), None);
-    let failure = std::panic::catch_unwind(|| require_tool_in(&missing, true))
-        .expect_err("under CI a missing tool fails the test");
-    let text = failure
-        .downcast_ref::<String>()
-        .cloned()
-        .unwrap_or_default();
+    let text = ci_failure(&missing);
     assert!(
         text.contains("pollhook-no-such-tool is not installed")
             && text.contains("install it: apt-get install pollhook-no-such-tool"),
@@ -251,12 +255,7 @@ fn a_missing_or_old_tool_fails_under_ci_with_the_install_command_and_skips_elsew
     };
     assert_eq!(require_tool_in(&fake("3.1"), true), Some(script.clone()));
     assert_eq!(require_tool_in(&fake("3.1.4"), true), Some(script));
-    let failure = std::panic::catch_unwind(|| require_tool_in(&fake("3.2"), true))
-        .expect_err("too old under CI");
-    let text = failure
-        .downcast_ref::<String>()
-        .cloned()
-        .unwrap_or_default();
+    let text = ci_failure(&fake("3.2"));
     assert!(
         text.contains("is version 3.1.4, older than the 3.2 the tests need")
             && text.contains("install it: pip install pollhook-fake-tool"),

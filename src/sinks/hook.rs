@@ -493,26 +493,18 @@ mod tests {
         assert_eq!(outcome, Outcome::Delivered);
         let text = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
         let more = format!("… ({} more bytes)", 100_000 - OUTPUT_KEPT);
-        let stdout = text
-            .lines()
-            .find(|l| l.contains("hook output"))
-            .unwrap_or_else(|| panic!("no stdout line in:\n{text}"));
-        assert!(
-            stdout.contains(&format!("stdout={} {more}", "x".repeat(OUTPUT_KEPT))),
-            "{stdout}"
-        );
-        assert!(
-            !stdout.contains(&"x".repeat(OUTPUT_KEPT + 1)),
-            "more than kept"
-        );
-        let stderr = text
-            .lines()
-            .find(|l| l.contains("hook error output"))
-            .unwrap_or_else(|| panic!("no stderr line in:\n{text}"));
-        assert!(
-            stderr.contains(&format!("stderr={} {more}", "y".repeat(OUTPUT_KEPT))),
-            "{stderr}"
-        );
+        for (message, field, byte) in [
+            ("hook output", "stdout", "x"),
+            ("hook error output", "stderr", "y"),
+        ] {
+            let line = text
+                .lines()
+                .find(|l| l.contains(message))
+                .unwrap_or_else(|| panic!("no {field} line in:\n{text}"));
+            let kept = byte.repeat(OUTPUT_KEPT);
+            assert!(line.contains(&format!("{field}={kept} {more}")), "{line}");
+            assert!(!line.contains(&format!("{kept}{byte}")), "more than kept");
+        }
     }
 
     struct Capture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
