@@ -10,14 +10,14 @@
 //! - [`scheduler`]: the daemon loop on tokio-cron-scheduler; shutdown.
 //! - [`engine`]: one cycle of one account, never two at once; totals.
 //! - [`providers`]: the `Provider` trait; [`providers::caminvoice`] (client, token, model, pure
-//!   diff).
+//!   diff). [`shard`]: which members this daemon of a fleet polls (`shard = "K/N"`).
 //! - [`http`]: timeouts, retries with backoff and jitter, Retry-After; [`pacing`]: the GCRA
 //!   limiter that keeps an account under its provider's rate limit.
 //! - [`store`]: the only module that touches sled: state, cursors, outbox, acks, in one
 //!   transaction per commit; attempt counts, dead letters, retention pruning.
 //! - [`event`]: the envelope and deterministic ids.
 //! - [`sinks`]: the dispatchers (batch, and the per-event queue with retries, dead letters and
-//!   ordering), the JSONL, hook and webhook sinks, replay, and `events tail`.
+//!   ordering), the JSONL, hook, webhook and NATS JetStream sinks, replay, and `events tail`.
 //! - [`sim`]: the CamInvoice simulator with its ground-truth journal; [`demo`] runs both;
 //!   [`fidelity`] compares what was emitted with that journal.
 //! - [`time`]: durations and timestamps.
@@ -44,6 +44,7 @@ pub mod notify;
 pub mod pacing;
 pub mod providers;
 pub mod scheduler;
+pub mod shard;
 pub mod sim;
 pub mod sinks;
 pub mod store;

@@ -52,6 +52,8 @@ pub struct Daemon {
     pub admin_listen: Option<std::net::SocketAddr>,
     /// `/healthz` fails once this many scheduled runs passed without a successful cycle.
     pub healthz_periods: u32,
+    /// Which members this daemon polls (`shard = "K/N"`; all when unset).
+    pub shard: crate::shard::Shard,
 }
 
 /// `log_format`: `text` (default), `json` (one object per line) or `journald` (native fields).
@@ -267,6 +269,7 @@ struct RawDaemon {
     log_format: Option<Spanned<String>>,
     admin_listen: Option<Spanned<String>>,
     healthz_periods: Option<Spanned<i64>>,
+    shard: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -521,6 +524,16 @@ impl Config {
         };
 
         let (log_format, admin_listen, healthz_periods) = service_keys(&ck, &d)?;
+        let shard = match &d.shard {
+            None => crate::shard::Shard::ALL,
+            Some(s) => crate::shard::Shard::parse(s.get_ref()).map_err(|why| {
+                ck.err(
+                    s.span(),
+                    format!("`shard` {why}"),
+                    "write \"K/N\": this daemon is shard K of N, e.g. shard = \"1/3\" (every shard runs the same accounts with its own state_dir; SCALING.md)",
+                )
+            })?,
+        };
 
         let mut accounts = Vec::new();
         let mut names = BTreeSet::new();
@@ -615,6 +628,7 @@ impl Config {
                 log_format,
                 admin_listen,
                 healthz_periods,
+                shard,
             },
             accounts,
             sinks,

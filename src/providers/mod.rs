@@ -11,6 +11,7 @@ pub mod wire;
 
 use crate::config::{Account, ProviderSettings, Start};
 use crate::metrics::AccountMetrics;
+use crate::shard::Shard;
 use crate::store::{Store, StoreError};
 use crate::time::Millis;
 use std::collections::BTreeMap;
@@ -30,6 +31,8 @@ pub struct CycleContext {
     pub start: Start,
     /// Shared request counter for this cycle.
     pub requests: Arc<RequestCount>,
+    /// Which members this daemon polls; a provider skips the others ([`Shard::owns`]).
+    pub shard: Shard,
 }
 
 pub use crate::http::RequestCount;
@@ -85,8 +88,8 @@ pub trait Provider: Send + Sync + 'static {
     fn account(&self) -> &str;
     /// Polls every unit once, commits state and events, and reports.
     fn cycle(self: Arc<Self>, ctx: CycleContext) -> BoxFuture<'static, CycleReport>;
-    /// Per-unit progress as stored.
-    fn status(&self, store: &Store) -> Result<Vec<UnitStatus>, StoreError>;
+    /// Per-unit progress as stored, for the units `shard` owns.
+    fn status(&self, store: &Store, shard: Shard) -> Result<Vec<UnitStatus>, StoreError>;
 }
 
 /// Builds the provider client for `account`; its HTTP attempts are reported to `observer`.
