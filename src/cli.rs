@@ -436,6 +436,12 @@ fn check_config(config: &Config) -> Result<ExitCode, Failure> {
         ),
     }
     println!("  retention        {}", format_duration(d.retention));
+    if d.shard.is_sharded() {
+        println!(
+            "  shard            {} (polls only the members a stable hash of account and member assigns to it)",
+            d.shard
+        );
+    }
     println!("  log_format       {}", d.log_format.as_str());
     match d.admin_listen {
         Some(a) => println!(
@@ -457,15 +463,32 @@ fn check_config(config: &Config) -> Result<ExitCode, Failure> {
                 }
                 for m in &c.members {
                     println!(
-                        "  member           {}  refresh_token {}",
+                        "  member           {}  refresh_token {}{}",
                         m.endpoint_id,
-                        m.refresh_token.source.describe()
+                        m.refresh_token.source.describe(),
+                        shard_note(d.shard, &a.name, &m.endpoint_id)
+                    );
+                }
+                if d.shard.is_sharded() {
+                    let owned = c
+                        .members
+                        .iter()
+                        .filter(|m| d.shard.owns(&a.name, &m.endpoint_id))
+                        .count();
+                    println!(
+                        "  shard {}        owns {owned} of the {} configured member(s); members connected with `pollhook connect` are split the same way",
+                        d.shard,
+                        c.members.len()
                     );
                 }
             }
             ProviderSettings::OnlinePajak(o) => {
                 println!("  base_url         {}", o.base_url);
-                println!("  npwp             {}", o.npwp);
+                println!(
+                    "  npwp             {}{}",
+                    o.npwp,
+                    shard_note(d.shard, &a.name, &o.npwp)
+                );
                 println!(
                     "  token            {} ({})",
                     o.token.source.describe(),
@@ -503,12 +526,12 @@ fn check_config(config: &Config) -> Result<ExitCode, Failure> {
         }
         return Ok(ExitCode::from(2));
     }
-    // Webhook secrets resolve; are they whsec_<base64>?
+    // Webhook secrets resolve; are they whsec_<base64>? NATS creds parse, TLS files read?
     let mut bad = 0;
     for s in config
         .sinks
         .iter()
-        .filter(|s| matches!(s.kind, SinkKind::Webhook(_)))
+        .filter(|s| matches!(s.kind, SinkKind::Webhook(_) | SinkKind::Nats(_)))
     {
         if let Err(e) = sinks::build(s) {
             eprintln!("error: {e}");
@@ -520,6 +543,21 @@ fn check_config(config: &Config) -> Result<ExitCode, Failure> {
     }
     println!("secrets: all {} resolve", config.secrets().len());
     Ok(ExitCode::SUCCESS)
+}
+
+/// `  [shard K/N]` or `  [shard J/N: not polled here]` after a member, when sharded.
+fn shard_note(shard: crate::shard::Shard, account: &str, member: &str) -> String {
+    if !shard.is_sharded() {
+        String::new()
+    } else if shard.owns(account, member) {
+        format!("  [shard {shard}: polled here]")
+    } else {
+        let n = shard.count();
+        format!(
+            "  [shard {}/{n}: not polled here]",
+            crate::shard::owner(account, member, n)
+        )
+    }
 }
 
 fn print_sink(s: &crate::config::Sink) {
@@ -575,6 +613,29 @@ fn print_sink(s: &crate::config::Sink) {
                 format_duration(w.retry_after_cap)
             );
             &w.delivery
+        }
+        SinkKind::Nats(n) => {
+            println!("  servers          {}", n.servers.join(", "));
+            println!("  stream           {}{}", n.stream, if n.create_stream { " (created if missing)" } else { " (must exist)" });
+            println!(
+                "  subject          {}  (e.g. {}; the stream must capture {})",
+                n.subject,
+                n.subject.render("caminvoice", "acme-kh", "DOCUMENT.DELIVERED"),
+                n.subject.pattern()
+            );
+            println!(
+                "  body             {}",
+                if n.body == crate::config::Body::Payload { "payload" } else { "envelope" }
+            );
+            println!("  auth             {}", n.auth.describe());
+            if let Some(ca) = &n.tls_ca_file {
+                println!("  tls_ca_file      {}", ca.display());
+            }
+            if let Some((cert, key)) = &n.tls_client {
+                println!("  tls client cert  {} (key {})", cert.display(), key.display());
+            }
+            println!("  timeout          {} (PubAck and API requests)", format_duration(n.timeout));
+            &n.delivery
         }
     };
     let schedule: Vec<String> = delivery

@@ -50,6 +50,11 @@ impl Shard {
         }
     }
 
+    /// How many shards the fleet has.
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
     /// Whether this daemon is one of several.
     pub fn is_sharded(&self) -> bool {
         self.count > 1

@@ -15,8 +15,8 @@ mod sinks;
 pub use error::ConfigError;
 pub use secret::{Secret, SecretError, SecretSource};
 pub use sinks::{
-    whsec_key, Delivery, DeliveryOrder, Filter, HookSettings, HookStdin, JsonlSettings, Sink,
-    SinkKind, WebhookSettings,
+    nats_delivery_defaults, whsec_key, Body, Delivery, DeliveryOrder, Filter, HookSettings,
+    HookStdin, JsonlSettings, NatsAuth, NatsSettings, Sink, SinkKind, WebhookSettings,
 };
 
 use crate::time::{format_duration, parse_duration, Millis};
@@ -650,8 +650,10 @@ impl Config {
             }
         }
         for s in &self.sinks {
-            if let SinkKind::Webhook(w) = &s.kind {
-                out.extend(w.secrets.iter().map(|r| ("webhook secret", r)));
+            match &s.kind {
+                SinkKind::Webhook(w) => out.extend(w.secrets.iter().map(|r| ("webhook secret", r))),
+                SinkKind::Nats(n) => out.extend(n.auth.secret().map(|r| ("nats credential", r))),
+                _ => {}
             }
         }
         out

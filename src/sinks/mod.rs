@@ -3,8 +3,8 @@
 //! Two shapes of sink share one front, [`Runner`]:
 //! - a batch [`Sink`] (the JSONL file) takes runs of events, writes them durably and is acked
 //!   per batch; a failure is retried with backoff, forever (a full disk heals);
-//! - an [`Endpoint`] (hook, webhook) takes one event at a time and answers delivered / failed /
-//!   gone; [`queue`] retries it on the sink's `retry_schedule`, makes it a dead letter after
+//! - an [`Endpoint`] (hook, webhook, NATS) takes one event at a time and answers delivered /
+//!   failed / gone; [`queue`] retries it on the sink's `retry_schedule`, makes it a dead letter after
 //!   `max_attempts`, and keeps order (in-order, or per document with `concurrency`).
 //!
 //! Every sink has its own ack cursor in the store and its own task, so a slow or failing sink
@@ -16,6 +16,7 @@
 
 pub mod hook;
 pub mod jsonl;
+pub mod nats;
 pub mod queue;
 pub mod replay;
 pub mod tail;
@@ -87,6 +88,13 @@ pub enum Outcome {
 /// cancels the attempt and must leave nothing running (a hook's process group is killed).
 pub trait Endpoint: Send + Sync {
     fn deliver(&self, job: Job) -> BoxFuture<'_, Outcome>;
+
+    /// Runs before the dispatcher delivers anything after the ack cursor `acked` (it is
+    /// retried until it succeeds). An endpoint that can see what its destination already holds
+    /// (NATS) learns it here, so that nothing after the ack is delivered twice.
+    fn prepare<'a>(&'a self, _store: &'a Store, _acked: u64) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// A configured sink ready to run: its name (which keys its ack cursor), its filter, and
@@ -156,8 +164,8 @@ pub enum BuildError {
     Client { sink: String, message: String },
 }
 
-/// Builds the sink a config entry describes. Resolves webhook secrets (the error names the
-/// config location and the source, never a value).
+/// Builds the sink a config entry describes. Resolves webhook and NATS secrets (the error
+/// names the config location and the source, never a value). Connects to nothing.
 pub fn build(cfg: &SinkConfig) -> Result<Runner, BuildError> {
     Ok(match &cfg.kind {
         SinkKind::Jsonl(j) => Runner::batch(
@@ -177,6 +185,12 @@ pub fn build(cfg: &SinkConfig) -> Result<Runner, BuildError> {
             cfg.filter.clone(),
             Arc::new(webhook::Webhook::new(&cfg.name, w)?),
             w.delivery.clone(),
+        ),
+        SinkKind::Nats(n) => Runner::queue(
+            &cfg.name,
+            cfg.filter.clone(),
+            Arc::new(nats::Nats::new(&cfg.name, n)?),
+            n.delivery.clone(),
         ),
     })
 }

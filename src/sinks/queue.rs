@@ -35,6 +35,9 @@ const READ: usize = 256;
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// Pause after a store error before the loop tries again.
 const STORE_RETRY: Duration = Duration::from_secs(5);
+/// Backoff bounds while the endpoint's `prepare` fails (its destination unreachable).
+const PREPARE_RETRY_MIN: Duration = Duration::from_secs(1);
+const PREPARE_RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// Where one event of the window is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +106,16 @@ impl Queue {
     pub(super) async fn drain(mut self, store: &Store) -> Result<u64, DrainError> {
         self.acked = store.acked(&self.name)?;
         self.loaded = self.acked;
+        self.endpoint
+            .prepare(store, self.acked)
+            .await
+            .map_err(|message| DrainError::Sink {
+                sink: self.name.clone(),
+                source: super::SinkError {
+                    delivered: 0,
+                    message,
+                },
+            })?;
         self.until_idle(store).await?;
         self.flush(store).await?;
         match self.window.values().find(|s| s.attempts > 0) {
@@ -141,6 +154,19 @@ impl Queue {
                     tokio::time::sleep(STORE_RETRY).await;
                 }
             }
+        }
+        let mut wait = PREPARE_RETRY_MIN;
+        while let Err(e) = self.endpoint.prepare(&store, self.acked).await {
+            tracing::error!(sink = %self.name, error = %e, retry_in = ?wait, "the sink is not ready; nothing is delivered to it until it is (retrying)");
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                changed = shutdown.changed() => {
+                    if changed.is_err() || *shutdown.borrow() {
+                        return;
+                    }
+                }
+            }
+            wait = (wait * 2).min(PREPARE_RETRY_MAX);
         }
         loop {
             let stopping = *shutdown.borrow();
