@@ -616,25 +616,45 @@ fn print_sink(s: &crate::config::Sink) {
         }
         SinkKind::Nats(n) => {
             println!("  servers          {}", n.servers.join(", "));
-            println!("  stream           {}{}", n.stream, if n.create_stream { " (created if missing)" } else { " (must exist)" });
+            println!(
+                "  stream           {}{}",
+                n.stream,
+                if n.create_stream {
+                    " (created if missing)"
+                } else {
+                    " (must exist)"
+                }
+            );
             println!(
                 "  subject          {}  (e.g. {}; the stream must capture {})",
                 n.subject,
-                n.subject.render("caminvoice", "acme-kh", "DOCUMENT.DELIVERED"),
+                n.subject
+                    .render("caminvoice", "acme-kh", "DOCUMENT.DELIVERED"),
                 n.subject.pattern()
             );
             println!(
                 "  body             {}",
-                if n.body == crate::config::Body::Payload { "payload" } else { "envelope" }
+                if n.body == crate::config::Body::Payload {
+                    "payload"
+                } else {
+                    "envelope"
+                }
             );
             println!("  auth             {}", n.auth.describe());
             if let Some(ca) = &n.tls_ca_file {
                 println!("  tls_ca_file      {}", ca.display());
             }
             if let Some((cert, key)) = &n.tls_client {
-                println!("  tls client cert  {} (key {})", cert.display(), key.display());
+                println!(
+                    "  tls client cert  {} (key {})",
+                    cert.display(),
+                    key.display()
+                );
             }
-            println!("  timeout          {} (PubAck and API requests)", format_duration(n.timeout));
+            println!(
+                "  timeout          {} (PubAck and API requests)",
+                format_duration(n.timeout)
+            );
             &n.delivery
         }
     };

@@ -129,7 +129,13 @@ async fn a_stream_that_does_not_capture_the_subject_is_a_clear_error_at_start() 
         return;
     };
     let url = server.url();
-    create_stream(&url, "OTHER", &["other.>", "pollhook.caminvoice.*.*"], MINUTE).await;
+    create_stream(
+        &url,
+        "OTHER",
+        &["other.>", "pollhook.caminvoice.*.*"],
+        MINUTE,
+    )
+    .await;
     let sinks = nats_sink("wrong", &url, "stream = \"OTHER\"")
         + &nats_sink("missing", &url, "stream = \"MISSING\"")
         + &nats_sink(
@@ -334,7 +340,10 @@ async fn the_server_down_for_30_seconds_loses_nothing_and_delivery_resumes_by_it
         rig.sim.step();
         rig.engine().cycle_all().await;
     }
-    assert!(store.last_seq() > before, "no events while the server was down");
+    assert!(
+        store.last_seq() > before,
+        "no events while the server was down"
+    );
     tokio::time::sleep(outage.saturating_sub(down.elapsed())).await;
     assert_eq!(
         store.acked("nats").unwrap(),
@@ -387,7 +396,11 @@ async fn token_user_password_and_nkey_authenticate_and_a_wrong_token_is_a_clear_
     .unwrap();
     let conf = conf.display().to_string();
     let cases: Vec<(Vec<&str>, String, &str)> = vec![
-        (vec!["--auth", "s3cret-token"], "s3cret-token".into(), "token"),
+        (
+            vec!["--auth", "s3cret-token"],
+            "s3cret-token".into(),
+            "token",
+        ),
         (
             vec!["--user", "erp", "--pass", "pa55word"],
             "pa55word".into(),
@@ -546,7 +559,11 @@ fn kill_9_while_publishing_loses_nothing_and_doubles_nothing_in_the_stream() {
     );
     // Info level: the log says when a restart found already-published events.
     let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(&config, text.replace("log_level = \"warn\"", "log_level = \"info\"")).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("log_level = \"warn\"", "log_level = \"info\""),
+    )
+    .unwrap();
     let log = dir.path().join("daemon.log");
     let stream_ids = |rt: &tokio::runtime::Runtime| -> Vec<Stored> {
         rt.block_on(read_stream(&url, "POLLHOOK"))
@@ -566,7 +583,10 @@ fn kill_9_while_publishing_loses_nothing_and_doubles_nothing_in_the_stream() {
         if n("GET /api/v1/document/poll") >= 4 && n("GET /v2.0/invoices/sale") >= 2 {
             break;
         }
-        assert!(Instant::now() < deadline, "the daemon never polled: {counts}");
+        assert!(
+            Instant::now() < deadline,
+            "the daemon never polled: {counts}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let began = Instant::now();
@@ -621,7 +641,11 @@ fn kill_9_while_publishing_loses_nothing_and_doubles_nothing_in_the_stream() {
                 Instant::now() < deadline,
                 "no catch-up 30 s after kill {kill}: {:#?}\nthe JSONL log: {:#?}; log:\n{}",
                 fidelity::compare(&want, &emitted(&stream_ids(&rt))),
-                fidelity::compare(&want, &fidelity::read_jsonl(&std::fs::read_to_string(&jsonl).unwrap_or_default()).unwrap_or_default()),
+                fidelity::compare(
+                    &want,
+                    &fidelity::read_jsonl(&std::fs::read_to_string(&jsonl).unwrap_or_default())
+                        .unwrap_or_default()
+                ),
                 std::fs::read_to_string(&log).unwrap_or_default()
             );
             std::thread::sleep(Duration::from_millis(100));
@@ -658,7 +682,11 @@ fn kill_9_while_publishing_loses_nothing_and_doubles_nothing_in_the_stream() {
     assert!(r.expected > kills, "too little traffic: {}", r.expected);
     assert!(r.perfect(), "{r:#?}");
     assert_eq!(msgs.len(), ids.len(), "a message id twice in the stream");
-    assert_eq!(msgs.len(), r.expected, "every message is one ground-truth event");
+    assert_eq!(
+        msgs.len(),
+        r.expected,
+        "every message is one ground-truth event"
+    );
     assert!(
         recognized > 0,
         "no restart found events published but not acknowledged: the test did not test it; log:\n{log_text}"

@@ -155,7 +155,10 @@ pub struct NatsSettings {
 pub enum NatsAuth {
     None,
     Token(SecretRef),
-    UserPassword { user: String, password: SecretRef },
+    UserPassword {
+        user: String,
+        password: SecretRef,
+    },
     /// An nkey seed (`SU...`).
     NkeySeed(SecretRef),
     /// A `.creds` file's content (the user JWT and its nkey seed).
@@ -739,17 +742,16 @@ fn nats(ck: &Checker, s: &Spanned<RawSink>) -> Result<NatsSettings, ConfigError>
         _ => NatsAuth::None,
     };
     let path = |v: &Option<Spanned<String>>| v.as_ref().map(|p| PathBuf::from(p.get_ref()));
-    let tls_client = match (&r.tls_cert_file, &r.tls_key_file) {
-        (Some(c), Some(k)) => Some((PathBuf::from(c.get_ref()), PathBuf::from(k.get_ref()))),
-        (None, None) => None,
-        (Some(one), None) | (None, Some(one)) => {
-            return Err(ck.err(
+    let tls_client =
+        match (&r.tls_cert_file, &r.tls_key_file) {
+            (Some(c), Some(k)) => Some((PathBuf::from(c.get_ref()), PathBuf::from(k.get_ref()))),
+            (None, None) => None,
+            (Some(one), None) | (None, Some(one)) => return Err(ck.err(
                 one.span(),
                 "`tls_cert_file` and `tls_key_file` go together",
                 "set both (PEM files of the client certificate and its private key), or neither",
-            ))
-        }
-    };
+            )),
+        };
     let delivery = delivery(ck, r, nats_delivery_defaults(), 4096)?;
     Ok(NatsSettings {
         servers: urls,
@@ -769,9 +771,9 @@ fn nats(ck: &Checker, s: &Spanned<RawSink>) -> Result<NatsSettings, ConfigError>
 fn valid_stream_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 255
-        && !name
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '.' | '*' | '>' | '/' | '\\'))
+        && !name.chars().any(|c| {
+            c.is_whitespace() || c.is_control() || matches!(c, '.' | '*' | '>' | '/' | '\\')
+        })
 }
 
 /// A list of non-empty strings; a present but empty list is an error (it would match nothing).

@@ -29,12 +29,19 @@ pub fn find_binary() -> Option<PathBuf> {
         return Some(PathBuf::from(p)).filter(|p| runs(p));
     }
     let mut candidates: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).map(|d| d.join("nats-server")).collect())
+        .map(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join("nats-server"))
+                .collect()
+        })
         .unwrap_or_default();
     candidates.push("/usr/sbin/nats-server".into());
     candidates.push("/usr/bin/nats-server".into());
     if let Ok(out) = Command::new("python3")
-        .args(["-c", "import sysconfig; print(sysconfig.get_path('scripts'))"])
+        .args([
+            "-c",
+            "import sysconfig; print(sysconfig.get_path('scripts'))",
+        ])
         .output()
     {
         let dir = String::from_utf8_lossy(&out.stdout).trim().to_string();
@@ -173,7 +180,9 @@ pub struct Stored {
 
 /// A JetStream client of the test server.
 pub async fn jetstream(url: &str) -> async_nats::jetstream::Context {
-    let client = async_nats::connect(url).await.expect("connect to the test server");
+    let client = async_nats::connect(url)
+        .await
+        .expect("connect to the test server");
     async_nats::jetstream::new(client)
 }
 

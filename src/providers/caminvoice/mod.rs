@@ -31,8 +31,8 @@ use super::{
 };
 use crate::config::{CamInvoiceSettings, HttpSettings, Secret, Start};
 use crate::event::NewEvent;
-use crate::shard::Shard;
 use crate::http::{Http, Reply};
+use crate::shard::Shard;
 use crate::store::{Batch, Store, StoreError};
 use crate::time::{format_naive_seconds, now_ms, Millis};
 use sha2::{Digest, Sha256};

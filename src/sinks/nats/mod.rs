@@ -21,6 +21,7 @@
 //!   store or a stream shared by several shards cannot make it skip an event;
 //! - during the run, an event whose attempt ended without an answer (no PubAck in time, a
 //!   broken connection) is looked up the same way before it is published again.
+//!
 //! The stream (its existence, that it captures the sink's subjects) is checked when the sink
 //! connects; `create_stream` creates a missing one.
 //!
@@ -162,7 +163,9 @@ impl Nats {
         let secret = self.secret.as_ref().map(|s| s.expose().to_string());
         opts = match (&s.auth, secret) {
             (NatsAuth::Token(_), Some(t)) => opts.token(t),
-            (NatsAuth::UserPassword { user, .. }, Some(p)) => opts.user_and_password(user.clone(), p),
+            (NatsAuth::UserPassword { user, .. }, Some(p)) => {
+                opts.user_and_password(user.clone(), p)
+            }
             (NatsAuth::NkeySeed(_), Some(seed)) => opts.nkey(seed),
             (NatsAuth::Creds(_), Some(c)) => opts
                 .credentials(&c)
@@ -246,7 +249,10 @@ impl Nats {
             ));
         }
         if info.config.sealed {
-            return Err(format!("stream {} is sealed: it takes no new messages", s.stream));
+            return Err(format!(
+                "stream {} is sealed: it takes no new messages",
+                s.stream
+            ));
         }
         if info.config.duplicate_window.is_zero() {
             tracing::warn!(sink = %self.name, stream = %s.stream,
@@ -334,7 +340,12 @@ impl Nats {
     /// Before an event whose earlier attempt got no answer is sent again: reads the stream
     /// (unless a read that started after that failure already covered its first send) and
     /// notes the unacknowledged events it holds.
-    async fn check_unknown(&self, conn: &Conn, first_sent: Millis, failed_at: Millis) -> Result<(), String> {
+    async fn check_unknown(
+        &self,
+        conn: &Conn,
+        first_sent: Millis,
+        failed_at: Millis,
+    ) -> Result<(), String> {
         let mut last = self.last_read.lock().await;
         let skew = CLOCK_SKEW.as_millis() as Millis;
         if let Some(r) = *last {
@@ -344,8 +355,16 @@ impl Nats {
         }
         let (from, ids): (Millis, HashSet<String>) = {
             let m = self.memory.lock().unwrap_or_else(|p| p.into_inner());
-            let oldest = m.unknown.values().map(|(f, _)| *f).min().unwrap_or(first_sent);
-            (oldest.min(first_sent) - skew, m.unknown.keys().cloned().collect())
+            let oldest = m
+                .unknown
+                .values()
+                .map(|(f, _)| *f)
+                .min()
+                .unwrap_or(first_sent);
+            (
+                oldest.min(first_sent) - skew,
+                m.unknown.keys().cloned().collect(),
+            )
         };
         let started = now_ms();
         let found = self.read_ids(conn, from, |id| ids.contains(id)).await?;
@@ -366,7 +385,9 @@ impl Nats {
     async fn publish(&self, conn: &Conn, job: &Job) -> Outcome {
         let env = &job.envelope;
         let s = &self.settings;
-        let subject = s.subject.render(&env.provider, &env.account, &env.event_type);
+        let subject = s
+            .subject
+            .render(&env.provider, &env.account, &env.event_type);
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(async_nats::header::NATS_MESSAGE_ID, header_value(&env.id));
         headers.insert("Pollhook-Provider", header_value(&env.provider));
@@ -492,9 +513,11 @@ impl Nats {
         let from = oldest - CLOCK_SKEW.as_millis() as Millis;
         let started = now_ms();
         let found = self
-            .read_ids(&conn, from, |id| {
-                matches!(store.seq_of(id), Ok(Some(seq)) if seq > acked)
-            })
+            .read_ids(
+                &conn,
+                from,
+                |id| matches!(store.seq_of(id), Ok(Some(seq)) if seq > acked),
+            )
             .await?;
         if !found.is_empty() {
             tracing::info!(sink = %self.name, stream = %self.settings.stream, events = found.len(),
