@@ -711,11 +711,14 @@ fn nats(ck: &Checker, s: &Spanned<RawSink>) -> Result<NatsSettings, ConfigError>
     .filter_map(|(k, sp)| sp.map(|sp| (k, sp)))
     .collect();
     if let [_, (second, span), ..] = methods.as_slice() {
-        return Err(ck.err(
-            span.clone(),
-            format!("`{}` and `{second}` are both set", methods[0].0),
-            "choose one way to authenticate: token, user with password, nkey_seed, or creds",
-        ));
+        // The line may hold an inline secret: point at it, never quote it.
+        return Err(ck
+            .err(
+                span.clone(),
+                format!("`{}` and `{second}` are both set", methods[0].0),
+                "choose one way to authenticate: token, user with password, nkey_seed, or creds",
+            )
+            .without_snippet());
     }
     let auth = match (&r.token, &r.user, &r.password, &r.nkey_seed, &r.creds) {
         (Some(t), ..) => NatsAuth::Token(ck.secret(t, "token")),
@@ -731,11 +734,13 @@ fn nats(ck: &Checker, s: &Spanned<RawSink>) -> Result<NatsSettings, ConfigError>
             ))
         }
         (_, None, Some(p), ..) => {
-            return Err(ck.err(
-                p.span(),
-                "`password` without `user`",
-                "add user = \"...\", or remove password",
-            ))
+            return Err(ck
+                .err(
+                    p.span(),
+                    "`password` without `user`",
+                    "add user = \"...\", or remove password",
+                )
+                .without_snippet())
         }
         (_, _, _, Some(k), _) => NatsAuth::NkeySeed(ck.secret(k, "nkey_seed")),
         (_, _, _, _, Some(c)) => NatsAuth::Creds(ck.secret(c, "creds")),
@@ -1014,6 +1019,145 @@ max_attempts = 3
         ];
         for (text, line, words) in cases {
             let (l, msg) = error(text);
+            assert_eq!(l, line, "{text}\n{msg}");
+            assert!(msg.contains(words), "{text}: wanted {words:?} in\n{msg}");
+            assert!(msg.contains("help: "), "{msg}");
+            assert!(!msg.contains("hunter2"), "a secret in an error: {msg}");
+        }
+    }
+
+    #[test]
+    fn nats_sinks_get_their_defaults_and_auth() {
+        let c = parse(
+            r#"
+[[sinks]]
+kind = "nats"
+servers = ["127.0.0.1:4222", "tls://nats.example:4443"]
+stream = "POLLHOOK"
+
+[[sinks]]
+kind = "nats"
+name = "n2"
+servers = ["nats://h:4222"]
+stream = "S"
+subject = "erp.{account}.{type}"
+body = "envelope"
+user = "erp"
+password = { env = "NATS_PASSWORD" }
+tls_ca_file = "/etc/ssl/ca.pem"
+tls_cert_file = "/etc/ssl/c.pem"
+tls_key_file = "/etc/ssl/k.pem"
+create_stream = true
+ordering = "in-order"
+"#,
+        )
+        .unwrap();
+        let SinkKind::Nats(n) = &c.sinks[0].kind else {
+            panic!()
+        };
+        assert_eq!(c.sinks[0].name, "nats");
+        assert_eq!(
+            n.servers,
+            vec!["nats://127.0.0.1:4222", "tls://nats.example:4443"]
+        );
+        assert_eq!(
+            n.subject.to_string(),
+            "pollhook.{provider}.{account}.{type}"
+        );
+        assert_eq!(n.body, Body::Payload);
+        assert!(matches!(n.auth, NatsAuth::None));
+        assert!(!n.create_stream);
+        assert_eq!(n.timeout, Duration::from_secs(10));
+        assert_eq!(n.delivery, nats_delivery_defaults());
+        assert_eq!(n.delivery.ordering, DeliveryOrder::PerDocument);
+        assert_eq!(n.delivery.concurrency, 256);
+        let SinkKind::Nats(n) = &c.sinks[1].kind else {
+            panic!()
+        };
+        assert_eq!(n.subject.pattern(), "erp.*.*");
+        assert_eq!(n.body, Body::Envelope);
+        assert!(matches!(&n.auth, NatsAuth::UserPassword { user, .. } if user == "erp"));
+        assert!(n.auth.describe().contains("from env NATS_PASSWORD"));
+        assert!(n.tls_client.is_some() && n.tls_ca_file.is_some() && n.create_stream);
+        assert_eq!(
+            (n.delivery.ordering, n.delivery.concurrency),
+            (DeliveryOrder::InOrder, 1)
+        );
+        assert_eq!(
+            c.secrets().len(),
+            3,
+            "client_secret, refresh_token, nats password"
+        );
+    }
+
+    #[test]
+    fn nats_sink_errors_name_line_column_and_fix() {
+        let head = "[[sinks]]\nkind = \"nats\"\n";
+        let ok = "servers = [\"nats://h:4222\"]\nstream = \"S\"\n";
+        let cases = [
+            (format!("{head}stream = \"S\"\n"), 1, "needs `servers`"),
+            (
+                format!("{head}servers = []\nstream = \"S\"\n"),
+                3,
+                "`servers` is empty",
+            ),
+            (
+                format!("{head}servers = [\"http://h\"]\nstream = \"S\"\n"),
+                3,
+                "not a nats:// or tls:// URL",
+            ),
+            (
+                format!("{head}servers = [\"nats://u:hunter2@h:4222\"]\nstream = \"S\"\n"),
+                3,
+                "carries credentials",
+            ),
+            (
+                format!("{head}servers = [\"nats://h\"]\n"),
+                1,
+                "needs `stream`",
+            ),
+            (
+                format!("{head}servers = [\"nats://h\"]\nstream = \"a.b\"\n"),
+                4,
+                "not a valid stream name",
+            ),
+            (format!("{head}{ok}subject = \"a.*\"\n"), 5, "wildcard"),
+            (
+                format!("{head}{ok}subject = \"a.{{member}}\"\n"),
+                5,
+                "not a placeholder",
+            ),
+            (format!("{head}{ok}body = \"raw\"\n"), 5, "unknown `body`"),
+            (
+                format!("{head}{ok}token = \"t\"\nnkey_seed = \"hunter2\"\n"),
+                6,
+                "`token` and `nkey_seed` are both set",
+            ),
+            (
+                format!("{head}{ok}user = \"u\"\n"),
+                5,
+                "`user` without `password`",
+            ),
+            (
+                format!("{head}{ok}password = \"hunter2\"\n"),
+                5,
+                "`password` without `user`",
+            ),
+            (
+                format!("{head}{ok}tls_cert_file = \"/c\"\n"),
+                5,
+                "go together",
+            ),
+            (format!("{head}{ok}concurrency = 5000\n"), 5, "out of range"),
+            (
+                format!("{head}{ok}url = \"http://x\"\n"),
+                5,
+                "`url` does not apply to a nats sink",
+            ),
+            (format!("{head}{ok}timeout = \"0s\"\n"), 5, "cannot be zero"),
+        ];
+        for (text, line, words) in cases {
+            let (l, msg) = error(&text);
             assert_eq!(l, line, "{text}\n{msg}");
             assert!(msg.contains(words), "{text}: wanted {words:?} in\n{msg}");
             assert!(msg.contains("help: "), "{msg}");
