@@ -52,9 +52,11 @@ enum State {
 struct Slot {
     event: Arc<StoredEvent>,
     envelope: Arc<crate::event::Envelope>,
-    /// The per-document ordering key (empty for in-order sinks, and for events committed
-    /// before subjects were stored: those all share one key, which keeps them in order).
-    subject: String,
+    /// A hash of the per-document ordering key (of the empty key for in-order sinks, and for
+    /// events committed before subjects were stored: those all share one key, which keeps
+    /// them in order). Hashed once at load: `startable` runs after every finished delivery
+    /// and passes every event in flight. Two subjects with one hash only wait for each other.
+    key: u64,
     /// Failed attempts so far.
     attempts: u32,
     last_error: String,
@@ -284,7 +286,7 @@ impl Queue {
                     Slot {
                         event: Arc::new(event),
                         envelope: Arc::new(envelope),
-                        subject,
+                        key: subject_key(&subject),
                         attempts,
                         last_error: String::new(),
                         state: State::Waiting { due },
@@ -327,14 +329,14 @@ impl Queue {
         };
         let mut room = limit.saturating_sub(self.in_flight.len());
         let mut out = Vec::new();
-        let mut blocked: HashSet<&str> = HashSet::new();
+        let mut blocked: HashSet<u64> = HashSet::with_capacity(limit + 1);
         for (seq, slot) in &self.window {
             if room == 0 {
                 break;
             }
             // An earlier unfinished event of the same subject (for in-order: any earlier
             // event) holds this one back.
-            let first_of_subject = blocked.insert(slot.subject.as_str());
+            let first_of_subject = blocked.insert(slot.key);
             if !first_of_subject {
                 continue;
             }
@@ -439,6 +441,15 @@ impl Queue {
             retry_in = ?wait, error = %error, "delivery failed; retrying");
         Ok(())
     }
+}
+
+/// The ordering key's hash (see [`Slot::key`]).
+fn subject_key(subject: &str) -> u64 {
+    use std::hash::Hasher;
+    // Fixed keys: the same subject gives the same hash for the whole run.
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    h.write(subject.as_bytes());
+    h.finish()
 }
 
 async fn sleep_until(due: Option<Instant>) {
