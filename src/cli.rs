@@ -476,9 +476,9 @@ fn check_config(config: &Config) -> Result<ExitCode, Failure> {
                         .filter(|m| d.shard.owns(&a.name, &m.endpoint_id))
                         .count();
                     println!(
-                        "  shard {}        owns {owned} of the {} configured member(s); members connected with `pollhook connect` are split the same way",
-                        d.shard,
-                        c.members.len()
+                        "  this shard       owns {owned} of the {} configured member(s) ({}); members connected with `pollhook connect` are split the same way",
+                        c.members.len(),
+                        d.shard
                     );
                 }
             }

@@ -742,7 +742,7 @@ token = "tok-VERY-SECRET"
         "shard            2/3",
         "KHUID00001234  refresh_token <redacted: inline>  [shard 3/3: not polled here]",
         "KHUID00001235  refresh_token <redacted: inline>  [shard 2/3: polled here]",
-        "owns 1 of the 2 configured member(s)",
+        "this shard       owns 1 of the 2 configured member(s) (2/3)",
     ] {
         assert!(stdout.contains(words), "{words:?} not in:\n{stdout}");
     }
