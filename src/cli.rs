@@ -154,7 +154,7 @@ pub enum EventsCommand {
         #[arg(long, default_value_t = 50)]
         limit: usize,
     },
-    /// Re-deliver events through a hook or webhook sink with their original ids (needs the
+    /// Re-deliver events through a hook, webhook or NATS sink with their original ids (needs the
     /// daemon stopped). Acks are not moved: this is on top of normal delivery.
     Replay {
         #[arg(long, default_value = DEFAULT_CONFIG)]

@@ -476,6 +476,46 @@ async fn replay_publishes_again_under_the_same_id_and_a_duplicate_puback_is_deli
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_over_max_payload_is_a_dead_letter_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("small.conf");
+    // OnlinePajak payloads are over 500 bytes, CamInvoice's under 200.
+    std::fs::write(&conf, "max_payload: 400\n").unwrap();
+    let Some(server) = NatsServer::start(
+        "a_message_over_max_payload_is_a_dead_letter_at_once",
+        &["-c", conf.to_str().unwrap()],
+    ) else {
+        return;
+    };
+    let url = server.url();
+    create_stream(&url, "POLLHOOK", &["pollhook.>"], 2 * MINUTE).await;
+    let sink = nats_sink("nats", &url, "stream = \"POLLHOOK\"");
+    let rig = Rig::with_text_edit(both_providers(8), |t| t + &sink).await;
+    run_rounds(&rig, 4).await;
+    let store = rig.engine().store();
+    assert_eq!(store.acked("nats").unwrap(), store.last_seq());
+    let dead = store.dead_letters(Some("nats")).unwrap();
+    let msgs = read_stream(&url, "POLLHOOK").await;
+    assert!(
+        !dead.is_empty() && !msgs.is_empty(),
+        "{} dead, {} published",
+        dead.len(),
+        msgs.len()
+    );
+    assert_eq!(dead.len() + msgs.len(), store.last_seq() as usize);
+    for d in &dead {
+        assert_eq!(d.attempts, 1, "no retries");
+        assert!(
+            d.error
+                .contains("larger than the NATS server's max_payload"),
+            "{}",
+            d.error
+        );
+        assert!(d.event.envelope().unwrap().payload.get().len() > 300);
+    }
+}
+
 // ------------------------------------------------------------------------------ kill -9
 
 /// Complete ground-truth payloads from the simulator.

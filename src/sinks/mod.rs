@@ -146,7 +146,7 @@ impl Runner {
         &self.filter
     }
 
-    /// The endpoint of a hook or webhook sink (`None` for a batch sink).
+    /// The endpoint of a hook, webhook or NATS sink (`None` for a batch sink).
     pub fn endpoint(&self) -> Option<&Arc<dyn Endpoint>> {
         match &self.kind {
             RunnerKind::Queue { endpoint, .. } => Some(endpoint),
@@ -218,7 +218,7 @@ pub enum DrainError {
 }
 
 /// Delivers everything committed so far to the sink, then flushes the acks; returns how many
-/// events were delivered (filtered-out events are acked but not counted). A hook or webhook
+/// events were delivered (filtered-out events are acked but not counted). A hook, webhook or NATS
 /// event that fails is recorded and left for its retry (it makes the drain an error unless
 /// every such event became a dead letter).
 pub async fn drain(store: &Store, runner: &mut Runner) -> Result<u64, DrainError> {

@@ -1,4 +1,4 @@
-//! The per-event dispatcher of hook and webhook sinks: a window of outbox events after the
+//! The per-event dispatcher of hook, webhook and NATS sinks: a window of outbox events after the
 //! sink's ack, each retried on the sink's schedule until delivered or dead, in order.
 //!
 //! The window holds only unfinished events (filtered-out events never enter it; delivered and
