@@ -1002,7 +1002,7 @@ async fn connect(
     let shard = config.daemon.shard;
     if !shard.owns(&connected.account, &connected.endpoint_id) {
         eprintln!(
-            "warning: this daemon is shard {shard}, and {} belongs to shard {}/{}: this one will not poll it. Connect it with that shard's config, or put its refresh_token in the config every shard shares (SCALING.md)",
+            "warning: this daemon is shard {shard}, and {} belongs to shard {}/{}: this one will not poll it, and that one cannot read this store. Have the business connect again through that shard (`pollhook connect caminvoice --print-url` with its config; an authToken works once), or put a refresh_token for it in the config every shard shares (SCALING.md)",
             connected.endpoint_id,
             crate::shard::owner(&connected.account, &connected.endpoint_id, shard.count()),
             shard.count()
