@@ -18,12 +18,7 @@ use std::time::Duration;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let args: Vec<u64> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
-    let total = args.first().copied().unwrap_or(20_000);
-    let docs = args.get(1).copied().unwrap_or(1000).max(1);
+    let (total, docs) = sample::args(20_000, 1000);
     let Some(server) = nats::NatsServer::start("nats_throughput", &[]) else {
         std::process::exit(2);
     };

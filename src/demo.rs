@@ -90,12 +90,7 @@ pub async fn run(duration: Duration, seed: u64) -> Result<Summary, String> {
         .map_err(|e| format!("the daemon stopped with an error: {e}"))?;
     tail.print_new()?;
 
-    let truth: Vec<String> = sim
-        .journal()
-        .into_iter()
-        .filter(|j| j.at.timestamp_millis() >= start)
-        .map(|j| j.payload)
-        .collect();
+    let truth = sim.payloads_since(start);
     let report = fidelity::compare(&truth, &tail.seen);
     let mut events_by_type = BTreeMap::new();
     for e in &tail.seen {

@@ -17,12 +17,12 @@
 mod common;
 
 use common::nats::{count, create_stream, read_stream, NatsServer, Stored};
-use common::process::{http, SimProcess, BIN};
+use common::process::{start_daemon, SimProcess, BIN};
 use common::{both_providers, run_rounds, Rig};
 use pollhook::fidelity::{self, Emitted};
 use pollhook::sinks;
 use std::collections::HashSet;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -204,14 +204,7 @@ fn the_daemon_and_once_report_a_stream_that_does_not_capture_the_subject() {
     );
     // The daemon says it in its log right at start (and keeps polling and retrying).
     let log = dir.path().join("daemon.log");
-    let daemon = common::process::Killed(
-        Command::new(BIN)
-            .args(["run", "--config", config.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    let daemon = start_daemon(&config, &log);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
@@ -518,42 +511,6 @@ async fn a_message_over_max_payload_is_a_dead_letter_at_once() {
 
 // ------------------------------------------------------------------------------ kill -9
 
-/// Complete ground-truth payloads from the simulator.
-fn journal(base: &str) -> Vec<String> {
-    let v: serde_json::Value =
-        serde_json::from_str(&http("GET", &format!("{base}/_sim/journal"))).unwrap();
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["payload"].as_str().unwrap().to_string())
-        .collect()
-}
-
-struct Daemon(std::process::Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_daemon(config: &std::path::Path, log: &std::path::Path) -> Daemon {
-    let err = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap();
-    Daemon(
-        Command::new(BIN)
-            .args(["run", "--config", config.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(err)
-            .spawn()
-            .unwrap(),
-    )
-}
-
 #[test]
 fn kill_9_while_publishing_loses_nothing_and_doubles_nothing_in_the_stream() {
     let Some(server) = NatsServer::start(
@@ -590,7 +547,6 @@ fn kill_9_while_publishing_loses_nothing_and_doubles_nothing_in_the_stream() {
     });
 
     let sim = SimProcess::start(seed);
-    let base = sim.base_url.clone();
     let dir = tempfile::tempdir().unwrap();
     let (config, jsonl) = sim.write_config(
         dir.path(),
@@ -614,21 +570,7 @@ fn kill_9_while_publishing_loses_nothing_and_doubles_nothing_in_the_stream() {
     };
 
     let mut daemon = start_daemon(&config, &log);
-    // The first cycle takes the baseline (start = "now"): traffic before it is history.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let counts: serde_json::Value =
-            serde_json::from_str(&http("GET", &format!("{base}/_sim/requests"))).unwrap();
-        let n = |k: &str| counts.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
-        if n("GET /api/v1/document/poll") >= 4 && n("GET /v2.0/invoices/sale") >= 2 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the daemon never polled: {counts}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    sim.wait_for_first_polls();
     let began = Instant::now();
     let (mut mid_publish, mut steps) = (0, 0);
     for kill in 1..=kills {
@@ -643,9 +585,9 @@ fn kill_9_while_publishing_loses_nothing_and_doubles_nothing_in_the_stream() {
         });
         // One step a round, so that every change is observable by polling (two changes of a
         // document between two polls would show only the last).
-        http("POST", &format!("{base}/_sim/step"));
+        sim.post("/_sim/step");
         steps += 1;
-        let want = journal(&base);
+        let want = sim.journal();
         let have = rt.block_on(count(&url, "POLLHOOK")) as usize;
         if want.len() > have {
             // Kill as the first new message reaches the server (publishing under way), or as
@@ -691,18 +633,10 @@ fn kill_9_while_publishing_loses_nothing_and_doubles_nothing_in_the_stream() {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
-    Command::new("kill")
-        .args(["-TERM", &daemon.0.id().to_string()])
-        .status()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while daemon.0.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "no exit after SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    daemon.terminate();
 
     let msgs = stream_ids(&rt);
-    let truth = journal(&base);
+    let truth = sim.journal();
     let r = fidelity::compare(&truth, &emitted(&msgs));
     let ids: HashSet<&str> = msgs.iter().map(|m| m.msg_id.as_str()).collect();
     let log_text = std::fs::read_to_string(&log).unwrap_or_default();

@@ -105,12 +105,7 @@ async fn three_shards_together_emit_exactly_what_one_unsharded_daemon_emits() {
         "the shards polled every unit once between them"
     );
 
-    let truth: Vec<String> = sim
-        .journal()
-        .into_iter()
-        .filter(|j| j.at.timestamp_millis() >= start)
-        .map(|j| j.payload)
-        .collect();
+    let truth = sim.payloads_since(start);
     let all = whole.emitted();
     let r = fidelity::compare(&truth, &all);
     assert!(r.perfect(), "the unsharded daemon: {r:#?}");

@@ -311,6 +311,18 @@ impl Simulator {
         self.with(|w| w.journal.clone())
     }
 
+    /// The payloads of the journal's webhooks sent at or after `start` (epoch ms), in order:
+    /// what a daemon that started then must emit.
+    pub fn payloads_since(&self, start: i64) -> Vec<String> {
+        self.with(|w| {
+            w.journal
+                .iter()
+                .filter(|j| j.at.timestamp_millis() >= start)
+                .map(|j| j.payload.clone())
+                .collect()
+        })
+    }
+
     /// How many webhooks the journal holds (without copying it).
     pub fn journal_len(&self) -> usize {
         self.with(|w| w.journal.len())

@@ -368,17 +368,24 @@ impl Nats {
         };
         let started = now_ms();
         let found = self.read_ids(conn, from, |id| ids.contains(id)).await?;
+        self.note_present(
+            found,
+            "events whose PubAck was lost are in the stream already; not published again",
+        );
+        *last = Some(Read { started, from });
+        Ok(())
+    }
+
+    /// Remembers events the stream holds (delivered without publishing), and says so.
+    fn note_present(&self, found: HashSet<String>, what: &str) {
         if !found.is_empty() {
-            tracing::info!(sink = %self.name, events = found.len(),
-                "events whose PubAck was lost are in the stream already; not published again");
+            tracing::info!(sink = %self.name, stream = %self.settings.stream, events = found.len(), "{what}");
         }
         self.memory
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .present
             .extend(found);
-        *last = Some(Read { started, from });
-        Ok(())
     }
 
     /// One publish and its PubAck.
@@ -519,15 +526,7 @@ impl Nats {
                 |id| matches!(store.seq_of(id), Ok(Some(seq)) if seq > acked),
             )
             .await?;
-        if !found.is_empty() {
-            tracing::info!(sink = %self.name, stream = %self.settings.stream, events = found.len(),
-                "events after the sink's ack are in the stream already (published before a restart): acknowledging them without publishing again");
-        }
-        self.memory
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .present
-            .extend(found);
+        self.note_present(found, "events after the sink's ack are in the stream already (published before a restart): acknowledging them without publishing again");
         *self.last_read.lock().await = Some(Read { started, from });
         Ok(())
     }
