@@ -460,6 +460,14 @@ impl Nats {
 
     async fn attempt(&self, job: Job) -> Outcome {
         let id = job.envelope.id.clone();
+        let unknown = {
+            let mut m = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+            if m.present.remove(&id) {
+                m.unknown.remove(&id);
+                return Outcome::Delivered;
+            }
+            m.unknown.get(&id).copied()
+        };
         let conn = match self.conn().await {
             Ok(c) => c,
             Err(error) => {
@@ -468,14 +476,6 @@ impl Nats {
                     retry_after: None,
                 }
             }
-        };
-        let unknown = {
-            let mut m = self.memory.lock().unwrap_or_else(|p| p.into_inner());
-            if m.present.remove(&id) {
-                m.unknown.remove(&id);
-                return Outcome::Delivered;
-            }
-            m.unknown.get(&id).copied()
         };
         if let Some((first_sent, failed_at)) = unknown {
             if let Err(error) = self.check_unknown(&conn, first_sent, failed_at).await {
