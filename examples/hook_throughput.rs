@@ -11,12 +11,7 @@ use pollhook::store::Store;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let args: Vec<u64> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
-    let total = args.first().copied().unwrap_or(2000);
-    let docs = args.get(1).copied().unwrap_or(64).max(1);
+    let (total, docs) = sample::args(2000, 64);
     let dir = std::env::temp_dir().join(format!("pollhook-hook-bench-{}", std::process::id()));
     let config = sample::config(
         &dir,

@@ -12,12 +12,7 @@ use std::time::Instant;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let args: Vec<u64> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
-    let total = args.first().copied().unwrap_or(100_000);
-    let per_commit = args.get(1).copied().unwrap_or(256).max(1);
+    let (total, per_commit) = sample::args(100_000, 256);
     let dir = std::env::temp_dir().join(format!("pollhook-bench-{}", std::process::id()));
     let store = Store::open(&dir).expect("store opens");
 

@@ -11,12 +11,7 @@ use pollhook::store::Store;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let args: Vec<u64> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
-    let total = args.first().copied().unwrap_or(10_000);
-    let docs = args.get(1).copied().unwrap_or(64).max(1);
+    let (total, docs) = sample::args(10_000, 64);
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

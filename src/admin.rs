@@ -35,6 +35,9 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
 /// The `status` report: what `pollhook status` prints, and what `GET /status` answers.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StatusReport {
+    /// `K/N` when this daemon is one shard of a fleet (it lists only the members it owns).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<String>,
     pub accounts: Vec<AccountReport>,
     /// The greatest committed outbox seq.
     pub last_seq: u64,
@@ -68,7 +71,7 @@ impl StatusReport {
             accounts.push(AccountReport {
                 name,
                 provider: p.kind().to_string(),
-                units: p.status(store)?,
+                units: p.status(store, engine.shard())?,
             });
         }
         let mut out = Vec::new();
@@ -79,7 +82,9 @@ impl StatusReport {
                 dead: store.dead_letters(Some(&s.name))?.len(),
             });
         }
+        let shard = engine.shard();
         Ok(StatusReport {
+            shard: shard.is_sharded().then(|| shard.to_string()),
             accounts,
             last_seq: store.last_seq(),
             sinks: out,
@@ -90,8 +95,17 @@ impl StatusReport {
     pub fn render(&self) -> String {
         use std::fmt::Write;
         let mut o = String::new();
+        if let Some(shard) = &self.shard {
+            let _ = writeln!(
+                o,
+                "shard {shard}: this daemon polls only the members listed (a stable hash of account and member assigns each to one shard)"
+            );
+        }
         for a in &self.accounts {
             let _ = writeln!(o, "account {} ({})", a.name, a.provider);
+            if a.units.is_empty() && self.shard.is_some() {
+                let _ = writeln!(o, "  no member of this account belongs to this shard");
+            }
             for u in &a.units {
                 let _ = writeln!(o, "  member {}: {}", u.unit, u.state);
                 let _ = writeln!(

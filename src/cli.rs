@@ -155,7 +155,7 @@ pub enum EventsCommand {
         #[arg(long, default_value_t = 50)]
         limit: usize,
     },
-    /// Re-deliver events through a hook or webhook sink with their original ids (needs the
+    /// Re-deliver events through a hook, webhook or NATS sink with their original ids (needs the
     /// daemon stopped). Acks are not moved: this is on top of normal delivery.
     Replay {
         #[arg(long, default_value = DEFAULT_CONFIG)]
@@ -441,6 +441,12 @@ fn check_config(config: &Config) -> Result<ExitCode, Failure> {
         ),
     }
     println!("  retention        {}", format_duration(d.retention));
+    if d.shard.is_sharded() {
+        println!(
+            "  shard            {} (polls only the members a stable hash of account and member assigns to it)",
+            d.shard
+        );
+    }
     println!("  log_format       {}", d.log_format.as_str());
     match d.admin_listen {
         Some(a) => println!(
@@ -462,15 +468,32 @@ fn check_config(config: &Config) -> Result<ExitCode, Failure> {
                 }
                 for m in &c.members {
                     println!(
-                        "  member           {}  refresh_token {}",
+                        "  member           {}  refresh_token {}{}",
                         m.endpoint_id,
-                        m.refresh_token.source.describe()
+                        m.refresh_token.source.describe(),
+                        shard_note(d.shard, &a.name, &m.endpoint_id)
+                    );
+                }
+                if d.shard.is_sharded() {
+                    let owned = c
+                        .members
+                        .iter()
+                        .filter(|m| d.shard.owns(&a.name, &m.endpoint_id))
+                        .count();
+                    println!(
+                        "  this shard       owns {owned} of the {} configured member(s) ({}); members connected with `pollhook connect` are split the same way",
+                        c.members.len(),
+                        d.shard
                     );
                 }
             }
             ProviderSettings::OnlinePajak(o) => {
                 println!("  base_url         {}", o.base_url);
-                println!("  npwp             {}", o.npwp);
+                println!(
+                    "  npwp             {}{}",
+                    o.npwp,
+                    shard_note(d.shard, &a.name, &o.npwp)
+                );
                 println!(
                     "  token            {} ({})",
                     o.token.source.describe(),
@@ -511,12 +534,12 @@ fn check_config(config: &Config) -> Result<ExitCode, Failure> {
         }
         return Ok(ExitCode::from(2));
     }
-    // Webhook secrets resolve; are they whsec_<base64>?
+    // Webhook secrets resolve; are they whsec_<base64>? NATS creds parse, TLS files read?
     let mut bad = 0;
     for s in config
         .sinks
         .iter()
-        .filter(|s| matches!(s.kind, SinkKind::Webhook(_)))
+        .filter(|s| matches!(s.kind, SinkKind::Webhook(_) | SinkKind::Nats(_)))
     {
         if let Err(e) = sinks::build(s) {
             eprintln!("error: {e}");
@@ -528,6 +551,21 @@ fn check_config(config: &Config) -> Result<ExitCode, Failure> {
     }
     println!("secrets: all {} resolve", config.secrets().len());
     Ok(ExitCode::SUCCESS)
+}
+
+/// `  [shard K/N]` or `  [shard J/N: not polled here]` after a member, when sharded.
+fn shard_note(shard: crate::shard::Shard, account: &str, member: &str) -> String {
+    if !shard.is_sharded() {
+        String::new()
+    } else if shard.owns(account, member) {
+        format!("  [shard {shard}: polled here]")
+    } else {
+        let n = shard.count();
+        format!(
+            "  [shard {}/{n}: not polled here]",
+            crate::shard::owner(account, member, n)
+        )
+    }
 }
 
 fn print_sink(s: &crate::config::Sink) {
@@ -584,6 +622,49 @@ fn print_sink(s: &crate::config::Sink) {
                 format_duration(w.retry_after_cap)
             );
             &w.delivery
+        }
+        SinkKind::Nats(n) => {
+            println!("  servers          {}", n.servers.join(", "));
+            println!(
+                "  stream           {}{}",
+                n.stream,
+                if n.create_stream {
+                    " (created if missing)"
+                } else {
+                    " (must exist)"
+                }
+            );
+            println!(
+                "  subject          {}  (e.g. {}; the stream must capture {})",
+                n.subject,
+                n.subject
+                    .render("caminvoice", "acme-kh", "DOCUMENT.DELIVERED"),
+                n.subject.pattern()
+            );
+            println!(
+                "  body             {}",
+                if n.body == crate::config::Body::Payload {
+                    "payload"
+                } else {
+                    "envelope"
+                }
+            );
+            println!("  auth             {}", n.auth.describe());
+            if let Some(ca) = &n.tls_ca_file {
+                println!("  tls_ca_file      {}", ca.display());
+            }
+            if let Some((cert, key)) = &n.tls_client {
+                println!(
+                    "  tls client cert  {} (key {})",
+                    cert.display(),
+                    key.display()
+                );
+            }
+            println!(
+                "  timeout          {} (PubAck and API requests)",
+                format_duration(n.timeout)
+            );
+            &n.delivery
         }
     };
     let schedule: Vec<String> = delivery
@@ -924,5 +1005,14 @@ async fn connect(
             ""
         }
     );
+    let shard = config.daemon.shard;
+    if !shard.owns(&connected.account, &connected.endpoint_id) {
+        eprintln!(
+            "warning: this daemon is shard {shard}, and {} belongs to shard {}/{}: this one will not poll it, and that one cannot read this store. Have the business connect again through that shard (`pollhook connect caminvoice --print-url` with its config; an authToken works once), or put a refresh_token for it in the config every shard shares (SCALING.md)",
+            connected.endpoint_id,
+            crate::shard::owner(&connected.account, &connected.endpoint_id, shard.count()),
+            shard.count()
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -8,6 +8,7 @@
 use crate::config::{Config, Start};
 use crate::metrics::Metrics;
 use crate::providers::{self, CycleContext, CycleReport, Provider, RequestCount};
+use crate::shard::Shard;
 use crate::shutdown::Stop;
 use crate::store::Store;
 use std::collections::BTreeMap;
@@ -48,6 +49,7 @@ pub enum Tick {
 pub struct Engine {
     store: Arc<Store>,
     start: Start,
+    shard: Shard,
     runners: Vec<Runner>,
     next_cycle: AtomicU64,
     totals: Mutex<Totals>,
@@ -78,6 +80,7 @@ impl Engine {
         Ok(Engine {
             store,
             start: config.daemon.start,
+            shard: config.daemon.shard,
             runners,
             next_cycle: AtomicU64::new(1),
             totals: Mutex::default(),
@@ -93,6 +96,11 @@ impl Engine {
 
     pub fn store(&self) -> &Arc<Store> {
         &self.store
+    }
+
+    /// Which members this daemon polls.
+    pub fn shard(&self) -> Shard {
+        self.shard
     }
 
     /// Account names, in config order (their index is the account's id here).
@@ -131,6 +139,7 @@ impl Engine {
             resync,
             start: self.start,
             requests: Arc::new(RequestCount::default()),
+            shard: self.shard,
         };
         let span = tracing::info_span!("cycle", account, cycle);
         let report =
@@ -269,7 +278,7 @@ mod tests {
                 }
             })
         }
-        fn status(&self, _: &Store) -> Result<Vec<UnitStatus>, StoreError> {
+        fn status(&self, _: &Store, _: Shard) -> Result<Vec<UnitStatus>, StoreError> {
             Ok(vec![])
         }
     }
@@ -284,6 +293,7 @@ mod tests {
         let engine = Engine {
             store: Arc::new(Store::open(dir.path()).unwrap()),
             start: Start::Now,
+            shard: Shard::ALL,
             runners: vec![Runner {
                 provider: slow.clone(),
                 running: tokio::sync::Mutex::new(()),

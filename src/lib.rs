@@ -11,14 +11,14 @@
 //!   [`shutdown`]: the stop flag HTTP attempts and hooks listen to.
 //! - [`engine`]: one cycle of one account, never two at once; totals.
 //! - [`providers`]: the `Provider` trait; [`providers::caminvoice`] (client, token, model, pure
-//!   diff).
+//!   diff). [`shard`]: which members this daemon of a fleet polls (`shard = "K/N"`).
 //! - [`http`]: timeouts, retries with backoff and jitter, Retry-After; [`pacing`]: the GCRA
 //!   limiter that keeps an account under its provider's rate limit.
 //! - [`store`]: the only module that touches sled: state, cursors, outbox, acks, in one
 //!   transaction per commit; attempt counts, dead letters, retention pruning.
 //! - [`event`]: the envelope and deterministic ids.
 //! - [`sinks`]: the dispatchers (batch, and the per-event queue with retries, dead letters and
-//!   ordering), the JSONL, hook and webhook sinks, replay, and `events tail`.
+//!   ordering), the JSONL, hook, webhook and NATS JetStream sinks, replay, and `events tail`.
 //! - [`sim`]: the CamInvoice simulator with its ground-truth journal; [`demo`] runs both;
 //!   [`fidelity`] compares what was emitted with that journal.
 //! - [`time`]: durations and timestamps; [`files`]: private file modes (umask 077, state dir
@@ -50,6 +50,7 @@ pub mod pacing;
 pub mod providers;
 pub mod redact;
 pub mod scheduler;
+pub mod shard;
 pub mod shutdown;
 pub mod sim;
 pub mod sinks;

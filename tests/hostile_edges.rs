@@ -552,7 +552,7 @@ async fn a_member_revoked_before_start_emits_nothing_and_status_says_so() {
     let status = rig
         .engine()
         .provider(0)
-        .status(rig.engine().store())
+        .status(rig.engine().store(), pollhook::shard::Shard::ALL)
         .unwrap();
     let unit = status.iter().find(|u| u.unit == *before).unwrap();
     assert!(

@@ -75,6 +75,7 @@ pub async fn diff_and_commit(
         resync: false,
         start: Start::Now,
         requests: Arc::new(RequestCount::default()),
+        shard: crate::shard::Shard::ALL,
     };
     let now = now_ms();
     let detail = |i: usize, status: &str, at: i64| Detail {

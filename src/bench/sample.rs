@@ -34,6 +34,19 @@ pub fn status_updated(tag: &str, i: u64, doc: u64) -> NewEvent {
     }
 }
 
+/// The throughput examples' two numeric arguments (e.g. `[EVENTS] [DOCUMENTS]`), with their
+/// defaults; the second is at least 1.
+pub fn args(first: u64, second: u64) -> (u64, u64) {
+    let args: Vec<u64> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    (
+        args.first().copied().unwrap_or(first),
+        args.get(1).copied().unwrap_or(second).max(1),
+    )
+}
+
 /// Commits `events` in order, `per_commit` at a time; returns the seconds it took.
 pub async fn commit_all(store: &Store, events: Vec<NewEvent>, per_commit: usize) -> f64 {
     let began = Instant::now();

@@ -15,8 +15,8 @@ mod sinks;
 pub use error::ConfigError;
 pub use secret::{Secret, SecretError, SecretSource};
 pub use sinks::{
-    whsec_key, Delivery, DeliveryOrder, Filter, HookSettings, HookStdin, JsonlSettings, Sink,
-    SinkKind, WebhookSettings,
+    nats_delivery_defaults, whsec_key, Body, Delivery, DeliveryOrder, Filter, HookSettings,
+    HookStdin, JsonlSettings, NatsAuth, NatsSettings, Sink, SinkKind, WebhookSettings,
 };
 
 use crate::time::{format_duration, parse_duration, Millis};
@@ -56,6 +56,8 @@ pub struct Daemon {
     pub admin_listen: Option<std::net::SocketAddr>,
     /// `/healthz` fails once this many scheduled runs passed without a successful cycle.
     pub healthz_periods: u32,
+    /// Which members this daemon polls (`shard = "K/N"`; all when unset).
+    pub shard: crate::shard::Shard,
 }
 
 /// `log_format`: `text` (default), `json` (one object per line) or `journald` (native fields).
@@ -272,6 +274,7 @@ struct RawDaemon {
     log_format: Option<Spanned<String>>,
     admin_listen: Option<Spanned<String>>,
     healthz_periods: Option<Spanned<i64>>,
+    shard: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -602,6 +605,16 @@ impl Config {
         };
 
         let (log_format, admin_listen, healthz_periods) = service_keys(&ck, &d)?;
+        let shard = match &d.shard {
+            None => crate::shard::Shard::ALL,
+            Some(s) => crate::shard::Shard::parse(s.get_ref()).map_err(|why| {
+                ck.err(
+                    s.span(),
+                    format!("`shard` {why}"),
+                    "write \"K/N\": this daemon is shard K of N, e.g. shard = \"1/3\" (every shard runs the same accounts with its own state_dir; SCALING.md)",
+                )
+            })?,
+        };
 
         let mut accounts = Vec::new();
         let mut names = BTreeSet::new();
@@ -697,6 +710,7 @@ impl Config {
                 log_format,
                 admin_listen,
                 healthz_periods,
+                shard,
             },
             accounts,
             sinks,
@@ -752,8 +766,10 @@ impl Config {
             }
         }
         for s in &self.sinks {
-            if let SinkKind::Webhook(w) = &s.kind {
-                out.extend(w.secrets.iter().map(|r| ("webhook secret", r)));
+            match &s.kind {
+                SinkKind::Webhook(w) => out.extend(w.secrets.iter().map(|r| ("webhook secret", r))),
+                SinkKind::Nats(n) => out.extend(n.auth.secret().map(|r| ("nats credential", r))),
+                _ => {}
             }
         }
         out

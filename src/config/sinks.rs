@@ -28,6 +28,7 @@ pub enum SinkKind {
     Jsonl(JsonlSettings),
     Hook(HookSettings),
     Webhook(WebhookSettings),
+    Nats(Box<NatsSettings>),
 }
 
 impl SinkKind {
@@ -37,6 +38,7 @@ impl SinkKind {
             SinkKind::Jsonl(_) => "jsonl",
             SinkKind::Hook(_) => "hook",
             SinkKind::Webhook(_) => "webhook",
+            SinkKind::Nats(_) => "nats",
         }
     }
 }
@@ -129,7 +131,76 @@ pub struct WebhookSettings {
     pub delivery: Delivery,
 }
 
-/// Retries, dead letters and ordering of hook and webhook sinks.
+/// `kind = "nats"`: a publish per event to a NATS JetStream stream.
+#[derive(Debug, Clone)]
+pub struct NatsSettings {
+    /// `nats://host:port` or `tls://host:port` URLs (a bare `host:port` means nats://).
+    pub servers: Vec<String>,
+    /// The stream the events must land in (checked at start).
+    pub stream: String,
+    pub subject: crate::sinks::nats::subject::Template,
+    pub body: Body,
+    pub auth: NatsAuth,
+    /// A PEM file of CA certificates to trust (besides the system's).
+    pub tls_ca_file: Option<PathBuf>,
+    /// A client certificate and its key (PEM files), for mutual TLS.
+    pub tls_client: Option<(PathBuf, PathBuf)>,
+    /// Create the stream when it does not exist (see README for what is created).
+    pub create_stream: bool,
+    /// The wait for a PubAck, and for each JetStream API request.
+    pub timeout: Duration,
+    pub delivery: Delivery,
+}
+
+/// How a NATS sink authenticates.
+#[derive(Debug, Clone)]
+pub enum NatsAuth {
+    None,
+    Token(SecretRef),
+    UserPassword {
+        user: String,
+        password: SecretRef,
+    },
+    /// An nkey seed (`SU...`).
+    NkeySeed(SecretRef),
+    /// A `.creds` file's content (the user JWT and its nkey seed).
+    Creds(SecretRef),
+}
+
+impl NatsAuth {
+    /// What `check-config` prints: the method and the source, never a value.
+    pub fn describe(&self) -> String {
+        match self {
+            NatsAuth::None => "none".into(),
+            NatsAuth::Token(s) => format!("token {}", s.source.describe()),
+            NatsAuth::UserPassword { user, password } => {
+                format!("user {user:?}, password {}", password.source.describe())
+            }
+            NatsAuth::NkeySeed(s) => format!("nkey seed {}", s.source.describe()),
+            NatsAuth::Creds(s) => format!("credentials {}", s.source.describe()),
+        }
+    }
+
+    /// The secret it needs, if any.
+    pub fn secret(&self) -> Option<&SecretRef> {
+        match self {
+            NatsAuth::None => None,
+            NatsAuth::Token(s) | NatsAuth::NkeySeed(s) | NatsAuth::Creds(s) => Some(s),
+            NatsAuth::UserPassword { password, .. } => Some(password),
+        }
+    }
+}
+
+/// What a message body holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Body {
+    /// The webhook body, exactly.
+    Payload,
+    /// The whole envelope line (what the JSONL sink writes).
+    Envelope,
+}
+
+/// Retries, dead letters and ordering of hook, webhook and NATS sinks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
     /// Wait before retry n (1-based) is entry n-1; past the end, the last entry repeats.
@@ -211,7 +282,21 @@ pub(super) struct RawSink {
     url: Option<Spanned<String>>,
     secrets: List<SecretSource>,
     retry_after_cap: Option<Spanned<String>>,
-    // hook and webhook
+    // nats
+    servers: List<String>,
+    stream: Option<Spanned<String>>,
+    subject: Option<Spanned<String>>,
+    body: Option<Spanned<String>>,
+    token: Option<Spanned<SecretSource>>,
+    user: Option<Spanned<String>>,
+    password: Option<Spanned<SecretSource>>,
+    nkey_seed: Option<Spanned<SecretSource>>,
+    creds: Option<Spanned<SecretSource>>,
+    tls_ca_file: Option<Spanned<String>>,
+    tls_cert_file: Option<Spanned<String>>,
+    tls_key_file: Option<Spanned<String>>,
+    create_stream: Option<Spanned<bool>>,
+    // hook, webhook and nats
     timeout: Option<Spanned<String>>,
     retry_schedule: List<String>,
     max_attempts: Option<Spanned<i64>>,
@@ -237,6 +322,19 @@ impl RawSink {
             ("url", s(&self.url)),
             ("secrets", s(&self.secrets)),
             ("retry_after_cap", s(&self.retry_after_cap)),
+            ("servers", s(&self.servers)),
+            ("stream", s(&self.stream)),
+            ("subject", s(&self.subject)),
+            ("body", s(&self.body)),
+            ("token", s(&self.token)),
+            ("user", s(&self.user)),
+            ("password", s(&self.password)),
+            ("nkey_seed", s(&self.nkey_seed)),
+            ("creds", s(&self.creds)),
+            ("tls_ca_file", s(&self.tls_ca_file)),
+            ("tls_cert_file", s(&self.tls_cert_file)),
+            ("tls_key_file", s(&self.tls_key_file)),
+            ("create_stream", s(&self.create_stream)),
             ("timeout", s(&self.timeout)),
             ("retry_schedule", s(&self.retry_schedule)),
             ("max_attempts", s(&self.max_attempts)),
@@ -265,6 +363,27 @@ const WEBHOOK_KEYS: &[&str] = &[
     "url",
     "secrets",
     "retry_after_cap",
+    "timeout",
+    "retry_schedule",
+    "max_attempts",
+    "ordering",
+    "concurrency",
+];
+
+const NATS_KEYS: &[&str] = &[
+    "servers",
+    "stream",
+    "subject",
+    "body",
+    "token",
+    "user",
+    "password",
+    "nkey_seed",
+    "creds",
+    "tls_ca_file",
+    "tls_cert_file",
+    "tls_key_file",
+    "create_stream",
     "timeout",
     "retry_schedule",
     "max_attempts",
@@ -312,11 +431,12 @@ fn sink(
         "jsonl" => JSONL_KEYS,
         "hook" => HOOK_KEYS,
         "webhook" => WEBHOOK_KEYS,
+        "nats" => NATS_KEYS,
         other => {
             return Err(ck.err(
                 r.kind.span(),
                 format!("unknown sink kind {other:?}"),
-                "use \"jsonl\", \"hook\" or \"webhook\"",
+                "use \"jsonl\", \"hook\", \"webhook\" or \"nats\"",
             ))
         }
     };
@@ -438,9 +558,10 @@ fn sink(
                 env,
                 workdir: r.workdir.as_ref().map(|w| PathBuf::from(w.get_ref())),
                 timeout: ck.positive(&r.timeout, "timeout", Duration::from_secs(30))?,
-                delivery: delivery(ck, r)?,
+                delivery: delivery(ck, r, Delivery::default(), 256)?,
             })
         }
+        "nats" => SinkKind::Nats(Box::new(nats(ck, s)?)),
         _ => {
             let url = need(
                 &r.url,
@@ -476,11 +597,184 @@ fn sink(
                     "retry_after_cap",
                     Duration::from_secs(600),
                 )?,
-                delivery: delivery(ck, r)?,
+                delivery: delivery(ck, r, Delivery::default(), 256)?,
             })
         }
     };
     Ok(Sink { name, kind, filter })
+}
+
+/// The defaults of a NATS sink's delivery: per document, 256 publishes in flight, retries
+/// from 1 s up to every minute for about a week (a NATS outage is not a bad event).
+pub fn nats_delivery_defaults() -> Delivery {
+    Delivery {
+        retry_schedule: [1, 2, 5, 10, 30, 60]
+            .iter()
+            .map(|s| Duration::from_secs(*s))
+            .collect(),
+        max_attempts: 10_080,
+        ordering: DeliveryOrder::PerDocument,
+        concurrency: 256,
+    }
+}
+
+/// Validates a `kind = "nats"` entry.
+fn nats(ck: &Checker, s: &Spanned<RawSink>) -> Result<NatsSettings, ConfigError> {
+    let r = s.get_ref();
+    let servers_help = "a list of server URLs, e.g. servers = [\"nats://127.0.0.1:4222\"] (tls://host:port for TLS)";
+    let servers = match &r.servers {
+        Some(l) if !l.get_ref().is_empty() => l,
+        Some(l) => return Err(ck.err(l.span(), "`servers` is empty", servers_help)),
+        None => return Err(ck.err(s.span(), "a nats sink needs `servers`", servers_help)),
+    };
+    let mut urls = Vec::new();
+    for v in servers.get_ref() {
+        let text = v.get_ref().trim();
+        let full = if text.contains("://") {
+            text.to_string()
+        } else {
+            format!("nats://{text}")
+        };
+        match reqwest::Url::parse(&full) {
+            Ok(u) if !u.username().is_empty() || u.password().is_some() => {
+                // The line holds a credential: point at it, never quote it.
+                return Err(ck
+                    .err(
+                        v.span(),
+                        "this server URL carries credentials",
+                        "remove them from the URL and use user = \"...\" with password = { file = \"...\" } (or token, nkey_seed, creds): those are secret sources, never printed",
+                    )
+                    .without_snippet());
+            }
+            Ok(u) if matches!(u.scheme(), "nats" | "tls") && u.host().is_some() => urls.push(full),
+            _ => {
+                return Err(ck.err(
+                    v.span(),
+                    format!("`servers` holds {text:?}, which is not a nats:// or tls:// URL"),
+                    servers_help,
+                ))
+            }
+        }
+    }
+    let stream = match &r.stream {
+        Some(v) if valid_stream_name(v.get_ref()) => v.get_ref().clone(),
+        Some(v) => {
+            return Err(ck.err(
+                v.span(),
+                format!("{:?} is not a valid stream name", v.get_ref()),
+                "a JetStream stream name has no spaces, dots, `*`, `>`, path separators or control characters, e.g. stream = \"POLLHOOK\"",
+            ))
+        }
+        None => {
+            return Err(ck.err(
+                s.span(),
+                "a nats sink needs `stream`",
+                "the JetStream stream the events must land in, e.g. stream = \"POLLHOOK\" (checked at start; create_stream = true creates it)",
+            ))
+        }
+    };
+    let subject = match &r.subject {
+        None => crate::sinks::nats::subject::Template::parse(
+            crate::sinks::nats::subject::DEFAULT_TEMPLATE,
+        )
+        .expect("the default template is valid"),
+        Some(v) => crate::sinks::nats::subject::Template::parse(v.get_ref()).map_err(|why| {
+            ck.err(
+                v.span(),
+                format!("`subject`: {why}"),
+                "dot-separated tokens, each literal or one of {provider}, {account}, {type}, e.g. \"pollhook.{provider}.{account}.{type}\"",
+            )
+        })?,
+    };
+    let body = match r.body.as_ref().map(|v| (v, v.get_ref().as_str())) {
+        None | Some((_, "payload")) => Body::Payload,
+        Some((_, "envelope")) => Body::Envelope,
+        Some((v, other)) => {
+            return Err(ck.err(
+                v.span(),
+                format!("unknown `body` {other:?}"),
+                "use \"payload\" (the webhook body, default) or \"envelope\" (the JSONL line)",
+            ))
+        }
+    };
+    let methods: Vec<(&str, std::ops::Range<usize>)> = [
+        ("token", r.token.as_ref().map(|v| v.span())),
+        ("user", r.user.as_ref().map(|v| v.span())),
+        ("nkey_seed", r.nkey_seed.as_ref().map(|v| v.span())),
+        ("creds", r.creds.as_ref().map(|v| v.span())),
+    ]
+    .into_iter()
+    .filter_map(|(k, sp)| sp.map(|sp| (k, sp)))
+    .collect();
+    if let [_, (second, span), ..] = methods.as_slice() {
+        // The line may hold an inline secret: point at it, never quote it.
+        return Err(ck
+            .err(
+                span.clone(),
+                format!("`{}` and `{second}` are both set", methods[0].0),
+                "choose one way to authenticate: token, user with password, nkey_seed, or creds",
+            )
+            .without_snippet());
+    }
+    let auth = match (&r.token, &r.user, &r.password, &r.nkey_seed, &r.creds) {
+        (Some(t), ..) => NatsAuth::Token(ck.secret(t, "token")),
+        (_, Some(u), Some(p), ..) => NatsAuth::UserPassword {
+            user: u.get_ref().clone(),
+            password: ck.secret(p, "password"),
+        },
+        (_, Some(u), None, ..) => {
+            return Err(ck.err(
+                u.span(),
+                "`user` without `password`",
+                "add password = { file = \"/etc/pollhook/nats-password\" } (or env / credential / inline)",
+            ))
+        }
+        (_, None, Some(p), ..) => {
+            return Err(ck
+                .err(
+                    p.span(),
+                    "`password` without `user`",
+                    "add user = \"...\", or remove password",
+                )
+                .without_snippet())
+        }
+        (_, _, _, Some(k), _) => NatsAuth::NkeySeed(ck.secret(k, "nkey_seed")),
+        (_, _, _, _, Some(c)) => NatsAuth::Creds(ck.secret(c, "creds")),
+        _ => NatsAuth::None,
+    };
+    let path = |v: &Option<Spanned<String>>| v.as_ref().map(|p| PathBuf::from(p.get_ref()));
+    let tls_client =
+        match (&r.tls_cert_file, &r.tls_key_file) {
+            (Some(c), Some(k)) => Some((PathBuf::from(c.get_ref()), PathBuf::from(k.get_ref()))),
+            (None, None) => None,
+            (Some(one), None) | (None, Some(one)) => return Err(ck.err(
+                one.span(),
+                "`tls_cert_file` and `tls_key_file` go together",
+                "set both (PEM files of the client certificate and its private key), or neither",
+            )),
+        };
+    let delivery = delivery(ck, r, nats_delivery_defaults(), 4096)?;
+    Ok(NatsSettings {
+        servers: urls,
+        stream,
+        subject,
+        body,
+        auth,
+        tls_ca_file: path(&r.tls_ca_file),
+        tls_client,
+        create_stream: r.create_stream.as_ref().is_some_and(|v| *v.get_ref()),
+        timeout: ck.positive(&r.timeout, "timeout", Duration::from_secs(10))?,
+        delivery,
+    })
+}
+
+/// JetStream's rule for stream names (they become subject tokens and file names).
+fn valid_stream_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && !name.chars().any(|c| {
+            c.is_whitespace() || c.is_control() || matches!(c, '.' | '*' | '>' | '/' | '\\')
+        })
 }
 
 /// A list of non-empty strings; a present but empty list is an error (it would match nothing).
@@ -530,8 +824,13 @@ fn file_mode(ck: &Checker, v: &Option<Spanned<String>>) -> Result<u32, ConfigErr
     }
 }
 
-fn delivery(ck: &Checker, r: &RawSink) -> Result<Delivery, ConfigError> {
-    let defaults = Delivery::default();
+/// The delivery keys, with a kind's `defaults` and its highest `concurrency`.
+fn delivery(
+    ck: &Checker,
+    r: &RawSink,
+    defaults: Delivery,
+    max_concurrency: i64,
+) -> Result<Delivery, ConfigError> {
     let retry_schedule = match &r.retry_schedule {
         None => defaults.retry_schedule,
         Some(l) if l.get_ref().is_empty() => {
@@ -549,7 +848,8 @@ fn delivery(ck: &Checker, r: &RawSink) -> Result<Delivery, ConfigError> {
     };
     let ordering =
         match r.ordering.as_ref().map(|o| (o, o.get_ref().as_str())) {
-            None | Some((_, "in-order")) => DeliveryOrder::InOrder,
+            None => defaults.ordering,
+            Some((_, "in-order")) => DeliveryOrder::InOrder,
             Some((_, "per-document")) => DeliveryOrder::PerDocument,
             Some((o, other)) => return Err(ck.err(
                 o.span(),
@@ -557,7 +857,16 @@ fn delivery(ck: &Checker, r: &RawSink) -> Result<Delivery, ConfigError> {
                 "use \"in-order\" (default: commit order, head-of-line retry) or \"per-document\"",
             )),
         };
-    let concurrency = ck.int(&r.concurrency, "concurrency", 1..257, 1)? as usize;
+    let default_concurrency = match ordering {
+        DeliveryOrder::InOrder => 1,
+        DeliveryOrder::PerDocument => defaults.concurrency as i64,
+    };
+    let concurrency = ck.int(
+        &r.concurrency,
+        "concurrency",
+        1..max_concurrency + 1,
+        default_concurrency,
+    )? as usize;
     if let (Some(c), DeliveryOrder::InOrder) = (&r.concurrency, ordering) {
         if concurrency > 1 {
             return Err(ck.err(
@@ -705,6 +1014,145 @@ max_attempts = 3
         ];
         for (text, line, words) in cases {
             let (l, msg) = error(text);
+            assert_eq!(l, line, "{text}\n{msg}");
+            assert!(msg.contains(words), "{text}: wanted {words:?} in\n{msg}");
+            assert!(msg.contains("help: "), "{msg}");
+            assert!(!msg.contains("hunter2"), "a secret in an error: {msg}");
+        }
+    }
+
+    #[test]
+    fn nats_sinks_get_their_defaults_and_auth() {
+        let c = parse(
+            r#"
+[[sinks]]
+kind = "nats"
+servers = ["127.0.0.1:4222", "tls://nats.example:4443"]
+stream = "POLLHOOK"
+
+[[sinks]]
+kind = "nats"
+name = "n2"
+servers = ["nats://h:4222"]
+stream = "S"
+subject = "erp.{account}.{type}"
+body = "envelope"
+user = "erp"
+password = { env = "NATS_PASSWORD" }
+tls_ca_file = "/etc/ssl/ca.pem"
+tls_cert_file = "/etc/ssl/c.pem"
+tls_key_file = "/etc/ssl/k.pem"
+create_stream = true
+ordering = "in-order"
+"#,
+        )
+        .unwrap();
+        let SinkKind::Nats(n) = &c.sinks[0].kind else {
+            panic!()
+        };
+        assert_eq!(c.sinks[0].name, "nats");
+        assert_eq!(
+            n.servers,
+            vec!["nats://127.0.0.1:4222", "tls://nats.example:4443"]
+        );
+        assert_eq!(
+            n.subject.to_string(),
+            "pollhook.{provider}.{account}.{type}"
+        );
+        assert_eq!(n.body, Body::Payload);
+        assert!(matches!(n.auth, NatsAuth::None));
+        assert!(!n.create_stream);
+        assert_eq!(n.timeout, Duration::from_secs(10));
+        assert_eq!(n.delivery, nats_delivery_defaults());
+        assert_eq!(n.delivery.ordering, DeliveryOrder::PerDocument);
+        assert_eq!(n.delivery.concurrency, 256);
+        let SinkKind::Nats(n) = &c.sinks[1].kind else {
+            panic!()
+        };
+        assert_eq!(n.subject.pattern(), "erp.*.*");
+        assert_eq!(n.body, Body::Envelope);
+        assert!(matches!(&n.auth, NatsAuth::UserPassword { user, .. } if user == "erp"));
+        assert!(n.auth.describe().contains("from env NATS_PASSWORD"));
+        assert!(n.tls_client.is_some() && n.tls_ca_file.is_some() && n.create_stream);
+        assert_eq!(
+            (n.delivery.ordering, n.delivery.concurrency),
+            (DeliveryOrder::InOrder, 1)
+        );
+        assert_eq!(
+            c.secrets().len(),
+            3,
+            "client_secret, refresh_token, nats password"
+        );
+    }
+
+    #[test]
+    fn nats_sink_errors_name_line_column_and_fix() {
+        let head = "[[sinks]]\nkind = \"nats\"\n";
+        let ok = "servers = [\"nats://h:4222\"]\nstream = \"S\"\n";
+        let cases = [
+            (format!("{head}stream = \"S\"\n"), 1, "needs `servers`"),
+            (
+                format!("{head}servers = []\nstream = \"S\"\n"),
+                3,
+                "`servers` is empty",
+            ),
+            (
+                format!("{head}servers = [\"http://h\"]\nstream = \"S\"\n"),
+                3,
+                "not a nats:// or tls:// URL",
+            ),
+            (
+                format!("{head}servers = [\"nats://u:hunter2@h:4222\"]\nstream = \"S\"\n"),
+                3,
+                "carries credentials",
+            ),
+            (
+                format!("{head}servers = [\"nats://h\"]\n"),
+                1,
+                "needs `stream`",
+            ),
+            (
+                format!("{head}servers = [\"nats://h\"]\nstream = \"a.b\"\n"),
+                4,
+                "not a valid stream name",
+            ),
+            (format!("{head}{ok}subject = \"a.*\"\n"), 5, "wildcard"),
+            (
+                format!("{head}{ok}subject = \"a.{{member}}\"\n"),
+                5,
+                "not a placeholder",
+            ),
+            (format!("{head}{ok}body = \"raw\"\n"), 5, "unknown `body`"),
+            (
+                format!("{head}{ok}token = \"t\"\nnkey_seed = \"hunter2\"\n"),
+                6,
+                "`token` and `nkey_seed` are both set",
+            ),
+            (
+                format!("{head}{ok}user = \"u\"\n"),
+                5,
+                "`user` without `password`",
+            ),
+            (
+                format!("{head}{ok}password = \"hunter2\"\n"),
+                5,
+                "`password` without `user`",
+            ),
+            (
+                format!("{head}{ok}tls_cert_file = \"/c\"\n"),
+                5,
+                "go together",
+            ),
+            (format!("{head}{ok}concurrency = 5000\n"), 5, "out of range"),
+            (
+                format!("{head}{ok}url = \"http://x\"\n"),
+                5,
+                "`url` does not apply to a nats sink",
+            ),
+            (format!("{head}{ok}timeout = \"0s\"\n"), 5, "cannot be zero"),
+        ];
+        for (text, line, words) in cases {
+            let (l, msg) = error(&text);
             assert_eq!(l, line, "{text}\n{msg}");
             assert!(msg.contains(words), "{text}: wanted {words:?} in\n{msg}");
             assert!(msg.contains("help: "), "{msg}");

@@ -12,6 +12,7 @@ pub mod wire;
 use crate::config::{Account, ProviderSettings, Start};
 use crate::metrics::AccountMetrics;
 use crate::redact::Redacted;
+use crate::shard::Shard;
 use crate::shutdown::Stop;
 use crate::store::{Store, StoreError};
 use crate::time::Millis;
@@ -32,6 +33,8 @@ pub struct CycleContext {
     pub start: Start,
     /// Shared request counter for this cycle.
     pub requests: Arc<RequestCount>,
+    /// Which members this daemon polls; a provider skips the others ([`Shard::owns`]).
+    pub shard: Shard,
 }
 
 pub use crate::http::RequestCount;
@@ -87,8 +90,8 @@ pub trait Provider: Send + Sync + 'static {
     fn account(&self) -> &str;
     /// Polls every unit once, commits state and events, and reports.
     fn cycle(self: Arc<Self>, ctx: CycleContext) -> BoxFuture<'static, CycleReport>;
-    /// Per-unit progress as stored.
-    fn status(&self, store: &Store) -> Result<Vec<UnitStatus>, StoreError>;
+    /// Per-unit progress as stored, for the units `shard` owns.
+    fn status(&self, store: &Store, shard: Shard) -> Result<Vec<UnitStatus>, StoreError>;
 }
 
 /// Builds the provider client for `account`; its HTTP attempts are reported to `observer`,

@@ -3,8 +3,8 @@
 //! Two shapes of sink share one front, [`Runner`]:
 //! - a batch [`Sink`] (the JSONL file) takes runs of events, writes them durably and is acked
 //!   per batch; a failure is retried with backoff, forever (a full disk heals);
-//! - an [`Endpoint`] (hook, webhook) takes one event at a time and answers delivered / failed /
-//!   gone; [`queue`] retries it on the sink's `retry_schedule`, makes it a dead letter after
+//! - an [`Endpoint`] (hook, webhook, NATS) takes one event at a time and answers delivered /
+//!   failed / gone; [`queue`] retries it on the sink's `retry_schedule`, makes it a dead letter after
 //!   `max_attempts`, and keeps order (in-order, or per document with `concurrency`).
 //!
 //! Every sink has its own ack cursor in the store and its own task, so a slow or failing sink
@@ -16,6 +16,7 @@
 
 pub mod hook;
 pub mod jsonl;
+pub mod nats;
 pub mod queue;
 pub mod replay;
 pub mod tail;
@@ -92,6 +93,13 @@ pub enum Outcome {
 /// cancels the attempt and must leave nothing running (a hook's process group is killed).
 pub trait Endpoint: Send + Sync {
     fn deliver(&self, job: Job) -> BoxFuture<'_, Outcome>;
+
+    /// Runs before the dispatcher delivers anything after the ack cursor `acked` (it is
+    /// retried until it succeeds). An endpoint that can see what its destination already holds
+    /// (NATS) learns it here, so that nothing after the ack is delivered twice.
+    fn prepare<'a>(&'a self, _store: &'a Store, _acked: u64) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// A configured sink ready to run: its name (which keys its ack cursor), its filter, and
@@ -143,7 +151,7 @@ impl Runner {
         &self.filter
     }
 
-    /// The endpoint of a hook or webhook sink (`None` for a batch sink).
+    /// The endpoint of a hook, webhook or NATS sink (`None` for a batch sink).
     pub fn endpoint(&self) -> Option<&Arc<dyn Endpoint>> {
         match &self.kind {
             RunnerKind::Queue { endpoint, .. } => Some(endpoint),
@@ -161,8 +169,8 @@ pub enum BuildError {
     Client { sink: String, message: String },
 }
 
-/// Builds the sink a config entry describes. Resolves webhook secrets (the error names the
-/// config location and the source, never a value).
+/// Builds the sink a config entry describes. Resolves webhook and NATS secrets (the error
+/// names the config location and the source, never a value). Connects to nothing.
 pub fn build(cfg: &SinkConfig) -> Result<Runner, BuildError> {
     build_with_stop(cfg, &Stop::never())
 }
@@ -191,6 +199,12 @@ pub fn build_with_stop(cfg: &SinkConfig, stop: &Stop) -> Result<Runner, BuildErr
             Arc::new(webhook::Webhook::new(&cfg.name, w)?),
             w.delivery.clone(),
         ),
+        SinkKind::Nats(n) => Runner::queue(
+            &cfg.name,
+            cfg.filter.clone(),
+            Arc::new(nats::Nats::new(&cfg.name, n)?),
+            n.delivery.clone(),
+        ),
     })
 }
 
@@ -217,7 +231,7 @@ pub enum DrainError {
 }
 
 /// Delivers everything committed so far to the sink, then flushes the acks; returns how many
-/// events were delivered (filtered-out events are acked but not counted). A hook or webhook
+/// events were delivered (filtered-out events are acked but not counted). A hook, webhook or NATS
 /// event that fails is recorded and left for its retry (it makes the drain an error unless
 /// every such event became a dead letter).
 pub async fn drain(store: &Store, runner: &mut Runner) -> Result<u64, DrainError> {

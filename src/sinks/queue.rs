@@ -1,4 +1,4 @@
-//! The per-event dispatcher of hook and webhook sinks: a window of outbox events after the
+//! The per-event dispatcher of hook, webhook and NATS sinks: a window of outbox events after the
 //! sink's ack, each retried on the sink's schedule until delivered or dead, in order.
 //!
 //! The window holds only unfinished events (filtered-out events never enter it; delivered and
@@ -37,6 +37,9 @@ const FLUSH_EVERY: Duration = Duration::from_secs(1);
 const INTERRUPTED_HOLD: Duration = Duration::from_secs(24 * 3600);
 /// Pause after a store error before the loop tries again.
 const STORE_RETRY: Duration = Duration::from_secs(5);
+/// Backoff bounds while the endpoint's `prepare` fails (its destination unreachable).
+const PREPARE_RETRY_MIN: Duration = Duration::from_secs(1);
+const PREPARE_RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// Where one event of the window is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,9 +54,11 @@ enum State {
 struct Slot {
     event: Arc<StoredEvent>,
     envelope: Arc<crate::event::Envelope>,
-    /// The per-document ordering key (empty for in-order sinks, and for events committed
-    /// before subjects were stored: those all share one key, which keeps them in order).
-    subject: String,
+    /// A hash of the per-document ordering key (of the empty key for in-order sinks, and for
+    /// events committed before subjects were stored: those all share one key, which keeps
+    /// them in order). Hashed once at load: `startable` runs after every finished delivery
+    /// and passes every event in flight. Two subjects with one hash only wait for each other.
+    key: u64,
     /// Failed attempts so far.
     attempts: u32,
     last_error: String,
@@ -105,6 +110,16 @@ impl Queue {
     pub(super) async fn drain(mut self, store: &Store) -> Result<u64, DrainError> {
         self.acked = store.acked(&self.name)?;
         self.loaded = self.acked;
+        self.endpoint
+            .prepare(store, self.acked)
+            .await
+            .map_err(|message| DrainError::Sink {
+                sink: self.name.clone(),
+                source: super::SinkError {
+                    delivered: 0,
+                    message,
+                },
+            })?;
         self.until_idle(store).await?;
         self.flush(store).await?;
         match self.window.values().find(|s| s.attempts > 0) {
@@ -143,6 +158,19 @@ impl Queue {
                     tokio::time::sleep(STORE_RETRY).await;
                 }
             }
+        }
+        let mut wait = PREPARE_RETRY_MIN;
+        while let Err(e) = self.endpoint.prepare(&store, self.acked).await {
+            tracing::error!(sink = %self.name, error = %e, retry_in = ?wait, "the sink is not ready; nothing is delivered to it until it is (retrying)");
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                changed = shutdown.changed() => {
+                    if changed.is_err() || *shutdown.borrow() {
+                        return;
+                    }
+                }
+            }
+            wait = (wait * 2).min(PREPARE_RETRY_MAX);
         }
         loop {
             let stopping = *shutdown.borrow();
@@ -260,7 +288,7 @@ impl Queue {
                     Slot {
                         event: Arc::new(event),
                         envelope: Arc::new(envelope),
-                        subject,
+                        key: subject_key(&subject),
                         attempts,
                         last_error: String::new(),
                         state: State::Waiting { due },
@@ -303,14 +331,14 @@ impl Queue {
         };
         let mut room = limit.saturating_sub(self.in_flight.len());
         let mut out = Vec::new();
-        let mut blocked: HashSet<&str> = HashSet::new();
+        let mut blocked: HashSet<u64> = HashSet::with_capacity(limit + 1);
         for (seq, slot) in &self.window {
             if room == 0 {
                 break;
             }
             // An earlier unfinished event of the same subject (for in-order: any earlier
             // event) holds this one back.
-            let first_of_subject = blocked.insert(slot.subject.as_str());
+            let first_of_subject = blocked.insert(slot.key);
             if !first_of_subject {
                 continue;
             }
@@ -424,6 +452,15 @@ impl Queue {
             retry_in = ?wait, error = %error, "delivery failed; retrying");
         Ok(())
     }
+}
+
+/// The ordering key's hash (see [`Slot::key`]).
+fn subject_key(subject: &str) -> u64 {
+    use std::hash::Hasher;
+    // Fixed keys: the same subject gives the same hash for the whole run.
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    h.write(subject.as_bytes());
+    h.finish()
 }
 
 async fn sleep_until(due: Option<Instant>) {

@@ -1,5 +1,6 @@
-//! Replay: re-delivers chosen events straight through a hook or webhook sink, with the same
-//! event ids (so consumers that dedupe see the same `webhook-id` / `POLLHOOK_EVENT_ID`).
+//! Replay: re-delivers chosen events straight through a hook, webhook or NATS sink, with the
+//! same event ids (so consumers that dedupe see the same `webhook-id` / `POLLHOOK_EVENT_ID` /
+//! `Nats-Msg-Id`).
 //!
 //! A replay never moves an ack cursor: the daemon's own delivery state is untouched, so a
 //! replay can neither skip nor re-order what the daemon still has to deliver. A dead letter
@@ -52,7 +53,7 @@ impl Report {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
-    #[error("sink {0} is a JSONL sink: its file already holds every event (find one with grep on its id); replay re-delivers to hook and webhook sinks")]
+    #[error("sink {0} is a JSONL sink: its file already holds every event (find one with grep on its id); replay re-delivers to hook, webhook and NATS sinks")]
     NotReplayable(String),
     #[error("no event {0} in the store; `pollhook events list` shows the ids")]
     UnknownId(String),

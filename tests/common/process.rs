@@ -193,3 +193,59 @@ impl SimProcess {
         (path, events)
     }
 }
+
+/// `pollhook run --config CONFIG`, its stderr appended to `log`; killed on drop.
+pub fn start_daemon(config: &std::path::Path, log: &std::path::Path) -> Killed {
+    let err = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    Killed(
+        Command::new(BIN)
+            .args(["run", "--config", config.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .unwrap(),
+    )
+}
+
+impl SimProcess {
+    /// Waits (30 s at most) until a daemon has polled both providers a few times: its first
+    /// cycle took the baseline (start = "now"), so traffic from now on is what it must emit.
+    pub fn wait_for_first_polls(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let counts: serde_json::Value =
+                serde_json::from_str(&self.get("/_sim/requests")).unwrap();
+            let n = |k: &str| counts.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+            if n("GET /api/v1/document/poll") >= 4 && n("GET /v2.0/invoices/sale") >= 2 {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the daemon never polled: {counts}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+}
+
+impl Killed {
+    /// SIGTERM, then waits (30 s at most) for the exit.
+    pub fn terminate(&mut self) {
+        Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while self.0.try_wait().unwrap().is_none() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no exit after SIGTERM"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}

@@ -35,6 +35,7 @@ use super::{
 use crate::config::{CamInvoiceSettings, HttpSettings, Secret, Start};
 use crate::event::NewEvent;
 use crate::http::{Http, Reply};
+use crate::shard::Shard;
 use crate::store::{Batch, Store, StoreError};
 use crate::time::{format_naive_seconds, now_ms, Millis};
 use sha2::{Digest, Sha256};
@@ -804,8 +805,12 @@ impl Provider for CamInvoice {
                     format!("cannot read the connected members from the state store: {e}").into(),
                 );
             }
-            let tasks: Vec<_> = (0..self.member_count())
-                .map(|idx| {
+            let owned: Vec<usize> = (0..self.member_count())
+                .filter(|&idx| ctx.shard.owns(&self.account, &self.member(idx).endpoint_id))
+                .collect();
+            let tasks: Vec<_> = owned
+                .iter()
+                .map(|&idx| {
                     let span =
                         tracing::info_span!("member", member = %self.member(idx).endpoint_id);
                     let (me, ctx, pool) = (
@@ -822,7 +827,7 @@ impl Provider for CamInvoice {
                     )
                 })
                 .collect();
-            for (idx, t) in tasks.into_iter().enumerate() {
+            for (idx, t) in owned.into_iter().zip(tasks) {
                 let member = self.member(idx);
                 let endpoint = &member.endpoint_id;
                 match t.await {
@@ -855,7 +860,7 @@ impl Provider for CamInvoice {
         })
     }
 
-    fn status(&self, store: &Store) -> Result<Vec<UnitStatus>, StoreError> {
+    fn status(&self, store: &Store, shard: Shard) -> Result<Vec<UnitStatus>, StoreError> {
         self.sync_members(store)?;
         let members = self
             .members
@@ -864,6 +869,9 @@ impl Provider for CamInvoice {
             .clone();
         let mut out = Vec::new();
         for (idx, m) in members.iter().enumerate() {
+            if !shard.owns(&self.account, &m.endpoint_id) {
+                continue;
+            }
             let rec = self.load_record(store, idx)?;
             let documents = store.count_state(&unit_prefix(&self.account, &m.endpoint_id))?;
             let state = match &rec {

@@ -21,6 +21,7 @@ use crate::config::{OnlinePajakSettings, Start};
 use crate::event::NewEvent;
 use crate::http::Http;
 use crate::pacing::Gcra;
+use crate::shard::Shard;
 use crate::store::{Batch, Store, StoreError};
 use crate::time::{now_ms, Millis};
 use serde::{Deserialize, Serialize};
@@ -240,6 +241,9 @@ impl Provider for OnlinePajak {
 
     fn cycle(self: Arc<Self>, ctx: CycleContext) -> BoxFuture<'static, CycleReport> {
         Box::pin(async move {
+            if !ctx.shard.owns(&self.account, &self.settings.npwp) {
+                return CycleReport::default();
+            }
             let mut report = CycleReport {
                 units: 1,
                 ..CycleReport::default()
@@ -310,7 +314,10 @@ impl Provider for OnlinePajak {
         })
     }
 
-    fn status(&self, store: &Store) -> Result<Vec<UnitStatus>, StoreError> {
+    fn status(&self, store: &Store, shard: Shard) -> Result<Vec<UnitStatus>, StoreError> {
+        if !shard.owns(&self.account, &self.settings.npwp) {
+            return Ok(Vec::new());
+        }
         let rec = self.load_record(store)?;
         let documents = store.count_state(&unit_prefix(&self.account, &self.settings.npwp))?;
         Ok(vec![UnitStatus {
