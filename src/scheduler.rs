@@ -33,6 +33,9 @@ pub enum DaemonError {
     Setup(String),
     #[error("scheduler: {0}")]
     Scheduler(String),
+    /// A sink's own position does not belong to the store (see `sinks::check_positions`).
+    #[error("{0}")]
+    Refused(String),
 }
 
 fn sched_err(e: impl std::fmt::Debug) -> DaemonError {
@@ -42,6 +45,7 @@ fn sched_err(e: impl std::fmt::Debug) -> DaemonError {
 /// Opens the store and builds the engine: what `run` and `once` share.
 pub fn open(config: &Config) -> Result<Arc<Engine>, DaemonError> {
     let store = Arc::new(Store::open(&config.daemon.state_dir)?);
+    sinks::check_positions(&store, &config.sinks).map_err(DaemonError::Refused)?;
     let engine = Engine::new(store, config).map_err(DaemonError::Setup)?;
     Ok(Arc::new(engine))
 }

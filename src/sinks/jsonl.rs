@@ -4,6 +4,12 @@
 //! the last seq written, drops a partial last line a crash may have left, and skips events it
 //! already wrote. A failed write closes the file, so the next attempt re-reads the tail.
 //!
+//! A seq means something only in the store that assigned it. So the sink resumes from its
+//! tail only if its store wrote that line (the line's event id maps to its seq in the store's
+//! `ids`, see [`Origin::wrote`]); a file written with another store (a deleted or replaced
+//! state dir) is refused, with nothing written or acknowledged, and [`check`] refuses it at
+//! start-up already. [`tail`] and [`after`] read files for `store reset` and `store restore`.
+//!
 //! Rotation: [`reopen_all`] (SIGHUP, after logrotate moved the file) makes every JSONL sink
 //! reopen its path before its next write; with `rotate_bytes` the sink itself renames a file
 //! that reached the size to `path.1` (`path.1` to `path.2`, ..., keeping `rotate_keep`). Either
@@ -13,6 +19,7 @@
 use super::{Sink, SinkError};
 use crate::event::StoredEvent;
 use crate::providers::BoxFuture;
+use crate::store::{Origin, StoreError};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -38,6 +45,9 @@ pub struct JsonlSink {
     rotate: Option<(u64, u32)>,
     /// The [`REOPEN`] value the open file belongs to.
     generation: u64,
+    /// The store it delivers from; the tail of the file must be its own (`None` only in unit
+    /// tests that call `deliver` directly: the file is then trusted).
+    origin: Option<Origin>,
 }
 
 impl JsonlSink {
@@ -49,6 +59,7 @@ impl JsonlSink {
             written: 0,
             rotate: None,
             generation: REOPEN.load(Ordering::SeqCst),
+            origin: None,
         }
     }
 
@@ -82,14 +93,105 @@ fn rotate_files(path: &Path, keep: u32) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Opens `path` for appending, truncates a partial last line, and returns the last seq written.
-/// When the file holds no line and `rotating`, the last seq of `path.1` counts instead (the
-/// sink may have rotated just before a crash).
-fn open(path: &Path, rotating: bool) -> std::io::Result<(File, u64)> {
+/// The last complete line of a sink's file: its event's seq and id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tail {
+    pub seq: u64,
+    pub id: String,
+    /// The file it was read from (`path`, or `path.1` after a rotation).
+    pub file: PathBuf,
+}
+
+/// Why a file is not resumed from.
+enum OpenError {
+    Io(std::io::Error),
+    /// Its last line was not written by this store: the message says what to do.
+    Foreign(String),
+    Store(StoreError),
+}
+
+impl From<std::io::Error> for OpenError {
+    fn from(e: std::io::Error) -> Self {
+        OpenError::Io(e)
+    }
+}
+
+/// The tail the sink resumes from: the last complete line of `path`, or when it holds none
+/// and `rotating`, of `path.1` (the sink may have rotated just before a crash). Reads only.
+pub fn tail(path: &Path, rotating: bool) -> std::io::Result<Option<Tail>> {
+    let mut candidates = vec![path.to_path_buf()];
+    if rotating {
+        candidates.push(rotated(path, 1));
+    }
+    for file in candidates {
+        match File::open(&file) {
+            Ok(mut f) => {
+                if let (Some(pos), _) = last_line(&mut f)? {
+                    return Ok(Some(Tail {
+                        seq: pos.0,
+                        id: pos.1,
+                        file,
+                    }));
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(None)
+}
+
+/// `None` when `origin` wrote `tail`; else why the sink must not resume from it.
+fn foreign(name: &str, tail: &Tail, origin: &Origin) -> Result<Option<String>, StoreError> {
+    if origin.wrote(&tail.id, tail.seq)? {
+        return Ok(None);
+    }
+    let detail = match origin.seq_of(&tail.id)? {
+        Some(other) => format!(" (it has that event at seq {other})"),
+        None => String::new(),
+    };
+    Ok(Some(format!(
+        "sink {name}: {} ends with event {} at seq {}, which this state store never committed{detail}: the file was written with another store (was the state dir deleted, replaced, or restored from an older backup?). Nothing was written to it or acknowledged.\nhelp: restore the state dir from a backup with `pollhook store restore FILE --config <your config>`; or, if you started over on purpose, `pollhook store reset --config <your config> --yes` continues this file after seq {}; or move the file aside",
+        tail.file.display(),
+        tail.id,
+        tail.seq,
+        tail.seq
+    )))
+}
+
+/// Checks before anything runs that the file of a JSONL sink can be resumed from with this
+/// store: its last line, if any, is one `origin` wrote. The error says what happened and what
+/// to do.
+pub fn check(name: &str, path: &Path, rotating: bool, origin: &Origin) -> Result<(), String> {
+    let tail = tail(path, rotating)
+        .map_err(|e| format!("sink {name}: cannot read {}: {e}", path.display()))?;
+    match tail {
+        None => Ok(()),
+        Some(t) => match foreign(name, &t, origin) {
+            Ok(None) => Ok(()),
+            Ok(Some(why)) => Err(why),
+            Err(e) => Err(format!("sink {name}: {e}")),
+        },
+    }
+}
+
+/// Opens `path` for appending and returns the last seq written: checks with `origin` that the
+/// file's tail is this store's, then truncates a partial last line.
+fn open(
+    name: &str,
+    path: &Path,
+    rotating: bool,
+    origin: Option<&Origin>,
+) -> Result<(File, u64), OpenError> {
+    if let (Some(origin), Some(t)) = (origin, tail(path, rotating)?) {
+        if let Some(why) = foreign(name, &t, origin).map_err(OpenError::Store)? {
+            return Err(OpenError::Foreign(why));
+        }
+    }
     let (file, seq) = open_one(path)?;
     if seq == 0 && rotating {
         if let Ok(mut old) = File::open(rotated(path, 1)) {
-            return Ok((file, last_line(&mut old)?.0));
+            return Ok((file, last_line(&mut old)?.0.map_or(0, |p| p.0)));
         }
     }
     Ok((file, seq))
@@ -101,7 +203,7 @@ fn open_one(path: &Path) -> std::io::Result<(File, u64)> {
         .read(true)
         .append(true)
         .open(path)?;
-    let (seq, valid_len) = last_line(&mut file)?;
+    let (pos, valid_len) = last_line(&mut file)?;
     let len = file.metadata()?.len();
     if valid_len < len {
         tracing::warn!(path = %path.display(), bytes = len - valid_len,
@@ -109,11 +211,12 @@ fn open_one(path: &Path) -> std::io::Result<(File, u64)> {
         file.set_len(valid_len)?;
         file.sync_data()?;
     }
-    Ok((file, seq))
+    Ok((file, pos.map_or(0, |p| p.0)))
 }
 
-/// The seq of the last complete line and the length up to and including its newline.
-fn last_line(file: &mut File) -> std::io::Result<(u64, u64)> {
+/// The (seq, id) of the last complete line (`None` if there is none, or it is not an
+/// envelope), and the length up to and including its newline.
+fn last_line(file: &mut File) -> std::io::Result<(Option<(u64, String)>, u64)> {
     let len = file.metadata()?.len();
     let mut window: u64 = 64 * 1024;
     loop {
@@ -123,7 +226,7 @@ fn last_line(file: &mut File) -> std::io::Result<(u64, u64)> {
         Read::by_ref(file).take(len - start).read_to_end(&mut buf)?;
         let Some(end) = buf.iter().rposition(|b| *b == b'\n') else {
             if start == 0 {
-                return Ok((0, 0));
+                return Ok((None, 0));
             }
             window *= 4;
             continue;
@@ -136,12 +239,20 @@ fn last_line(file: &mut File) -> std::io::Result<(u64, u64)> {
                 continue;
             }
         };
-        let seq = serde_json::from_slice::<serde_json::Value>(&buf[begin..end])
-            .ok()
-            .and_then(|v| v.get("seq").and_then(|s| s.as_u64()))
-            .unwrap_or(0);
-        return Ok((seq, start + end as u64 + 1));
+        return Ok((position(&buf[begin..end]), start + end as u64 + 1));
     }
+}
+
+/// The seq and id of an envelope line.
+fn position(line: &[u8]) -> Option<(u64, String)> {
+    #[derive(serde::Deserialize)]
+    struct Pos {
+        seq: u64,
+        id: String,
+    }
+    serde_json::from_slice::<Pos>(line)
+        .ok()
+        .map(|p| (p.seq, p.id))
 }
 
 /// Writes the events not yet in the file and fsyncs. Returns the last seq written.
@@ -165,6 +276,10 @@ impl Sink for JsonlSink {
         &self.name
     }
 
+    fn attach(&mut self, origin: &Origin) {
+        self.origin = Some(origin.clone());
+    }
+
     fn deliver<'a>(
         &'a mut self,
         events: &'a [StoredEvent],
@@ -179,11 +294,12 @@ impl Sink for JsonlSink {
                 self.generation = generation;
             }
             let (carried, rotate) = (self.written, self.rotate);
+            let (name, origin) = (self.name.clone(), self.origin.clone());
             let batch = events.to_vec();
             let result = tokio::task::spawn_blocking(move || {
                 let (mut file, mut written) = match opened {
                     Some(o) => o,
-                    None => open(&path, rotate.is_some())?,
+                    None => open(&name, &path, rotate.is_some(), origin.as_ref())?,
                 };
                 written = written.max(carried);
                 if let Some((limit, keep)) = rotate {
@@ -195,7 +311,7 @@ impl Sink for JsonlSink {
                     }
                 }
                 let last = append(&mut file, written, &batch)?;
-                Ok::<_, std::io::Error>((file, last))
+                Ok::<_, OpenError>((file, last))
             })
             .await
             .expect("the JSONL writer task panicked");
@@ -205,12 +321,20 @@ impl Sink for JsonlSink {
                     self.open = Some(open);
                     Ok(())
                 }
-                Err(e) => Err(SinkError {
+                Err(OpenError::Io(e)) => Err(SinkError {
                     delivered: 0,
                     message: format!(
                         "cannot write {}: {e}; check free space and permissions — nothing after the last complete line is acknowledged",
                         self.path.display()
                     ),
+                }),
+                Err(OpenError::Foreign(why)) => Err(SinkError {
+                    delivered: 0,
+                    message: why,
+                }),
+                Err(OpenError::Store(e)) => Err(SinkError {
+                    delivered: 0,
+                    message: e.to_string(),
                 }),
             }
         })
@@ -278,7 +402,7 @@ mod tests {
         let mut s = JsonlSink::new("j", &path);
         s.deliver(std::slice::from_ref(&big)).await.unwrap();
         let mut f = File::open(&path).unwrap();
-        assert_eq!(last_line(&mut f).unwrap().0, 7);
+        assert_eq!(last_line(&mut f).unwrap().0.unwrap().0, 7);
     }
 
     #[tokio::test]

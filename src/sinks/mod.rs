@@ -24,7 +24,7 @@ pub mod webhook;
 use crate::config::{Delivery, Filter, Sink as SinkConfig, SinkKind};
 use crate::event::{Envelope, StoredEvent};
 use crate::providers::BoxFuture;
-use crate::store::{Store, StoreError};
+use crate::store::{Origin, Store, StoreError};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -54,6 +54,10 @@ pub trait Sink: Send {
     fn name(&self) -> &str;
     fn deliver<'a>(&'a mut self, events: &'a [StoredEvent])
         -> BoxFuture<'a, Result<(), SinkError>>;
+    /// The store it delivers from, handed over before every drain. A sink that keeps its own
+    /// position (the JSONL file's last line) resumes from it only if `origin` wrote it, and
+    /// fails the delivery otherwise: a seq means nothing in another store.
+    fn attach(&mut self, _origin: &Origin) {}
 }
 
 /// One delivery attempt of one event.
@@ -181,6 +185,18 @@ pub fn build(cfg: &SinkConfig) -> Result<Runner, BuildError> {
     })
 }
 
+/// Checks, before anything runs, that every sink that keeps its own position (JSONL) can
+/// resume from it with `store`: see [`jsonl::check`]. The error says what to do.
+pub fn check_positions(store: &Store, sinks: &[SinkConfig]) -> Result<(), String> {
+    let origin = store.origin();
+    for s in sinks {
+        if let SinkKind::Jsonl(j) = &s.kind {
+            jsonl::check(&s.name, &j.path, j.rotate_bytes.is_some(), &origin)?;
+        }
+    }
+    Ok(())
+}
+
 /// Why a drain stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum DrainError {
@@ -236,6 +252,7 @@ async fn drain_batch(
     filter: &Filter,
     sink: &mut dyn Sink,
 ) -> Result<u64, DrainError> {
+    sink.attach(&store.origin());
     let mut delivered = 0u64;
     loop {
         let acked = store.acked(sink.name())?;
