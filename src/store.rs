@@ -1235,4 +1235,110 @@ mod tests {
         s.remove_dead("fast", 1).unwrap();
         assert!(s.dead_letters(None).unwrap().is_empty());
     }
+
+    async fn with_events(dir: &Path, n: u32) -> Store {
+        let s = Store::open(dir).unwrap();
+        s.commit(Batch {
+            events: (1..=n).map(ev).collect(),
+            ..Batch::default()
+        })
+        .await
+        .unwrap();
+        s
+    }
+
+    fn refusal(dir: &Path) -> String {
+        match Store::open(dir) {
+            Err(e @ StoreError::Refused { .. }) => e.to_string(),
+            Err(e) => panic!("wrong error: {e}"),
+            Ok(_) => panic!("opened"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_store_that_sled_opens_empty_or_without_its_identity_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(with_events(dir.path(), 3).await);
+        // sled's directory lost (or opened empty): the identity file remembers.
+        std::fs::remove_dir_all(dir.path().join(SLED_DIR)).unwrap();
+        let e = refusal(dir.path());
+        assert!(
+            e.contains("EMPTY") && e.contains("pollhook store restore") && e.contains("pollhook store reset"),
+            "{e}"
+        );
+        // Refusing wrote nothing: it stays refused.
+        refusal(dir.path());
+        let (s, problem) = Store::inspect(dir.path()).unwrap();
+        assert!(problem.unwrap().contains("damaged"));
+        assert_eq!(s.last_seq(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_store_directory_replaced_by_another_stores_is_refused() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        drop(with_events(a.path(), 3).await);
+        drop(with_events(b.path(), 1).await);
+        std::fs::remove_dir_all(a.path().join(SLED_DIR)).unwrap();
+        std::fs::rename(b.path().join(SLED_DIR), a.path().join(SLED_DIR)).unwrap();
+        let e = refusal(a.path());
+        assert!(e.contains("was replaced by another store"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_store_from_before_identities_adopts_one_and_a_lost_id_file_is_rewritten() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // What an older pollhook left: no identity anywhere.
+            let s = with_events(dir.path(), 2).await;
+            s.meta.remove(STORE_ID).unwrap();
+            s.db.flush().unwrap();
+        }
+        std::fs::remove_file(dir.path().join(identity::ID_FILE)).unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let id = s.id().to_string();
+        assert!(identity::valid_id(&id));
+        assert_eq!(s.last_seq(), 2, "the old events are still there");
+        assert_eq!(
+            identity::read_id_file(dir.path()),
+            identity::IdFile::Id(id.clone())
+        );
+        drop(s);
+        std::fs::remove_file(dir.path().join(identity::ID_FILE)).unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.id(), id, "sled's identity is kept");
+        assert_eq!(
+            identity::read_id_file(dir.path()),
+            identity::IdFile::Id(id)
+        );
+    }
+
+    #[tokio::test]
+    async fn reset_keeps_the_old_store_aside_and_continues_after_the_adopted_tails() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = with_events(dir.path(), 3).await;
+        let old_id = old.id().to_string();
+        drop(old);
+        let (s, aside) = Store::reset(dir.path(), 8, &[("evt_file_tail".into(), 7)]).unwrap();
+        let aside = aside.expect("the old store is kept");
+        assert!(aside.join(SLED_DIR).is_dir() && aside.join(identity::ID_FILE).is_file());
+        assert_ne!(s.id(), old_id);
+        assert_eq!(s.last_seq(), 7);
+        let origin = s.origin();
+        assert!(origin.wrote("evt_file_tail", 7).unwrap());
+        assert!(!origin.wrote("evt_file_tail", 6).unwrap());
+        assert!(!origin.wrote(&ev(3).id, 3).unwrap(), "the old store's events are not this one's");
+        drop(origin); // it holds sled open
+        s.commit(Batch {
+            events: vec![ev(1)],
+            ..Batch::default()
+        })
+        .await
+        .unwrap();
+        assert_eq!(s.read_outbox(0, 10).unwrap()[0].seq, 8);
+        drop(s);
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.last_seq(), 8);
+        assert!(s.origin().wrote(&ev(1).id, 8).unwrap());
+    }
+
 }

@@ -255,6 +255,99 @@ fn position(line: &[u8]) -> Option<(u64, String)> {
         .map(|p| (p.seq, p.id))
 }
 
+/// What a sink's files hold after a seq: every envelope line with a greater seq, oldest first
+/// (seq, id, line), and the first line at or before it (the boundary), for `store restore`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct After {
+    pub lines: Vec<(u64, String, Vec<u8>)>,
+    pub boundary: Option<Tail>,
+}
+
+/// Reads `path`, then `path.1`, `path.2`, ... backwards, line by line, until a line at or
+/// before `seq`. Lines that are not envelopes, and a partial last line, are skipped.
+pub fn after(path: &Path, seq: u64) -> std::io::Result<After> {
+    let mut out = After::default();
+    for n in 0..=1000 {
+        let file = if n == 0 {
+            path.to_path_buf()
+        } else {
+            rotated(path, n)
+        };
+        let mut f = match File::open(&file) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && n == 0 => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+            Err(e) => return Err(e),
+        };
+        lines_backwards(&mut f, |line| match position(line) {
+            Some((s, id)) if s > seq => {
+                out.lines.push((s, id, line.to_vec()));
+                true
+            }
+            Some((s, id)) => {
+                out.boundary = Some(Tail {
+                    seq: s,
+                    id,
+                    file: file.clone(),
+                });
+                false
+            }
+            None => true,
+        })?;
+        if out.boundary.is_some() {
+            break;
+        }
+    }
+    out.lines.reverse();
+    Ok(out)
+}
+
+/// Calls `each` with every complete line of `file` (without its newline), last first, while
+/// it returns true. A partial last line (no newline) is skipped. Memory: one block and a line.
+fn lines_backwards(file: &mut File, mut each: impl FnMut(&[u8]) -> bool) -> std::io::Result<()> {
+    const BLOCK: u64 = 64 * 1024;
+    let mut pos = file.metadata()?.len();
+    // Unprocessed bytes; once `trimmed`, they end just after a newline.
+    let mut buf: Vec<u8> = Vec::new();
+    let mut trimmed = false;
+    loop {
+        if trimmed {
+            while !buf.is_empty() {
+                let body = &buf[..buf.len() - 1];
+                match body.iter().rposition(|b| *b == b'\n') {
+                    Some(p) => {
+                        if !each(&body[p + 1..]) {
+                            return Ok(());
+                        }
+                        buf.truncate(p + 1);
+                    }
+                    None if pos == 0 => {
+                        each(body);
+                        return Ok(());
+                    }
+                    None => break,
+                }
+            }
+        }
+        if pos == 0 {
+            return Ok(());
+        }
+        let start = pos.saturating_sub(BLOCK);
+        let mut block = vec![0u8; (pos - start) as usize];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(&mut block)?;
+        block.extend_from_slice(&buf);
+        buf = block;
+        pos = start;
+        if !trimmed {
+            if let Some(p) = buf.iter().rposition(|b| *b == b'\n') {
+                buf.truncate(p + 1);
+                trimmed = true;
+            }
+        }
+    }
+}
+
 /// Writes the events not yet in the file and fsyncs. Returns the last seq written.
 fn append(file: &mut File, written: u64, events: &[StoredEvent]) -> std::io::Result<u64> {
     let mut buf = Vec::new();
@@ -397,7 +490,7 @@ mod tests {
         std::fs::write(&path, "").unwrap();
         let big = StoredEvent {
             seq: 7,
-            line: format!(r#"{{"seq":7,"pad":"{}"}}"#, "x".repeat(300_000)).into_bytes(),
+            line: format!(r#"{{"id":"evt_7","seq":7,"pad":"{}"}}"#, "x".repeat(300_000)).into_bytes(),
         };
         let mut s = JsonlSink::new("j", &path);
         s.deliver(std::slice::from_ref(&big)).await.unwrap();
@@ -457,4 +550,149 @@ mod tests {
         s.deliver(&[ev(9), ev(10), ev(11)]).await.unwrap();
         assert_eq!(lines(&path), vec![11]);
     }
+
+    #[tokio::test]
+    async fn a_file_written_with_another_store_is_refused_and_nothing_is_acked() {
+        use crate::store::{Batch, Store};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.jsonl");
+        let new_event = |n: u32| crate::event::NewEvent {
+            id: crate::event::event_id(&["j", &n.to_string()]),
+            provider: "caminvoice",
+            account: "a".into(),
+            event_type: "T".into(),
+            occurred_at: 0,
+            detected_at: 0,
+            subject: "s".into(),
+            payload: "{}".into(),
+        };
+        let runner = |store: &Store| {
+            let _ = store;
+            super::super::Runner::batch(
+                crate::config::Filter::default(),
+                Box::new(JsonlSink::new("j", &path)),
+            )
+        };
+        {
+            let old = Store::open(&dir.path().join("old")).unwrap();
+            old.commit(Batch {
+                events: (1..=3).map(new_event).collect(),
+                ..Batch::default()
+            })
+            .await
+            .unwrap();
+            super::super::drain(&old, &mut runner(&old)).await.unwrap();
+        }
+        let before = std::fs::read(&path).unwrap();
+        // Another store (the state dir was lost): seqs 1 and 2 again, other events.
+        let new = Store::open(&dir.path().join("new")).unwrap();
+        new.commit(Batch {
+            events: (10..=11).map(new_event).collect(),
+            ..Batch::default()
+        })
+        .await
+        .unwrap();
+        let e = super::super::drain(&new, &mut runner(&new))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("never committed") && e.contains("store reset"), "{e}");
+        assert_eq!(new.acked("j").unwrap(), 0, "acked what it did not write");
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+        let cfg = crate::config::Sink {
+            name: "j".into(),
+            filter: Default::default(),
+            kind: crate::config::SinkKind::Jsonl(crate::config::JsonlSettings {
+                path: path.clone(),
+                rotate_bytes: None,
+                rotate_keep: 5,
+            }),
+        };
+        assert!(super::super::check_positions(&new, std::slice::from_ref(&cfg)).is_err());
+        // The same event at another seq is refused too, naming both.
+        drop(new);
+        let (reset, _) = Store::reset(&dir.path().join("new"), 1, &[]).unwrap();
+        reset
+            .commit(Batch {
+                events: vec![new_event(3)],
+                ..Batch::default()
+            })
+            .await
+            .unwrap();
+        let e = super::super::drain(&reset, &mut runner(&reset))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("(it has that event at seq 1)"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn after_a_reset_that_adopted_the_tail_the_file_continues() {
+        use crate::store::{Batch, Store};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.jsonl");
+        let mut s = JsonlSink::new("j", &path);
+        s.deliver(&[ev(1), ev(2)]).await.unwrap();
+        let t = tail(&path, false).unwrap().unwrap();
+        assert_eq!((t.seq, t.id.as_str()), (2, "evt_2"));
+        let (store, _) = Store::reset(&dir.path().join("state"), t.seq + 1, &[(t.id, t.seq)]).unwrap();
+        store
+            .commit(Batch {
+                events: vec![crate::event::NewEvent {
+                    id: "evt_new".into(),
+                    provider: "caminvoice",
+                    account: "a".into(),
+                    event_type: "T".into(),
+                    occurred_at: 0,
+                    detected_at: 0,
+                    subject: "s".into(),
+                    payload: "{}".into(),
+                }],
+                ..Batch::default()
+            })
+            .await
+            .unwrap();
+        let mut runner = super::super::Runner::batch(
+            crate::config::Filter::default(),
+            Box::new(JsonlSink::new("j", &path)),
+        );
+        assert_eq!(super::super::drain(&store, &mut runner).await.unwrap(), 1);
+        assert_eq!(lines(&path), vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn after_reads_back_across_rotated_files_up_to_the_boundary() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.jsonl");
+        let text = |seqs: std::ops::RangeInclusive<u64>| {
+            seqs.map(|n| format!("{}\n", String::from_utf8(ev(n).line).unwrap()))
+                .collect::<String>()
+        };
+        std::fs::write(rotated(&path, 2), text(1..=3)).unwrap();
+        std::fs::write(rotated(&path, 1), text(4..=6)).unwrap();
+        // A partial last line (a crash) is not an event.
+        std::fs::write(&path, text(7..=8) + r#"{"id":"evt_9","seq":9"#).unwrap();
+        let a = after(&path, 5).unwrap();
+        assert_eq!(a.lines.iter().map(|l| l.0).collect::<Vec<_>>(), vec![6, 7, 8]);
+        assert_eq!(a.lines[0].2, ev(6).line);
+        let b = a.boundary.unwrap();
+        assert_eq!((b.seq, b.id.as_str(), b.file), (5, "evt_5", rotated(&path, 1)));
+        let a = after(&path, 0).unwrap();
+        assert_eq!(a.lines.len(), 8);
+        assert_eq!(a.boundary, None);
+        let a = after(&path, 8).unwrap();
+        assert!(a.lines.is_empty());
+        assert_eq!(a.boundary.unwrap().seq, 8);
+        // Lines longer than the read block.
+        let long = StoredEvent {
+            seq: 20,
+            line: format!(r#"{{"id":"evt_20","seq":20,"pad":"{}"}}"#, "x".repeat(200_000)).into_bytes(),
+        };
+        std::fs::write(&path, [long.line.clone(), b"\n".to_vec()].concat()).unwrap();
+        let a = after(&path, 6).unwrap();
+        assert_eq!(a.lines.len(), 1);
+        assert_eq!(a.lines[0].2, long.line);
+        assert_eq!(a.boundary.unwrap().seq, 6);
+    }
+
 }
