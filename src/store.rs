@@ -864,6 +864,12 @@ fn open_db(path: &Path, state_dir: &Path) -> Result<sled::Db, StoreError> {
                 }
                 std::thread::sleep(std::time::Duration::from_millis(50));
             }
+            Err(e @ sled::Error::Corruption { .. }) => {
+                return Err(StoreError::Refused {
+                    dir: state_dir.to_path_buf(),
+                    what: format!("sled cannot read {} ({e}): its files are damaged", path.display()),
+                })
+            }
             Err(e) => {
                 return Err(StoreError::Open {
                     dir: state_dir.to_path_buf(),

@@ -11,8 +11,10 @@ mod common;
 use common::steady_sim;
 use pollhook::fidelity;
 use pollhook::sim::{pollhook_config, SimServer, Simulator};
+use common::process::Killed;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_pollhook");
 
@@ -24,7 +26,8 @@ struct Setup {
 }
 
 impl Setup {
-    async fn new(seed: u64, extra: &str) -> Setup {
+    /// `daemon_extra` goes into `[daemon]`.
+    async fn new(seed: u64, daemon_extra: &str) -> Setup {
         let sim = Simulator::new(steady_sim(seed));
         let server = sim.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let dir = tempfile::tempdir().unwrap();
@@ -34,10 +37,11 @@ impl Setup {
             &dir.path().join("state"),
             &dir.path().join("events.jsonl"),
             "now",
-            "*/5 * * * * *",
+            "* * * * * *",
         );
         let config = dir.path().join("pollhook.toml");
-        std::fs::write(&config, format!("{text}{extra}")).unwrap();
+        let text = text.replacen("[daemon]\n", &format!("[daemon]\n{daemon_extra}"), 1);
+        std::fs::write(&config, text).unwrap();
         Setup {
             sim,
             _server: server,
@@ -179,27 +183,177 @@ async fn a_deleted_state_dir_with_the_jsonl_kept_is_refused_and_store_reset_cont
     assert_eq!(ids.len(), all.len(), "duplicate ids");
 }
 
-/// Truncates sled's log file: with no snapshot yet, sled 0.34 then opens an EMPTY store.
-fn damage(state: &Path) {
-    let db = state.join("store").join("db");
-    let f = std::fs::OpenOptions::new().write(true).open(&db).unwrap();
+/// Truncates sled's log file. With no snapshot yet (a store that never closed cleanly: it
+/// crashed, or was killed) sled 0.34 then opens an EMPTY store; with a snapshot, it fails to
+/// read it.
+fn damage(state: &Path, keep_snapshot: bool) {
+    let dir = state.join("store");
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join("db"))
+        .unwrap();
     f.set_len(0).unwrap();
+    if !keep_snapshot {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.file_name().unwrap().to_string_lossy().starts_with("snap.") {
+                std::fs::remove_file(p).unwrap();
+            }
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_store_that_sled_opens_empty_is_refused_and_verify_says_why() {
-    let s = Setup::new(302, "").await;
-    s.once();
-    s.traffic(3);
-    let before = s.log();
-    assert!(!before.is_empty());
-    damage(&s.state());
-    s.sim.step();
-    let o = s.run(&["once"]);
-    assert_refused(&o, "once on a damaged store");
-    assert!(text(&o).contains("damaged"), "{}", text(&o));
-    assert_eq!(s.log(), before, "the file was written to");
+async fn a_damaged_store_is_refused_whether_sled_opens_it_empty_or_not_at_all() {
+    for keep_snapshot in [false, true] {
+        let s = Setup::new(302, "").await;
+        s.once();
+        s.traffic(3);
+        let before = s.log();
+        assert!(!before.is_empty());
+        damage(&s.state(), keep_snapshot);
+        s.sim.step();
+        let o = s.run(&["once"]);
+        assert_refused(&o, "once on a damaged store");
+        assert!(text(&o).contains("damaged"), "{}", text(&o));
+        assert_eq!(s.log(), before, "the file was written to");
+        let o = s.run(&["store", "verify"]);
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        assert!(text(&o).contains("PROBLEM") && text(&o).contains("damaged"), "{}", text(&o));
+    }
+}
+
+/// Waits for `done`, polling; panics with `what` after 30 s.
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Cycles that succeeded, from the daemon's `/metrics`.
+fn ok_cycles(addr: &str) -> f64 {
+    // `http` runs its own runtime: not on this (async) test's thread.
+    let url = format!("http://{addr}/metrics");
+    let text = std::thread::spawn(move || common::process::http("GET", &url))
+        .join()
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("pollhook_cycles_total{") && l.contains("outcome=\"ok\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+impl Setup {
+    fn spawn(&self) -> Killed {
+        Killed(
+            Command::new(BIN)
+                .args(["run", "--config"])
+                .arg(&self.config)
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    }
+
+    /// One simulator step, then waits until the running daemon has written every webhook of
+    /// the journal so far to the file (so each change is polled before the next).
+    fn step_and_wait(&self) {
+        self.sim.step();
+        let want = self.sim.journal_len();
+        wait_for("the daemon to write every event", || {
+            self.log().lines().count() >= want
+        });
+    }
+}
+
+fn stop(mut daemon: Killed) {
+    Command::new("kill")
+        .args(["-TERM", &daemon.0.id().to_string()])
+        .status()
+        .unwrap();
+    wait_for("the daemon to stop", || {
+        daemon.0.try_wait().unwrap().is_some()
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_taken_while_run_runs_restores_a_store_that_loses_and_doubles_nothing() {
+    let s = Setup::new(303, "admin_listen = \"127.0.0.1:0\"\n").await;
+    let daemon = s.spawn();
+    let addr_file = s.state().join("admin.addr");
+    wait_for("admin.addr", || addr_file.exists());
+    let addr = std::fs::read_to_string(&addr_file).unwrap().trim().to_string();
+    wait_for("the baseline", || ok_cycles(&addr) >= 1.0);
+    for _ in 0..3 {
+        s.step_and_wait();
+    }
+    assert!(s.sim.journal_len() > 0, "no traffic");
+
+    // The backup, through the running daemon (which holds the store).
+    let backup = s.dir.path().join("pollhook.backup");
+    let o = s.run(&["store", "backup", backup.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("through the running daemon"), "{}", text(&o));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&backup).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // The daemon's store endpoints want the key from the state dir.
+    let denied = reqwest::get(format!("http://{addr}/store/backup")).await.unwrap();
+    assert_eq!(denied.status(), 401);
+    // verify through the daemon, too.
     let o = s.run(&["store", "verify"]);
+    assert!(o.status.success() && text(&o).contains("OK:"), "{}", text(&o));
+    let at_backup = s.log().lines().count();
+
+    // Life goes on after the backup: events reach the file.
+    for _ in 0..3 {
+        s.step_and_wait();
+    }
+    assert!(s.log().lines().count() > at_backup, "nothing after the backup");
+    stop(daemon);
+
+    // With the store there and newer, restore refuses.
+    let o = s.run(&["store", "restore", backup.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    assert!(text(&o).contains("identity"), "{}", text(&o));
+    assert!(
+        text(&o).contains("the store there has events up to seq")
+            && text(&o).contains("--force"),
+        "{}",
+        text(&o)
+    );
+
+    // The store is lost. The file holds events after the backup: refused unless forced.
+    std::fs::remove_dir_all(s.state()).unwrap();
+    let o = s.run(&["store", "restore", backup.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("event(s) after the backup's last seq")
+            && text(&o).contains("nothing was restored"),
+        "{}",
+        text(&o)
+    );
+    assert!(!s.state().join("store").exists(), "a refused restore changed the state dir");
+    // Changes while pollhook is down.
+    s.sim.step();
+    let o = s.run(&["store", "restore", backup.to_str().unwrap(), "--force"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("carried"), "{}", text(&o));
+    let o = s.run(&["store", "verify"]);
+    assert!(o.status.success(), "{}", text(&o));
+
+    // Everything since the backup is polled again: each webhook in the file exactly once.
+    s.once();
+    s.sim.step();
+    s.once();
+    let r = fidelity::compare(
+        &s.sim.journal().into_iter().map(|j| j.payload).collect::<Vec<_>>(),
+        &fidelity::read_jsonl(&s.log()).unwrap(),
+    );
+    assert!(r.expected > 0 && r.perfect(), "{r:#?}");
+    let seqs: Vec<u64> = seqs_and_ids(&s.log()).into_iter().map(|(s, _)| s).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
 }

@@ -57,6 +57,11 @@ impl Report {
         }
     }
 
+    /// Adds a problem found outside the store (a sink's file that does not belong to it).
+    pub fn add_problem(&mut self, what: String) {
+        self.problem(what);
+    }
+
     pub fn ok(&self) -> bool {
         self.problem_count == 0
     }
