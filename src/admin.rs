@@ -356,20 +356,26 @@ async fn store_backup(
     if let Err(e) = file.seek(std::io::SeekFrom::Start(0)) {
         return json_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
     }
-    tracing::info!(bytes = summary.bytes, entries = summary.entries, last_seq = summary.header.last_seq, "store backup taken through the admin endpoint");
-    let chunks = futures_util::stream::unfold(Some(tokio::fs::File::from_std(file)), |f| async move {
-        use tokio::io::AsyncReadExt;
-        let mut f = f?;
-        let mut buf = vec![0u8; 256 * 1024];
-        match f.read(&mut buf).await {
-            Ok(0) => None,
-            Ok(n) => {
-                buf.truncate(n);
-                Some((Ok::<_, std::io::Error>(buf), Some(f)))
+    tracing::info!(
+        bytes = summary.bytes,
+        entries = summary.entries,
+        last_seq = summary.header.last_seq,
+        "store backup taken through the admin endpoint"
+    );
+    let chunks =
+        futures_util::stream::unfold(Some(tokio::fs::File::from_std(file)), |f| async move {
+            use tokio::io::AsyncReadExt;
+            let mut f = f?;
+            let mut buf = vec![0u8; 256 * 1024];
+            match f.read(&mut buf).await {
+                Ok(0) => None,
+                Ok(n) => {
+                    buf.truncate(n);
+                    Some((Ok::<_, std::io::Error>(buf), Some(f)))
+                }
+                Err(e) => Some((Err(e), None)),
             }
-            Err(e) => Some((Err(e), None)),
-        }
-    });
+        });
     (
         [(header::CONTENT_TYPE, "application/octet-stream")],
         axum::body::Body::from_stream(chunks),
@@ -495,7 +501,10 @@ fn store_key(config: &Config) -> Result<String, String> {
 
 /// `GET /store/backup` from the running daemon, streamed into `file` (fsync'd). The caller
 /// checks what it got.
-pub async fn fetch_backup(config: &Config, mut file: std::fs::File) -> Result<std::fs::File, String> {
+pub async fn fetch_backup(
+    config: &Config,
+    mut file: std::fs::File,
+) -> Result<std::fs::File, String> {
     use std::io::Write;
     let addr = daemon_addr(config).ok_or_else(|| daemon_unreachable(config, ""))?;
     let key = store_key(config)?;
@@ -517,7 +526,9 @@ pub async fn fetch_backup(config: &Config, mut file: std::fs::File) -> Result<st
             .ok()
             .and_then(|v| v["error"].as_str().map(str::to_string))
             .unwrap_or_default();
-        return Err(format!("the daemon could not take a backup: HTTP {status} {why}"));
+        return Err(format!(
+            "the daemon could not take a backup: HTTP {status} {why}"
+        ));
     }
     while let Some(chunk) = resp
         .chunk()

@@ -278,7 +278,10 @@ impl Store {
         let lock = identity::DirLock::acquire(state_dir)?;
         let aside = identity::move_aside(state_dir, "replaced").map_err(io)?;
         let (store, _) = Store::open_locked(state_dir, Some(lock), Mode::Run)?;
-        let mut next = store.next_seq.try_lock().expect("nobody else has this store yet");
+        let mut next = store
+            .next_seq
+            .try_lock()
+            .expect("nobody else has this store yet");
         debug_assert_eq!(*next, 1, "a new store");
         let first = first_seq.max(1);
         store.meta.insert(NEXT_SEQ, &first.to_be_bytes())?;
@@ -867,7 +870,10 @@ fn open_db(path: &Path, state_dir: &Path) -> Result<sled::Db, StoreError> {
             Err(e @ sled::Error::Corruption { .. }) => {
                 return Err(StoreError::Refused {
                     dir: state_dir.to_path_buf(),
-                    what: format!("sled cannot read {} ({e}): its files are damaged", path.display()),
+                    what: format!(
+                        "sled cannot read {} ({e}): its files are damaged",
+                        path.display()
+                    ),
                 })
             }
             Err(e) => {
@@ -1269,7 +1275,9 @@ mod tests {
         std::fs::remove_dir_all(dir.path().join(SLED_DIR)).unwrap();
         let e = refusal(dir.path());
         assert!(
-            e.contains("EMPTY") && e.contains("pollhook store restore") && e.contains("pollhook store reset"),
+            e.contains("EMPTY")
+                && e.contains("pollhook store restore")
+                && e.contains("pollhook store reset"),
             "{e}"
         );
         // Refusing wrote nothing: it stays refused.
@@ -1312,10 +1320,7 @@ mod tests {
         std::fs::remove_file(dir.path().join(identity::ID_FILE)).unwrap();
         let s = Store::open(dir.path()).unwrap();
         assert_eq!(s.id(), id, "sled's identity is kept");
-        assert_eq!(
-            identity::read_id_file(dir.path()),
-            identity::IdFile::Id(id)
-        );
+        assert_eq!(identity::read_id_file(dir.path()), identity::IdFile::Id(id));
     }
 
     #[tokio::test]
@@ -1332,7 +1337,10 @@ mod tests {
         let origin = s.origin();
         assert!(origin.wrote("evt_file_tail", 7).unwrap());
         assert!(!origin.wrote("evt_file_tail", 6).unwrap());
-        assert!(!origin.wrote(&ev(3).id, 3).unwrap(), "the old store's events are not this one's");
+        assert!(
+            !origin.wrote(&ev(3).id, 3).unwrap(),
+            "the old store's events are not this one's"
+        );
         drop(origin); // it holds sled open
         s.commit(Batch {
             events: vec![ev(1)],
@@ -1346,5 +1354,4 @@ mod tests {
         assert_eq!(s.last_seq(), 8);
         assert!(s.origin().wrote(&ev(1).id, 8).unwrap());
     }
-
 }

@@ -8,10 +8,10 @@
 
 mod common;
 
+use common::process::Killed;
 use common::steady_sim;
 use pollhook::fidelity;
 use pollhook::sim::{pollhook_config, SimServer, Simulator};
-use common::process::Killed;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -196,7 +196,11 @@ fn damage(state: &Path, keep_snapshot: bool) {
     if !keep_snapshot {
         for e in std::fs::read_dir(&dir).unwrap() {
             let p = e.unwrap().path();
-            if p.file_name().unwrap().to_string_lossy().starts_with("snap.") {
+            if p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("snap.")
+            {
                 std::fs::remove_file(p).unwrap();
             }
         }
@@ -219,7 +223,11 @@ async fn a_damaged_store_is_refused_whether_sled_opens_it_empty_or_not_at_all() 
         assert_eq!(s.log(), before, "the file was written to");
         let o = s.run(&["store", "verify"]);
         assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-        assert!(text(&o).contains("PROBLEM") && text(&o).contains("damaged"), "{}", text(&o));
+        assert!(
+            text(&o).contains("PROBLEM") && text(&o).contains("damaged"),
+            "{}",
+            text(&o)
+        );
     }
 }
 
@@ -284,7 +292,10 @@ async fn a_backup_taken_while_run_runs_restores_a_store_that_loses_and_doubles_n
     let daemon = s.spawn();
     let addr_file = s.state().join("admin.addr");
     wait_for("admin.addr", || addr_file.exists());
-    let addr = std::fs::read_to_string(&addr_file).unwrap().trim().to_string();
+    let addr = std::fs::read_to_string(&addr_file)
+        .unwrap()
+        .trim()
+        .to_string();
     wait_for("the baseline", || ok_cycles(&addr) >= 1.0);
     for _ in 0..3 {
         s.step_and_wait();
@@ -295,33 +306,45 @@ async fn a_backup_taken_while_run_runs_restores_a_store_that_loses_and_doubles_n
     let backup = s.dir.path().join("pollhook.backup");
     let o = s.run(&["store", "backup", backup.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("through the running daemon"), "{}", text(&o));
+    assert!(
+        text(&o).contains("through the running daemon"),
+        "{}",
+        text(&o)
+    );
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
         std::fs::metadata(&backup).unwrap().permissions().mode() & 0o777,
         0o600
     );
     // The daemon's store endpoints want the key from the state dir.
-    let denied = reqwest::get(format!("http://{addr}/store/backup")).await.unwrap();
+    let denied = reqwest::get(format!("http://{addr}/store/backup"))
+        .await
+        .unwrap();
     assert_eq!(denied.status(), 401);
     // verify through the daemon, too.
     let o = s.run(&["store", "verify"]);
-    assert!(o.status.success() && text(&o).contains("OK:"), "{}", text(&o));
+    assert!(
+        o.status.success() && text(&o).contains("OK:"),
+        "{}",
+        text(&o)
+    );
     let at_backup = s.log().lines().count();
 
     // Life goes on after the backup: events reach the file.
     for _ in 0..3 {
         s.step_and_wait();
     }
-    assert!(s.log().lines().count() > at_backup, "nothing after the backup");
+    assert!(
+        s.log().lines().count() > at_backup,
+        "nothing after the backup"
+    );
     stop(daemon);
 
     // With the store there and newer, restore refuses.
     let o = s.run(&["store", "restore", backup.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(
-        text(&o).contains("the store there has events up to seq")
-            && text(&o).contains("--force"),
+        text(&o).contains("the store there has events up to seq") && text(&o).contains("--force"),
         "{}",
         text(&o)
     );
@@ -336,7 +359,10 @@ async fn a_backup_taken_while_run_runs_restores_a_store_that_loses_and_doubles_n
         "{}",
         text(&o)
     );
-    assert!(!s.state().join("store").exists(), "a refused restore changed the state dir");
+    assert!(
+        !s.state().join("store").exists(),
+        "a refused restore changed the state dir"
+    );
     // Changes while pollhook is down.
     s.sim.step();
     let o = s.run(&["store", "restore", backup.to_str().unwrap(), "--force"]);
@@ -350,7 +376,11 @@ async fn a_backup_taken_while_run_runs_restores_a_store_that_loses_and_doubles_n
     s.sim.step();
     s.once();
     let r = fidelity::compare(
-        &s.sim.journal().into_iter().map(|j| j.payload).collect::<Vec<_>>(),
+        &s.sim
+            .journal()
+            .into_iter()
+            .map(|j| j.payload)
+            .collect::<Vec<_>>(),
         &fidelity::read_jsonl(&s.log()).unwrap(),
     );
     assert!(r.expected > 0 && r.perfect(), "{r:#?}");

@@ -140,7 +140,9 @@ fn restore(config: &Config, file: &Path, force: bool) -> Result<ExitCode, Failur
     let mut wrong = Vec::new();
     match staged.current() {
         Current::Missing => {}
-        Current::Refused(why) => eprintln!("the store there now is refused ({why}); it is kept aside"),
+        Current::Refused(why) => {
+            eprintln!("the store there now is refused ({why}); it is kept aside")
+        }
         Current::Sound { id, last_seq, acks } => {
             if *id != h.store_id {
                 older.push(format!(
@@ -160,8 +162,12 @@ fn restore(config: &Config, file: &Path, force: bool) -> Result<ExitCode, Failur
     }
     let mut carried: BTreeMap<u64, Carried> = BTreeMap::new();
     for (name, j) in jsonl_sinks(config) {
-        let after = sinks::jsonl::after(&j.path, b)
-            .map_err(|e| Failure::Run(format!("sink {name}: cannot read {}: {e}", j.path.display())))?;
+        let after = sinks::jsonl::after(&j.path, b).map_err(|e| {
+            Failure::Run(format!(
+                "sink {name}: cannot read {}: {e}",
+                j.path.display()
+            ))
+        })?;
         if let Some(t) = &after.boundary {
             if !origin.wrote(&t.id, t.seq).map_err(run_err)? {
                 wrong.push(format!(
@@ -233,7 +239,11 @@ fn restore(config: &Config, file: &Path, force: bool) -> Result<ExitCode, Failur
     // The restored store opens, and every sink's file belongs to it.
     let store = Store::open(state_dir).map_err(run_err)?;
     sinks::check_positions(&store, &config.sinks).map_err(Failure::Run)?;
-    println!("restored store {} (events up to seq {})", store.id(), store.last_seq());
+    println!(
+        "restored store {} (events up to seq {})",
+        store.id(),
+        store.last_seq()
+    );
     if !carried.is_empty() {
         eprintln!(
             "carried {} event(s) the JSONL files hold after the backup into the store: they are not written again",
@@ -254,8 +264,12 @@ fn reset(config: &Config, yes: bool) -> Result<ExitCode, Failure> {
     let state_dir = &config.daemon.state_dir;
     let mut tails = Vec::new();
     for (name, j) in jsonl_sinks(config) {
-        let tail = sinks::jsonl::tail(&j.path, true)
-            .map_err(|e| Failure::Run(format!("sink {name}: cannot read {}: {e}", j.path.display())))?;
+        let tail = sinks::jsonl::tail(&j.path, true).map_err(|e| {
+            Failure::Run(format!(
+                "sink {name}: cannot read {}: {e}",
+                j.path.display()
+            ))
+        })?;
         if let Some(t) = tail {
             tails.push((name, t));
         }
@@ -270,14 +284,19 @@ fn reset(config: &Config, yes: bool) -> Result<ExitCode, Failure> {
         }
     );
     if !yes {
-        eprintln!("{plan}\nNothing was changed. If that is what you want, run it again with --yes.");
+        eprintln!(
+            "{plan}\nNothing was changed. If that is what you want, run it again with --yes."
+        );
         return Ok(ExitCode::from(2));
     }
     let adopted: Vec<(String, u64)> = tails.iter().map(|(_, t)| (t.id.clone(), t.seq)).collect();
     let (store, aside) =
         Store::reset(state_dir, first, &adopted).map_err(|e| stopped_err(e, "reset"))?;
     match &aside {
-        Some(a) => eprintln!("the old store is in {} (delete it when you no longer need it)", a.display()),
+        Some(a) => eprintln!(
+            "the old store is in {} (delete it when you no longer need it)",
+            a.display()
+        ),
         None => eprintln!("there was no store to keep aside"),
     }
     for (name, t) in &tails {
@@ -288,6 +307,9 @@ fn reset(config: &Config, yes: bool) -> Result<ExitCode, Failure> {
             t.id
         );
     }
-    println!("new store {}: its first event will be seq {first}", store.id());
+    println!(
+        "new store {}: its first event will be seq {first}",
+        store.id()
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -490,7 +490,11 @@ mod tests {
         std::fs::write(&path, "").unwrap();
         let big = StoredEvent {
             seq: 7,
-            line: format!(r#"{{"id":"evt_7","seq":7,"pad":"{}"}}"#, "x".repeat(300_000)).into_bytes(),
+            line: format!(
+                r#"{{"id":"evt_7","seq":7,"pad":"{}"}}"#,
+                "x".repeat(300_000)
+            )
+            .into_bytes(),
         };
         let mut s = JsonlSink::new("j", &path);
         s.deliver(std::slice::from_ref(&big)).await.unwrap();
@@ -596,7 +600,10 @@ mod tests {
             .await
             .unwrap_err()
             .to_string();
-        assert!(e.contains("never committed") && e.contains("store reset"), "{e}");
+        assert!(
+            e.contains("never committed") && e.contains("store reset"),
+            "{e}"
+        );
         assert_eq!(new.acked("j").unwrap(), 0, "acked what it did not write");
         assert_eq!(std::fs::read(&path).unwrap(), before);
         let cfg = crate::config::Sink {
@@ -635,7 +642,8 @@ mod tests {
         s.deliver(&[ev(1), ev(2)]).await.unwrap();
         let t = tail(&path, false).unwrap().unwrap();
         assert_eq!((t.seq, t.id.as_str()), (2, "evt_2"));
-        let (store, _) = Store::reset(&dir.path().join("state"), t.seq + 1, &[(t.id, t.seq)]).unwrap();
+        let (store, _) =
+            Store::reset(&dir.path().join("state"), t.seq + 1, &[(t.id, t.seq)]).unwrap();
         store
             .commit(Batch {
                 events: vec![crate::event::NewEvent {
@@ -673,10 +681,16 @@ mod tests {
         // A partial last line (a crash) is not an event.
         std::fs::write(&path, text(7..=8) + r#"{"id":"evt_9","seq":9"#).unwrap();
         let a = after(&path, 5).unwrap();
-        assert_eq!(a.lines.iter().map(|l| l.0).collect::<Vec<_>>(), vec![6, 7, 8]);
+        assert_eq!(
+            a.lines.iter().map(|l| l.0).collect::<Vec<_>>(),
+            vec![6, 7, 8]
+        );
         assert_eq!(a.lines[0].2, ev(6).line);
         let b = a.boundary.unwrap();
-        assert_eq!((b.seq, b.id.as_str(), b.file), (5, "evt_5", rotated(&path, 1)));
+        assert_eq!(
+            (b.seq, b.id.as_str(), b.file),
+            (5, "evt_5", rotated(&path, 1))
+        );
         let a = after(&path, 0).unwrap();
         assert_eq!(a.lines.len(), 8);
         assert_eq!(a.boundary, None);
@@ -686,7 +700,11 @@ mod tests {
         // Lines longer than the read block.
         let long = StoredEvent {
             seq: 20,
-            line: format!(r#"{{"id":"evt_20","seq":20,"pad":"{}"}}"#, "x".repeat(200_000)).into_bytes(),
+            line: format!(
+                r#"{{"id":"evt_20","seq":20,"pad":"{}"}}"#,
+                "x".repeat(200_000)
+            )
+            .into_bytes(),
         };
         std::fs::write(&path, [long.line.clone(), b"\n".to_vec()].concat()).unwrap();
         let a = after(&path, 6).unwrap();
@@ -694,5 +712,4 @@ mod tests {
         assert_eq!(a.lines[0].2, long.line);
         assert_eq!(a.boundary.unwrap().seq, 6);
     }
-
 }

@@ -17,7 +17,9 @@
 //! puts the restored one in its place.
 
 use super::identity::{self, DirLock};
-use super::{decode_seq, Mode, Origin, Store, StoreError, NEXT_SEQ, SCHEMA_VERSION, SLED_DIR, STORE_ID};
+use super::{
+    decode_seq, Mode, Origin, Store, StoreError, NEXT_SEQ, SCHEMA_VERSION, SLED_DIR, STORE_ID,
+};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fs::File;
@@ -219,7 +221,8 @@ fn read_backup(
     let mut line = Vec::new();
     loop {
         let mut b = [0u8; 1];
-        r.read_exact(&mut b).map_err(|_| damaged("it ends in its header"))?;
+        r.read_exact(&mut b)
+            .map_err(|_| damaged("it ends in its header"))?;
         if b[0] == b'\n' {
             break;
         }
@@ -405,10 +408,14 @@ impl Staged {
             Ok(())
         };
         let summary = read_backup(backup, |tree, k, v| {
-            if batch.as_ref().is_some_and(|(t, _, n)| t != tree || *n >= 10_000) {
+            if batch
+                .as_ref()
+                .is_some_and(|(t, _, n)| t != tree || *n >= 10_000)
+            {
                 flush(batch.take())?;
             }
-            let (_, b, n) = batch.get_or_insert_with(|| (tree.to_string(), sled::Batch::default(), 0));
+            let (_, b, n) =
+                batch.get_or_insert_with(|| (tree.to_string(), sled::Batch::default(), 0));
             b.insert(k, v);
             *n += 1;
             Ok(())
@@ -512,11 +519,9 @@ fn current(state_dir: &Path) -> Current {
         Ok((_, Some(problem))) => Current::Refused(problem),
         Ok((store, None)) => {
             let mut acks = Vec::new();
-            for kv in store.acks.iter() {
-                if let Ok((k, v)) = kv {
-                    if let Ok(seq) = decode_seq(&v) {
-                        acks.push((String::from_utf8_lossy(&k).into_owned(), seq));
-                    }
+            for (k, v) in store.acks.iter().flatten() {
+                if let Ok(seq) = decode_seq(&v) {
+                    acks.push((String::from_utf8_lossy(&k).into_owned(), seq));
                 }
             }
             Current::Sound {
@@ -607,7 +612,10 @@ mod tests {
                 },
                 "damaged",
             ),
-            (b"{\"not\":\"a backup\"}".to_vec(), "not a pollhook store backup"),
+            (
+                b"{\"not\":\"a backup\"}".to_vec(),
+                "not a pollhook store backup",
+            ),
             (
                 [good.clone(), b"x".to_vec()].concat(),
                 "something follows its end",
@@ -632,7 +640,10 @@ mod tests {
         s.backup(backup_file(dir.path())).await.unwrap();
         drop(s);
         let staged = Staged::load(&state, &dir.path().join("b")).unwrap();
-        assert!(matches!(staged.current(), Current::Sound { last_seq: 2, .. }));
+        assert!(matches!(
+            staged.current(),
+            Current::Sound { last_seq: 2, .. }
+        ));
         staged
             .import(&[Carried {
                 seq: 5,
@@ -640,7 +651,10 @@ mod tests {
                 line: ev(5).to_line(5),
             }])
             .unwrap();
-        staged.install().unwrap().expect("the old store is kept aside");
+        staged
+            .install()
+            .unwrap()
+            .expect("the old store is kept aside");
         let s = Store::open(&state).unwrap();
         assert_eq!(s.last_seq(), 5);
         assert_eq!(s.seq_of(&ev(5).id).unwrap(), Some(5));

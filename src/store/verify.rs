@@ -9,8 +9,8 @@
 //! [`RecordCheck`]: only providers know their bytes). Reads only.
 
 use super::{
-    decode_seq, split_outbox_value, split_sink_key, DeadRead, Store, StoreError, ADOPTED,
-    NEXT_SEQ, SCHEMA, SCHEMA_VERSION, STORE_ID,
+    decode_seq, split_outbox_value, split_sink_key, DeadRead, Store, StoreError, ADOPTED, NEXT_SEQ,
+    SCHEMA, SCHEMA_VERSION, STORE_ID,
 };
 use serde::{Deserialize, Serialize};
 use sled::Tree;
@@ -26,8 +26,9 @@ pub enum RecordTree {
 
 /// Checks one provider-encoded record: (account named by its key, tree, value) -> `Err(why)`.
 /// `Ok(false)` when the account is not configured (the record is counted, not judged).
-pub type RecordCheck =
-    Arc<dyn Fn(&str, RecordTree, &[u8]) -> Result<bool, String> + Send + Sync + 'static>;
+pub type RecordCheck = Arc<CheckFn>;
+/// See [`RecordCheck`].
+pub type CheckFn = dyn Fn(&str, RecordTree, &[u8]) -> Result<bool, String> + Send + Sync + 'static;
 
 /// What `verify` found.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -162,7 +163,7 @@ fn verify_trees(
     t: &Trees,
     store_id: String,
     identity_problem: Option<String>,
-    check: &(dyn Fn(&str, RecordTree, &[u8]) -> Result<bool, String> + Send + Sync),
+    check: &CheckFn,
 ) -> Result<Report, StoreError> {
     let mut r = Report {
         store_id,
@@ -179,7 +180,9 @@ fn verify_trees(
         match k.as_ref() {
             SCHEMA => match <[u8; 4]>::try_from(v.as_ref()).map(u32::from_be_bytes) {
                 Ok(n) if n <= SCHEMA_VERSION => {}
-                Ok(n) => r.problem(format!("meta: schema {n} is newer than this build's {SCHEMA_VERSION}")),
+                Ok(n) => r.problem(format!(
+                    "meta: schema {n} is newer than this build's {SCHEMA_VERSION}"
+                )),
                 Err(_) => r.problem("meta: schema_version is not a u32".into()),
             },
             NEXT_SEQ => match decode_seq(&v) {
@@ -206,8 +209,10 @@ fn verify_trees(
         }
     }
     if r.store_id.is_empty() {
-        r.notes
-            .push("the store has no identity yet (from before identities): `pollhook run` adopts one".into());
+        r.notes.push(
+            "the store has no identity yet (from before identities): `pollhook run` adopts one"
+                .into(),
+        );
     }
 
     // outbox <-> ids
@@ -232,7 +237,10 @@ fn verify_trees(
             }
         };
         if env.seq != seq {
-            r.problem(format!("outbox seq {seq}: its envelope says seq {}", env.seq));
+            r.problem(format!(
+                "outbox seq {seq}: its envelope says seq {}",
+                env.seq
+            ));
         }
         match t.ids.get(env.id.as_bytes())? {
             None => r.problem(format!("outbox seq {seq}: event {} is not in ids", env.id)),
@@ -283,7 +291,9 @@ fn verify_trees(
         if let Some(bits) = taken.as_mut() {
             let (w, b) = ((seq / 64) as usize, seq % 64);
             if bits[w] & (1 << b) != 0 {
-                r.problem(format!("ids: seq {seq} is given to two events (one is {id})"));
+                r.problem(format!(
+                    "ids: seq {seq} is given to two events (one is {id})"
+                ));
             }
             bits[w] |= 1 << b;
         }
@@ -399,7 +409,12 @@ fn verify_trees(
     };
     let state_n = records(&t.state, RecordTree::State, "state", &mut r)?;
     let cursors_n = records(&t.cursors, RecordTree::Cursors, "cursors", &mut r)?;
-    let connections_n = records(&t.connections, RecordTree::Connections, "connections", &mut r)?;
+    let connections_n = records(
+        &t.connections,
+        RecordTree::Connections,
+        "connections",
+        &mut r,
+    )?;
     for (account, n) in unknown {
         r.notes.push(format!(
             "{n} record(s) of account {account:?}, which the config does not list (not checked)"
@@ -457,26 +472,45 @@ mod tests {
         assert!(r.render().contains("OK:"));
 
         // Each injection breaks one cross-reference or record.
-        let inject: Vec<(&str, Box<dyn Fn(&Store)>)> = vec![
-            ("is not in ids", Box::new(|s| {
-                s.ids.remove(ev(2).id.as_bytes()).unwrap();
-            })),
-            ("past the last committed seq", Box::new(|s| {
-                s.acks.insert(b"j", &9u64.to_be_bytes()).unwrap();
-            })),
-            ("its envelope says seq", Box::new(|s| {
-                let line = ev(3).to_line(7);
-                s.outbox.insert(3u64.to_be_bytes(), line).unwrap();
-            })),
-            ("missing from the outbox", Box::new(|s| {
-                s.outbox.remove(3u64.to_be_bytes()).unwrap();
-            })),
-            ("unreadable", Box::new(|s| {
-                s.state.insert(b"a\0m\0d2", &b"bad"[..]).unwrap();
-            })),
-            ("not after the last outbox seq", Box::new(|s| {
-                s.meta.insert(NEXT_SEQ, &2u64.to_be_bytes()).unwrap();
-            })),
+        type Inject = Box<dyn Fn(&Store)>;
+        let inject: Vec<(&str, Inject)> = vec![
+            (
+                "is not in ids",
+                Box::new(|s| {
+                    s.ids.remove(ev(2).id.as_bytes()).unwrap();
+                }),
+            ),
+            (
+                "past the last committed seq",
+                Box::new(|s| {
+                    s.acks.insert(b"j", &9u64.to_be_bytes()).unwrap();
+                }),
+            ),
+            (
+                "its envelope says seq",
+                Box::new(|s| {
+                    let line = ev(3).to_line(7);
+                    s.outbox.insert(3u64.to_be_bytes(), line).unwrap();
+                }),
+            ),
+            (
+                "missing from the outbox",
+                Box::new(|s| {
+                    s.outbox.remove(3u64.to_be_bytes()).unwrap();
+                }),
+            ),
+            (
+                "unreadable",
+                Box::new(|s| {
+                    s.state.insert(b"a\0m\0d2", &b"bad"[..]).unwrap();
+                }),
+            ),
+            (
+                "not after the last outbox seq",
+                Box::new(|s| {
+                    s.meta.insert(NEXT_SEQ, &2u64.to_be_bytes()).unwrap();
+                }),
+            ),
         ];
         for (want, f) in inject {
             let dir = tempfile::tempdir().unwrap();
