@@ -286,45 +286,55 @@ async fn connect_member(
     }
 }
 
-/// `None` when the request may use `/store/*`: from this host, with the state dir's key.
-fn store_access(s: &AdminState, peer: SocketAddr, headers: &header::HeaderMap) -> Option<Response> {
-    if !peer.ip().is_loopback() {
-        return Some(json_error(
-            StatusCode::FORBIDDEN,
-            "the store is accessible from this host only",
-        ));
+/// Extracted by `/store/*` handlers: the request comes from this host, with the state dir's key
+/// (rejected with 403 / 401 otherwise).
+struct StoreAccess;
+
+impl axum::extract::FromRequestParts<AdminState> for StoreAccess {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        s: &AdminState,
+    ) -> Result<Self, Self::Rejection> {
+        let local = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .is_some_and(|ConnectInfo(peer)| peer.ip().is_loopback());
+        if !local {
+            return Err(json_error(
+                StatusCode::FORBIDDEN,
+                "the store is accessible from this host only",
+            ));
+        }
+        let given = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        // Compared in constant time.
+        let expected = s.key.as_bytes();
+        let same = given.len() == expected.len()
+            && given
+                .bytes()
+                .zip(expected)
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0;
+        if same {
+            Ok(StoreAccess)
+        } else {
+            Err(json_error(
+                StatusCode::UNAUTHORIZED,
+                format!("present the key in <state_dir>/{KEY_FILE} (only who can read the state dir may copy the store)"),
+            ))
+        }
     }
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    // Compared in constant time.
-    let expected = s.key.as_bytes();
-    let same = given.len() == expected.len()
-        && given
-            .bytes()
-            .zip(expected)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
-    (!same).then(|| {
-        json_error(
-            StatusCode::UNAUTHORIZED,
-            format!("present the key in <state_dir>/{KEY_FILE} (only who can read the state dir may copy the store)"),
-        )
-    })
 }
 
 /// Streams a backup of the store taken under the commit lock (through an unlinked temp file
 /// in the state dir, so nothing is left behind whatever happens).
-async fn store_backup(
-    State(s): State<AdminState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: header::HeaderMap,
-) -> Response {
-    if let Some(denied) = store_access(&s, peer, &headers) {
-        return denied;
-    }
+async fn store_backup(_: StoreAccess, State(s): State<AdminState>) -> Response {
     let store = s.engine.store();
     let tmp = crate::store::identity::temp_beside(&store.dir().join("backup"));
     let file = {
@@ -384,14 +394,7 @@ async fn store_backup(
 }
 
 /// The verify report, taken under the commit lock; sinks' files checked against the store.
-async fn store_verify(
-    State(s): State<AdminState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: header::HeaderMap,
-) -> Response {
-    if let Some(denied) = store_access(&s, peer, &headers) {
-        return denied;
-    }
+async fn store_verify(_: StoreAccess, State(s): State<AdminState>) -> Response {
     let check = crate::providers::record_check(&s.config.accounts);
     match s.engine.store().verify(None, check).await {
         Ok(mut report) => {
@@ -468,9 +471,18 @@ pub async fn post_connect(
         account: account.to_string(),
         auth_token: auth_token.expose().to_string(),
     };
-    let resp = client()
-        .post(format!("http://{addr}/connect"))
-        .json(&body)
+    let request = client().post(format!("http://{addr}/connect")).json(&body);
+    json_answer(config, request, "connect the member").await
+}
+
+/// Sends `request` to the daemon and reads its JSON answer, or the `error` it gave for
+/// failing to `what`.
+async fn json_answer<T: serde::de::DeserializeOwned>(
+    config: &Config,
+    request: reqwest::RequestBuilder,
+    what: &str,
+) -> Result<T, String> {
+    let resp = request
         .send()
         .await
         .map_err(|e| daemon_unreachable(config, &format!("does not answer: {e}")))?;
@@ -481,7 +493,7 @@ pub async fn post_connect(
         .map_err(|e| daemon_unreachable(config, &format!("sent an unreadable answer: {e}")))?;
     if !status.is_success() {
         let why = v["error"].as_str().unwrap_or("no reason given");
-        return Err(format!("the daemon could not connect the member: {why}"));
+        return Err(format!("the daemon could not {what}: {why}"));
     }
     serde_json::from_value(v).map_err(|e| format!("the daemon's answer is unreadable: {e}"))
 }
@@ -547,20 +559,8 @@ pub async fn fetch_backup(
 pub async fn fetch_verify(config: &Config) -> Result<crate::store::verify::Report, String> {
     let addr = daemon_addr(config).ok_or_else(|| daemon_unreachable(config, ""))?;
     let key = store_key(config)?;
-    let resp = client()
+    let request = client()
         .get(format!("http://{addr}/store/verify"))
-        .bearer_auth(key)
-        .send()
-        .await
-        .map_err(|e| daemon_unreachable(config, &format!("does not answer: {e}")))?;
-    let status = resp.status();
-    let v: serde_json::Value = resp
-        .json()
-        .await
-        .map_err(|e| daemon_unreachable(config, &format!("sent an unreadable answer: {e}")))?;
-    if !status.is_success() {
-        let why = v["error"].as_str().unwrap_or("no reason given");
-        return Err(format!("the daemon could not verify the store: {why}"));
-    }
-    serde_json::from_value(v).map_err(|e| format!("the daemon's verify report is unreadable: {e}"))
+        .bearer_auth(key);
+    json_answer(config, request, "verify the store").await
 }

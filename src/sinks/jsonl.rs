@@ -555,48 +555,44 @@ mod tests {
         assert_eq!(lines(&path), vec![11]);
     }
 
-    #[tokio::test]
-    async fn a_file_written_with_another_store_is_refused_and_nothing_is_acked() {
-        use crate::store::{Batch, Store};
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("e.jsonl");
-        let new_event = |n: u32| crate::event::NewEvent {
-            id: crate::event::event_id(&["j", &n.to_string()]),
-            provider: "caminvoice",
-            account: "a".into(),
-            event_type: "T".into(),
-            occurred_at: 0,
-            detected_at: 0,
-            subject: "s".into(),
-            payload: "{}".into(),
-        };
-        let runner = |store: &Store| {
-            let _ = store;
-            super::super::Runner::batch(
-                crate::config::Filter::default(),
-                Box::new(JsonlSink::new("j", &path)),
-            )
-        };
-        {
-            let old = Store::open(&dir.path().join("old")).unwrap();
-            old.commit(Batch {
-                events: (1..=3).map(new_event).collect(),
-                ..Batch::default()
+    fn new_event(n: u32) -> crate::event::NewEvent {
+        super::super::testutil::new_event("j", n)
+    }
+
+    /// A dispatcher's view of a JSONL sink at `path`.
+    fn runner(path: &Path) -> super::super::Runner {
+        super::super::Runner::batch(
+            crate::config::Filter::default(),
+            Box::new(JsonlSink::new("j", path)),
+        )
+    }
+
+    async fn commit(store: &crate::store::Store, events: Vec<crate::event::NewEvent>) {
+        store
+            .commit(crate::store::Batch {
+                events,
+                ..Default::default()
             })
             .await
             .unwrap();
-            super::super::drain(&old, &mut runner(&old)).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_file_written_with_another_store_is_refused_and_nothing_is_acked() {
+        use super::super::drain;
+        use crate::store::Store;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.jsonl");
+        {
+            let old = Store::open(&dir.path().join("old")).unwrap();
+            commit(&old, (1..=3).map(new_event).collect()).await;
+            drain(&old, &mut runner(&path)).await.unwrap();
         }
         let before = std::fs::read(&path).unwrap();
         // Another store (the state dir was lost): seqs 1 and 2 again, other events.
         let new = Store::open(&dir.path().join("new")).unwrap();
-        new.commit(Batch {
-            events: (10..=11).map(new_event).collect(),
-            ..Batch::default()
-        })
-        .await
-        .unwrap();
-        let e = super::super::drain(&new, &mut runner(&new))
+        commit(&new, (10..=11).map(new_event).collect()).await;
+        let e = drain(&new, &mut runner(&path))
             .await
             .unwrap_err()
             .to_string();
@@ -619,14 +615,8 @@ mod tests {
         // The same event at another seq is refused too, naming both.
         drop(new);
         let (reset, _) = Store::reset(&dir.path().join("new"), 1, &[]).unwrap();
-        reset
-            .commit(Batch {
-                events: vec![new_event(3)],
-                ..Batch::default()
-            })
-            .await
-            .unwrap();
-        let e = super::super::drain(&reset, &mut runner(&reset))
+        commit(&reset, vec![new_event(3)]).await;
+        let e = drain(&reset, &mut runner(&path))
             .await
             .unwrap_err()
             .to_string();
@@ -635,7 +625,6 @@ mod tests {
 
     #[tokio::test]
     async fn after_a_reset_that_adopted_the_tail_the_file_continues() {
-        use crate::store::{Batch, Store};
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("e.jsonl");
         let mut s = JsonlSink::new("j", &path);
@@ -643,28 +632,15 @@ mod tests {
         let t = tail(&path, false).unwrap().unwrap();
         assert_eq!((t.seq, t.id.as_str()), (2, "evt_2"));
         let (store, _) =
-            Store::reset(&dir.path().join("state"), t.seq + 1, &[(t.id, t.seq)]).unwrap();
-        store
-            .commit(Batch {
-                events: vec![crate::event::NewEvent {
-                    id: "evt_new".into(),
-                    provider: "caminvoice",
-                    account: "a".into(),
-                    event_type: "T".into(),
-                    occurred_at: 0,
-                    detected_at: 0,
-                    subject: "s".into(),
-                    payload: "{}".into(),
-                }],
-                ..Batch::default()
-            })
-            .await
-            .unwrap();
-        let mut runner = super::super::Runner::batch(
-            crate::config::Filter::default(),
-            Box::new(JsonlSink::new("j", &path)),
+            crate::store::Store::reset(&dir.path().join("state"), t.seq + 1, &[(t.id, t.seq)])
+                .unwrap();
+        commit(&store, vec![new_event(1)]).await;
+        assert_eq!(
+            super::super::drain(&store, &mut runner(&path))
+                .await
+                .unwrap(),
+            1
         );
-        assert_eq!(super::super::drain(&store, &mut runner).await.unwrap(), 1);
         assert_eq!(lines(&path), vec![1, 2, 3]);
     }
 

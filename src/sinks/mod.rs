@@ -345,6 +345,20 @@ pub mod testutil {
     use super::*;
     use std::sync::Mutex;
 
+    /// An event to commit: `n` makes its id, `tag` keeps ids of different tests apart.
+    pub fn new_event(tag: &str, n: u32) -> crate::event::NewEvent {
+        crate::event::NewEvent {
+            id: crate::event::event_id(&[tag, &n.to_string()]),
+            provider: "caminvoice",
+            account: "a".into(),
+            event_type: "T".into(),
+            occurred_at: 0,
+            detected_at: 0,
+            subject: "s".into(),
+            payload: "{}".into(),
+        }
+    }
+
     /// Records what it is given; fails the next `fail` deliveries.
     #[derive(Clone, Default)]
     pub struct Recording {
@@ -384,20 +398,11 @@ pub mod testutil {
 mod tests {
     use super::testutil::Recording;
     use super::*;
-    use crate::event::{event_id, NewEvent};
+    use crate::event::NewEvent;
     use crate::store::Batch;
 
     fn ev(n: u32) -> NewEvent {
-        NewEvent {
-            id: event_id(&["s", &n.to_string()]),
-            provider: "caminvoice",
-            account: "a".into(),
-            event_type: "T".into(),
-            occurred_at: 0,
-            detected_at: 0,
-            subject: "s".into(),
-            payload: "{}".into(),
-        }
+        super::testutil::new_event("s", n)
     }
 
     #[tokio::test]
