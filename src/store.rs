@@ -235,6 +235,25 @@ impl Store {
             Some(v) => decode_seq(&v)?.max(after_last),
             None => after_last,
         };
+        let acks = tree("acks")?;
+        if mode == Mode::Run {
+            // An ack past the last event: the store lost events a sink already has, and new
+            // events would take their seqs and be skipped by that sink.
+            for kv in acks.iter() {
+                let (k, v) = kv?;
+                let acked = decode_seq(&v)?;
+                if acked >= next {
+                    return Err(StoreError::Refused {
+                        dir: state_dir.to_path_buf(),
+                        what: format!(
+                            "sink {} is acknowledged up to seq {acked}, but the store's last event is seq {}: it lost events that sink already has",
+                            String::from_utf8_lossy(&k),
+                            next - 1
+                        ),
+                    });
+                }
+            }
+        }
         let (notify, _) = watch::channel(next - 1);
         let store = Store {
             dir: state_dir.to_path_buf(),
@@ -242,7 +261,7 @@ impl Store {
             state: tree("state")?,
             cursors: tree("cursors")?,
             ids: tree("ids")?,
-            acks: tree("acks")?,
+            acks,
             subjects: tree("subjects")?,
             attempts: tree("attempts")?,
             dead: tree("dead")?,
@@ -1285,6 +1304,27 @@ mod tests {
         let (s, problem) = Store::inspect(dir.path()).unwrap();
         assert!(problem.unwrap().contains("damaged"));
         assert_eq!(s.last_seq(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_store_that_lost_events_a_sink_already_has_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = with_events(dir.path(), 3).await;
+        s.ack("hook", 3).unwrap();
+        s.flush().await.unwrap();
+        drop(s);
+        let s = Store::open(dir.path()).unwrap();
+        // What a store that lost its last events looks like: the ack survived them.
+        s.acks.insert(b"hook", &5u64.to_be_bytes()).unwrap();
+        s.db.flush().unwrap();
+        drop(s);
+        let e = refusal(dir.path());
+        assert!(
+            e.contains(
+                "sink hook is acknowledged up to seq 5, but the store's last event is seq 3"
+            ),
+            "{e}"
+        );
     }
 
     #[tokio::test]

@@ -231,6 +231,34 @@ async fn a_damaged_store_is_refused_whether_sled_opens_it_empty_or_not_at_all() 
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_and_once_catch_an_injected_ack_past_the_last_event() {
+    let s = Setup::new(304, "").await;
+    s.once();
+    s.traffic(2);
+    let o = s.run(&["store", "verify"]);
+    assert!(
+        o.status.success() && text(&o).contains("OK:"),
+        "{}",
+        text(&o)
+    );
+    {
+        // A store that lost its last events while the ack of a sink survived: new events
+        // would take those seqs, and that sink would skip them.
+        let store = pollhook::store::Store::open(&s.state()).unwrap();
+        store.ack("jsonl", store.last_seq() + 10).unwrap();
+        store.flush().await.unwrap();
+    }
+    let o = s.run(&["store", "verify"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("PROBLEM") && text(&o).contains("lost events that sink already has"),
+        "{}",
+        text(&o)
+    );
+    assert_refused(&s.run(&["once"]), "once on a store that lost events");
+}
+
 /// Waits for `done`, polling; panics with `what` after 30 s.
 fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);

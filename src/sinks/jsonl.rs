@@ -644,6 +644,42 @@ mod tests {
         assert_eq!(lines(&path), vec![1, 2, 3]);
     }
 
+    #[tokio::test]
+    async fn a_pruned_outbox_a_rotated_file_and_an_emptied_file_raise_no_false_alarm() {
+        use super::super::{drain, Runner};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.jsonl");
+        let store = crate::store::Store::open(&dir.path().join("state")).unwrap();
+        let rotating = || {
+            Runner::batch(
+                crate::config::Filter::default(),
+                Box::new(JsonlSink::new("j", &path).rotate(Some(1), 2)),
+            )
+        };
+        commit(&store, (1..=3).map(new_event).collect()).await;
+        drain(&store, &mut runner(&path)).await.unwrap();
+        // Every event pruned from the outbox: the file's last line is still this store's.
+        let p = store.prune(i64::MAX, &["j".to_string()]).await.unwrap();
+        assert_eq!(p.events, 3);
+        commit(&store, vec![new_event(4)]).await;
+        assert_eq!(drain(&store, &mut runner(&path)).await.unwrap(), 1);
+        // Rotated by size; then an empty file (as a crash right after a rotation leaves it):
+        // the tail checked is path.1's.
+        commit(&store, vec![new_event(5)]).await;
+        assert_eq!(drain(&store, &mut rotating()).await.unwrap(), 1);
+        assert_eq!(lines(&path), vec![5]);
+        rotate_files(&path, 2).unwrap();
+        assert_eq!(tail(&path, true).unwrap().unwrap().seq, 5);
+        commit(&store, vec![new_event(6)]).await;
+        assert_eq!(drain(&store, &mut rotating()).await.unwrap(), 1);
+        assert_eq!(lines(&path), vec![6]);
+        // Emptied by the operator: nothing to resume from, the sink goes on after its ack.
+        std::fs::write(&path, "").unwrap();
+        commit(&store, vec![new_event(7)]).await;
+        assert_eq!(drain(&store, &mut runner(&path)).await.unwrap(), 1);
+        assert_eq!(lines(&path), vec![7]);
+    }
+
     #[test]
     fn after_reads_back_across_rotated_files_up_to_the_boundary() {
         let dir = tempfile::tempdir().unwrap();
