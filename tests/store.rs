@@ -395,7 +395,13 @@ async fn a_backup_taken_while_run_runs_restores_a_store_that_loses_and_doubles_n
     s.sim.step();
     let o = s.run(&["store", "restore", backup.to_str().unwrap(), "--force"]);
     assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("carried"), "{}", text(&o));
+    let carried: usize = text(&o)
+        .split("carried ")
+        .nth(1)
+        .and_then(|t| t.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("nothing carried:\n{}", text(&o)));
+    assert_eq!(carried, s.log().lines().count() - at_backup);
     let o = s.run(&["store", "verify"]);
     assert!(o.status.success(), "{}", text(&o));
 
@@ -414,4 +420,12 @@ async fn a_backup_taken_while_run_runs_restores_a_store_that_loses_and_doubles_n
     assert!(r.expected > 0 && r.perfect(), "{r:#?}");
     let seqs: Vec<u64> = seqs_and_ids(&s.log()).into_iter().map(|(s, _)| s).collect();
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    eprintln!(
+        "restore: backup at {at_backup} lines, {carried} lines after it carried into the restored store; {} ground-truth events, {} lines, {} lost, {} duplicate ids, {} unexpected",
+        r.expected,
+        seqs.len(),
+        r.missing.len(),
+        r.duplicate_ids,
+        r.unexpected.len()
+    );
 }

@@ -55,8 +55,9 @@ async fn verify(config: &Config) -> Result<ExitCode, Failure> {
             report
         }
         Err(StoreError::Locked(_)) => {
+            let report = admin::fetch_verify(config).await.map_err(Failure::Run)?;
             eprintln!("(through the running daemon)");
-            admin::fetch_verify(config).await.map_err(Failure::Run)?
+            report
         }
         Err(e) => {
             println!("PROBLEM: {e}");
