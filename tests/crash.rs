@@ -68,10 +68,12 @@ fn thirty_kills_lose_nothing_and_double_nothing_in_jsonl() {
     let sim = SimProcess::start(seed);
     let base = sim.base_url.clone();
     let dir = tempfile::tempdir().unwrap();
-    // A hook that appends "<event id> <payload>" to a file.
+    // A hook that appends "<event id> <payload>" to a file. A hook left running by a daemon
+    // SIGKILLed between spawning it and writing its stdin reads an empty payload (a payload
+    // under PIPE_BUF arrives whole or not at all): like any consumer, it refuses that input.
     let hook_log = dir.path().join("hook.log");
     let hook = dir.path().join("hook.sh");
-    std::fs::write(&hook, format!("#!/bin/sh\npayload=$(cat)\nprintf '%s %s\\n' \"$POLLHOOK_EVENT_ID\" \"$payload\" >> {}\n", hook_log.display())).unwrap();
+    std::fs::write(&hook, format!("#!/bin/sh\npayload=$(cat)\n[ -n \"$payload\" ] || exit 1\nprintf '%s %s\\n' \"$POLLHOOK_EVENT_ID\" \"$payload\" >> {}\n", hook_log.display())).unwrap();
     let hook_sink = format!(
         "\n[[sinks]]\nkind = \"hook\"\nname = \"hook\"\ncommand = [\"/bin/sh\", {:?}]\ntimeout = \"10s\"\nretry_schedule = [\"200ms\"]\nmax_attempts = 1000\n",
         hook.display().to_string()
