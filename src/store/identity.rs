@@ -32,8 +32,22 @@ pub struct DirLock {
 
 impl DirLock {
     /// Takes the state dir's lock, or fails with [`StoreError::Locked`] when another process
-    /// (or another store in this process) holds it.
+    /// (or another store in this process) holds it. Like sled's own lock, it waits up to
+    /// [`super::LOCK_GRACE`] for a holder that is letting go (a store of this process whose
+    /// last handle is being dropped by a task that is finishing).
     pub fn acquire(state_dir: &Path) -> Result<DirLock, StoreError> {
+        let deadline = std::time::Instant::now() + super::LOCK_GRACE;
+        loop {
+            match DirLock::try_acquire(state_dir) {
+                Err(StoreError::Locked(_)) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn try_acquire(state_dir: &Path) -> Result<DirLock, StoreError> {
         let open_err = |e: std::io::Error| StoreError::Open {
             dir: state_dir.to_path_buf(),
             source: sled::Error::Io(e),
