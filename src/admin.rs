@@ -21,7 +21,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -170,8 +170,8 @@ impl Admin {
         let addr_file = engine.store().dir().join(ADDR_FILE);
         let key_file = engine.store().dir().join(KEY_FILE);
         let key = crate::store::identity::new_id();
-        crate::store::identity::write_atomically(&key_file, format!("{key}\n").as_bytes())?;
-        write_atomically(&addr_file, format!("{addr}\n").as_bytes())?;
+        crate::files::write_atomically(&key_file, format!("{key}\n").as_bytes())?;
+        crate::files::write_atomically(&addr_file, format!("{addr}\n").as_bytes())?;
         let app = Router::new()
             .route("/healthz", get(healthz))
             .route("/metrics", get(metrics))
@@ -212,12 +212,6 @@ impl Admin {
         let _ = std::fs::remove_file(&self.addr_file);
         let _ = std::fs::remove_file(&self.key_file);
     }
-}
-
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("addr.tmp");
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
 }
 
 fn json_error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -336,7 +330,7 @@ impl axum::extract::FromRequestParts<AdminState> for StoreAccess {
 /// in the state dir, so nothing is left behind whatever happens).
 async fn store_backup(_: StoreAccess, State(s): State<AdminState>) -> Response {
     let store = s.engine.store();
-    let tmp = crate::store::identity::temp_beside(&store.dir().join("backup"));
+    let tmp = crate::files::temp_beside(&store.dir().join("backup"));
     let file = {
         use std::os::unix::fs::OpenOptionsExt;
         std::fs::OpenOptions::new()

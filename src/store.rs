@@ -169,7 +169,7 @@ impl Store {
     /// Opens (creating if needed) the store under `state_dir`. Refuses a store that sled
     /// opened without the identity `<state_dir>/store-id` names ([`StoreError::Refused`]).
     pub fn open(state_dir: &Path) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(state_dir).map_err(|e| StoreError::Open {
+        crate::files::private_dir(state_dir).map_err(|e| StoreError::Open {
             dir: state_dir.to_path_buf(),
             source: sled::Error::Io(e),
         })?;
@@ -200,6 +200,8 @@ impl Store {
         let id_file = identity::read_id_file(state_dir);
         let path = state_dir.join(SLED_DIR);
         let db = open_db(&path, state_dir)?;
+        // The store holds refresh tokens (`connections`): its files are the pollhook user's only.
+        crate::files::make_private(&path);
         release_freed_memory();
         let tree = |name: &str| db.open_tree(name);
         let store_meta = tree("meta")?;
@@ -293,7 +295,7 @@ impl Store {
             dir: state_dir.to_path_buf(),
             source: sled::Error::Io(e),
         };
-        std::fs::create_dir_all(state_dir).map_err(io)?;
+        crate::files::private_dir(state_dir).map_err(io)?;
         let lock = identity::DirLock::acquire(state_dir)?;
         let aside = identity::move_aside(state_dir, "replaced").map_err(io)?;
         let (store, _) = Store::open_locked(state_dir, Some(lock), Mode::Run)?;

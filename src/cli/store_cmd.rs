@@ -7,7 +7,7 @@
 use super::{run_err, Failure, StoreCommand};
 use crate::config::{Config, SinkKind};
 use crate::store::backup::{self, Carried, Current, Staged};
-use crate::store::{identity, Store, StoreError};
+use crate::store::{Store, StoreError};
 use crate::{admin, providers, sinks};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -85,7 +85,7 @@ impl Drop for Temp {
 
 async fn backup(config: &Config, file: &Path) -> Result<ExitCode, Failure> {
     use std::os::unix::fs::OpenOptionsExt;
-    let tmp = identity::temp_beside(file);
+    let tmp = crate::files::temp_beside(file);
     let out = std::fs::OpenOptions::new()
         .create_new(true)
         .read(true)
@@ -114,7 +114,7 @@ async fn backup(config: &Config, file: &Path) -> Result<ExitCode, Failure> {
     // Read back whole before it takes the name: a backup that does not check is no backup.
     let summary = backup::check_file(&tmp).map_err(run_err)?;
     std::fs::rename(&tmp, file)
-        .and_then(|_| identity::sync_parent(file))
+        .and_then(|_| crate::files::sync_parent(file))
         .map_err(|e| Failure::Run(format!("cannot write {}: {e}", file.display())))?;
     guard.0 = None;
     let h = &summary.header;

@@ -75,6 +75,13 @@ pub enum FaultKind {
     HtmlPage,
     /// 401 `{"message":"Unauthorized"}`, whatever the credentials.
     Unauthorized,
+    /// `status` with a `{"message"}` that quotes the request's credentials back, as careless
+    /// servers do: the `Authorization` header, its Basic credentials decoded, the request body
+    /// (a refresh token), and the base64 of each token found in it. The request is not handled.
+    EchoCredentials {
+        /// HTTP status to answer with (e.g. 401 on the token endpoint, 400 on a GET).
+        status: u16,
+    },
 }
 
 /// The state of the layer around one route.
@@ -99,6 +106,9 @@ pub(crate) async fn guard(State(g): State<Guard>, req: Request, next: Next) -> R
     let Some(kind) = fault else {
         return next.run(req).await;
     };
+    if let FaultKind::EchoCredentials { status } = kind {
+        return echo_credentials(req, status).await;
+    }
     tracing::debug!(%key, ?kind, "simulator fault");
     match kind {
         FaultKind::ServerError { status } => {
@@ -130,12 +140,52 @@ pub(crate) async fn guard(State(g): State<Guard>, req: Request, next: Next) -> R
         ),
         FaultKind::Truncated => truncate(next.run(req).await).await,
         FaultKind::HtmlPage => raw(StatusCode::BAD_GATEWAY, "text/html", HTML_502),
+        FaultKind::EchoCredentials { .. } => unreachable!("answered above"),
         FaultKind::Unauthorized => (
             StatusCode::UNAUTHORIZED,
             axum::Json(json!({"message": "Unauthorized"})),
         )
             .into_response(),
     }
+}
+
+/// A careless server's error: every credential of the request quoted back, raw and encoded.
+async fn echo_credentials(req: Request, status: u16) -> Response {
+    use base64::Engine as _;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let auth = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let body = to_bytes(req.into_body(), 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let body = String::from_utf8_lossy(&body).into_owned();
+    let mut parts = vec![format!("Authorization: {auth}"), format!("request: {body}")];
+    if let Some(basic) = auth.strip_prefix("Basic ") {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(basic)
+            .unwrap_or_default();
+        parts.push(format!(
+            "client credentials {}",
+            String::from_utf8_lossy(&decoded)
+        ));
+    }
+    if let Some(bearer) = auth.strip_prefix("Bearer ") {
+        parts.push(format!("token (base64) {}", b64(bearer)));
+    }
+    if let Ok(v) = serde_json::from_str::<serde_json::Value>(&body) {
+        for key in ["refresh_token", "auth_token"] {
+            if let Some(t) = v.get(key).and_then(|t| t.as_str()) {
+                parts.push(format!("{key} (base64) {}", b64(t)));
+            }
+        }
+    }
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::UNAUTHORIZED);
+    let message = format!("rejected; you sent {}", parts.join("; "));
+    (status, axum::Json(json!({ "message": message }))).into_response()
 }
 
 /// The real response with the first half of its body.

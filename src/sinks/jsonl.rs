@@ -48,6 +48,8 @@ pub struct JsonlSink {
     /// The store it delivers from; the tail of the file must be its own (`None` only in unit
     /// tests that call `deliver` directly: the file is then trusted).
     origin: Option<Origin>,
+    /// The file's permission bits (`mode`), set on every open whatever the umask.
+    mode: u32,
 }
 
 impl JsonlSink {
@@ -60,7 +62,14 @@ impl JsonlSink {
             rotate: None,
             generation: REOPEN.load(Ordering::SeqCst),
             origin: None,
+            mode: crate::files::FILE_MODE,
         }
+    }
+
+    /// Gives the file (and rotated ones, which it was) `mode` (default 0600).
+    pub fn mode(mut self, mode: u32) -> JsonlSink {
+        self.mode = mode;
+        self
     }
 
     /// Rotates the file once it has reached `bytes` (if set), keeping `keep` old files.
@@ -181,6 +190,7 @@ fn open(
     name: &str,
     path: &Path,
     rotating: bool,
+    mode: u32,
     origin: Option<&Origin>,
 ) -> Result<(File, u64), OpenError> {
     if let (Some(origin), Some(t)) = (origin, tail(path, rotating)?) {
@@ -188,7 +198,7 @@ fn open(
             return Err(OpenError::Foreign(why));
         }
     }
-    let (file, seq) = open_one(path)?;
+    let (file, seq) = open_one(path, mode)?;
     if seq == 0 && rotating {
         if let Ok(mut old) = File::open(rotated(path, 1)) {
             return Ok((file, last_line(&mut old)?.0.map_or(0, |p| p.0)));
@@ -197,12 +207,15 @@ fn open(
     Ok((file, seq))
 }
 
-fn open_one(path: &Path) -> std::io::Result<(File, u64)> {
+fn open_one(path: &Path, mode: u32) -> std::io::Result<(File, u64)> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let mut file = OpenOptions::new()
         .create(true)
         .read(true)
         .append(true)
+        .mode(mode)
         .open(path)?;
+    file.set_permissions(std::fs::Permissions::from_mode(mode))?;
     let (pos, valid_len) = last_line(&mut file)?;
     let len = file.metadata()?.len();
     if valid_len < len {
@@ -386,13 +399,13 @@ impl Sink for JsonlSink {
                 opened = None;
                 self.generation = generation;
             }
-            let (carried, rotate) = (self.written, self.rotate);
+            let (carried, rotate, mode) = (self.written, self.rotate, self.mode);
             let (name, origin) = (self.name.clone(), self.origin.clone());
             let batch = events.to_vec();
             let result = tokio::task::spawn_blocking(move || {
                 let (mut file, mut written) = match opened {
                     Some(o) => o,
-                    None => open(&name, &path, rotate.is_some(), origin.as_ref())?,
+                    None => open(&name, &path, rotate.is_some(), mode, origin.as_ref())?,
                 };
                 written = written.max(carried);
                 if let Some((limit, keep)) = rotate {
@@ -400,7 +413,7 @@ impl Sink for JsonlSink {
                     if pending && file.metadata()?.len() >= limit {
                         drop(file);
                         rotate_files(&path, keep)?;
-                        file = open_one(&path)?.0;
+                        file = open_one(&path, mode)?.0;
                     }
                 }
                 let last = append(&mut file, written, &batch)?;
@@ -468,6 +481,26 @@ mod tests {
         s.deliver(&[ev(1), ev(2), ev(3)]).await.unwrap();
         s.deliver(&[ev(3), ev(4)]).await.unwrap();
         assert_eq!(lines(&path), vec![1, 2, 3, 4]);
+    }
+
+    #[tokio::test]
+    async fn the_file_gets_its_mode_whatever_created_it() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.jsonl");
+        let mut s = JsonlSink::new("j", &path);
+        s.deliver(&[ev(1)]).await.unwrap();
+        assert_eq!(mode(&path), 0o600, "default: the pollhook user only");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let mut s = JsonlSink::new("j", &path).mode(0o640).rotate(Some(1), 2);
+        s.deliver(&[ev(2)]).await.unwrap();
+        assert_eq!(mode(&path), 0o640, "the configured mode, set on open");
+        assert_eq!(
+            mode(&rotated(&path, 1)),
+            0o640,
+            "the rotated file was the same file"
+        );
     }
 
     #[tokio::test]
@@ -609,6 +642,7 @@ mod tests {
                 path: path.clone(),
                 rotate_bytes: None,
                 rotate_keep: 5,
+                mode: crate::files::FILE_MODE,
             }),
         };
         assert!(super::super::check_positions(&new, std::slice::from_ref(&cfg)).is_err());

@@ -33,6 +33,8 @@ const READ: usize = 256;
 /// Acks are flushed at least this often while deliveries continue (and whenever the queue
 /// goes idle): a crash re-delivers at most this much, never loses anything.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
+/// An interrupted delivery is not started again in the same run (the run is ending).
+const INTERRUPTED_HOLD: Duration = Duration::from_secs(24 * 3600);
 /// Pause after a store error before the loop tries again.
 const STORE_RETRY: Duration = Duration::from_secs(5);
 
@@ -376,6 +378,15 @@ impl Queue {
             }
             Outcome::Failed { error, retry_after } => (error, retry_after, false),
             Outcome::Gone { error } => (error, None, true),
+            Outcome::Interrupted { error } => {
+                tracing::info!(sink = %self.name, seq, event_id = %id, error = %error,
+                    "delivery interrupted by the shutdown; it is not counted as an attempt and goes out after the next start");
+                // Not retried in this run: the daemon is stopping.
+                slot.state = State::Waiting {
+                    due: Instant::now() + INTERRUPTED_HOLD,
+                };
+                return Ok(());
+            }
         };
         slot.attempts = attempt;
         slot.last_error = error.clone();
@@ -560,6 +571,45 @@ mod tests {
             None,
             "attempts are forgotten once delivered"
         );
+    }
+
+    #[tokio::test]
+    async fn an_attempt_cut_by_the_shutdown_is_neither_counted_nor_acked_nor_dead() {
+        let (_d, store) = store_with(vec![ev(1, "d"), ev(2, "d")]).await;
+        let ep = Arc::new(Scripted::default());
+        ep.script.lock().unwrap().insert(
+            1,
+            vec![Outcome::Interrupted {
+                error: "pollhook is shutting down".into(),
+            }],
+        );
+        // One attempt allowed: a counted failure would make a dead letter at once.
+        let mut r = Runner::queue(
+            "s",
+            Filter::default(),
+            ep.clone(),
+            delivery(DeliveryOrder::InOrder, 1, 1),
+        );
+        assert_eq!(crate::sinks::drain(&store, &mut r).await.unwrap(), 0);
+        assert_eq!(store.acked("s").unwrap(), 0);
+        assert_eq!(store.attempts("s", 1).unwrap(), None);
+        assert!(store.dead_letters(Some("s")).unwrap().is_empty());
+        // The next start delivers both, the first as its first attempt.
+        let mut r = Runner::queue(
+            "s",
+            Filter::default(),
+            ep.clone(),
+            delivery(DeliveryOrder::InOrder, 1, 1),
+        );
+        assert_eq!(crate::sinks::drain(&store, &mut r).await.unwrap(), 2);
+        let attempts: Vec<(u64, u32)> = ep
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, s, a)| (*s, *a))
+            .collect();
+        assert_eq!(attempts, vec![(1, 1), (1, 1), (2, 1)]);
     }
 
     #[tokio::test]

@@ -369,7 +369,7 @@ impl Staged {
         };
         // Check the file before touching the state dir.
         check_file(backup)?;
-        std::fs::create_dir_all(state_dir).map_err(io)?;
+        crate::files::private_dir(state_dir).map_err(io)?;
         let lock = DirLock::acquire(state_dir)?;
         let current = current(state_dir);
         let staging = state_dir.join(STAGING);
@@ -488,7 +488,7 @@ impl Staged {
         if let Some(id) = id {
             identity::write_id_file(&self.state_dir, &id).map_err(io)?;
         }
-        identity::sync_parent(&self.state_dir.join(SLED_DIR)).map_err(io)?;
+        crate::files::sync_parent(&self.state_dir.join(SLED_DIR)).map_err(io)?;
         Ok(aside)
     }
 }

@@ -14,7 +14,6 @@
 use super::StoreError;
 use sha2::{Digest, Sha256};
 use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -121,46 +120,7 @@ pub fn read_id_file(state_dir: &Path) -> IdFile {
 
 /// Writes `<state_dir>/store-id` atomically (temp file, fsync, rename, fsync of the dir), 0600.
 pub fn write_id_file(state_dir: &Path, id: &str) -> std::io::Result<()> {
-    write_atomically(&state_dir.join(ID_FILE), format!("{id}\n").as_bytes())
-}
-
-/// Replaces `path` with `bytes` so that a crash leaves the old or the new content, never a
-/// mix: a 0600 temp file beside it, fsync'd, renamed over it, then the directory fsync'd.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = temp_beside(path);
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .create_new(true)
-            .write(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, path)?;
-        sync_parent(path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
-/// `.<name>.tmp-<random>` in the same directory as `path`.
-pub fn temp_beside(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(".{name}.tmp-{:08x}", fastrand::u32(..)))
-}
-
-/// fsyncs the directory holding `path` (so a rename in it is durable).
-pub fn sync_parent(path: &Path) -> std::io::Result<()> {
-    match path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        Some(dir) => File::open(dir)?.sync_all(),
-        None => File::open(".")?.sync_all(),
-    }
+    crate::files::write_atomically(&state_dir.join(ID_FILE), format!("{id}\n").as_bytes())
 }
 
 /// Moves the store (sled's directory and `store-id`) of `state_dir` into a new directory
