@@ -168,10 +168,7 @@ async fn a_deleted_state_dir_with_the_jsonl_kept_is_refused_and_store_reset_cont
     let log = s.log();
     assert!(log.starts_with(&before), "the old lines were changed");
     let new_lines = &log[before.len()..];
-    let truth: Vec<String> = s.sim.journal()[journal_before..]
-        .iter()
-        .map(|j| j.payload.clone())
-        .collect();
+    let truth = fidelity::expected(&s.sim.journal()[journal_before..], &s.sim.credentials(), 0);
     let r = fidelity::compare(&truth, &fidelity::read_jsonl(new_lines).unwrap());
     assert!(r.expected > 0 && r.perfect(), "{r:#?}");
     let all = seqs_and_ids(&log);
@@ -410,11 +407,7 @@ async fn a_backup_taken_while_run_runs_restores_a_store_that_loses_and_doubles_n
     s.sim.step();
     s.once();
     let r = fidelity::compare(
-        &s.sim
-            .journal()
-            .into_iter()
-            .map(|j| j.payload)
-            .collect::<Vec<_>>(),
+        &fidelity::expected(&s.sim.journal(), &s.sim.credentials(), 0),
         &fidelity::read_jsonl(&s.log()).unwrap(),
     );
     assert!(r.expected > 0 && r.perfect(), "{r:#?}");
