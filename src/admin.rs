@@ -21,7 +21,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -29,6 +29,10 @@ use tokio::task::JoinHandle;
 
 /// The file in the state dir that holds the admin endpoint's bound address.
 pub const ADDR_FILE: &str = "admin.addr";
+/// The file in the state dir that holds the key `/store/*` requests must present.
+pub const KEY_FILE: &str = "admin.key";
+/// How long the CLI waits for a backup from the daemon (it streams the whole store).
+const BACKUP_TIMEOUT: Duration = Duration::from_secs(3600);
 /// How long the CLI waits for the daemon's answer (a connect exchange included).
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -154,12 +158,15 @@ fn ago(t: i64) -> String {
 struct AdminState {
     engine: Arc<Engine>,
     config: Arc<Config>,
+    /// What `/store/*` requests must present (the content of `admin.key`).
+    key: Arc<String>,
 }
 
 /// The running endpoint.
 pub struct Admin {
     pub addr: SocketAddr,
     addr_file: PathBuf,
+    key_file: PathBuf,
     task: JoinHandle<()>,
 }
 
@@ -175,13 +182,22 @@ impl Admin {
         let listener = tokio::net::TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
         let addr_file = engine.store().dir().join(ADDR_FILE);
-        write_atomically(&addr_file, format!("{addr}\n").as_bytes())?;
+        let key_file = engine.store().dir().join(KEY_FILE);
+        let key = crate::store::identity::new_id();
+        crate::files::write_atomically(&key_file, format!("{key}\n").as_bytes())?;
+        crate::files::write_atomically(&addr_file, format!("{addr}\n").as_bytes())?;
         let app = Router::new()
             .route("/healthz", get(healthz))
             .route("/metrics", get(metrics))
             .route("/status", get(status))
             .route("/connect", post(connect_member))
-            .with_state(AdminState { engine, config });
+            .route("/store/backup", get(store_backup))
+            .route("/store/verify", get(store_verify))
+            .with_state(AdminState {
+                engine,
+                config,
+                key: Arc::new(key),
+            });
         let task = tokio::spawn(async move {
             let served = axum::serve(
                 listener,
@@ -199,21 +215,17 @@ impl Admin {
         Ok(Admin {
             addr,
             addr_file,
+            key_file,
             task,
         })
     }
 
-    /// Waits for the server to stop (after `stop`), then removes `admin.addr`.
+    /// Waits for the server to stop (after `stop`), then removes `admin.addr` and `admin.key`.
     pub async fn finish(self) {
         let _ = self.task.await;
         let _ = std::fs::remove_file(&self.addr_file);
+        let _ = std::fs::remove_file(&self.key_file);
     }
-}
-
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("addr.tmp");
-    crate::files::write_private(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
 }
 
 fn json_error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -282,6 +294,127 @@ async fn connect_member(
     }
 }
 
+/// Extracted by `/store/*` handlers: the request comes from this host, with the state dir's key
+/// (rejected with 403 / 401 otherwise).
+struct StoreAccess;
+
+impl axum::extract::FromRequestParts<AdminState> for StoreAccess {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        s: &AdminState,
+    ) -> Result<Self, Self::Rejection> {
+        let local = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .is_some_and(|ConnectInfo(peer)| peer.ip().is_loopback());
+        if !local {
+            return Err(json_error(
+                StatusCode::FORBIDDEN,
+                "the store is accessible from this host only",
+            ));
+        }
+        let given = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        // Compared in constant time.
+        let expected = s.key.as_bytes();
+        let same = given.len() == expected.len()
+            && given
+                .bytes()
+                .zip(expected)
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0;
+        if same {
+            Ok(StoreAccess)
+        } else {
+            Err(json_error(
+                StatusCode::UNAUTHORIZED,
+                format!("present the key in <state_dir>/{KEY_FILE} (only who can read the state dir may copy the store)"),
+            ))
+        }
+    }
+}
+
+/// Streams a backup of the store taken under the commit lock (through an unlinked temp file
+/// in the state dir, so nothing is left behind whatever happens).
+async fn store_backup(_: StoreAccess, State(s): State<AdminState>) -> Response {
+    let store = s.engine.store();
+    let tmp = crate::files::temp_beside(&store.dir().join("backup"));
+    let file = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .create_new(true)
+            .read(true)
+            .write(true)
+            .mode(0o600)
+            .open(&tmp)
+    };
+    let file = match file {
+        Ok(f) => {
+            let _ = std::fs::remove_file(&tmp);
+            f
+        }
+        Err(e) => {
+            return json_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot create a temp file in the state dir: {e}"),
+            )
+        }
+    };
+    let (mut file, summary) = match store.backup(file).await {
+        Ok(done) => done,
+        Err(e) => return json_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    use std::io::Seek;
+    if let Err(e) = file.seek(std::io::SeekFrom::Start(0)) {
+        return json_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+    }
+    tracing::info!(
+        bytes = summary.bytes,
+        entries = summary.entries,
+        last_seq = summary.header.last_seq,
+        "store backup taken through the admin endpoint"
+    );
+    let chunks =
+        futures_util::stream::unfold(Some(tokio::fs::File::from_std(file)), |f| async move {
+            use tokio::io::AsyncReadExt;
+            let mut f = f?;
+            let mut buf = vec![0u8; 256 * 1024];
+            match f.read(&mut buf).await {
+                Ok(0) => None,
+                Ok(n) => {
+                    buf.truncate(n);
+                    Some((Ok::<_, std::io::Error>(buf), Some(f)))
+                }
+                Err(e) => Some((Err(e), None)),
+            }
+        });
+    (
+        [(header::CONTENT_TYPE, "application/octet-stream")],
+        axum::body::Body::from_stream(chunks),
+    )
+        .into_response()
+}
+
+/// The verify report, taken under the commit lock; sinks' files checked against the store.
+async fn store_verify(_: StoreAccess, State(s): State<AdminState>) -> Response {
+    let check = crate::providers::record_check(&s.config.accounts);
+    match s.engine.store().verify(None, check).await {
+        Ok(mut report) => {
+            if let Err(why) = crate::sinks::check_positions(s.engine.store(), &s.config.sinks) {
+                report.add_problem(why);
+            }
+            Json(report).into_response()
+        }
+        Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
 // ------------------------------------------------------------------------- the CLI's side
 
 /// Where the running daemon's admin endpoint is: `<state_dir>/admin.addr`, else a configured
@@ -346,9 +479,18 @@ pub async fn post_connect(
         account: account.to_string(),
         auth_token: auth_token.expose().to_string(),
     };
-    let resp = client()
-        .post(format!("http://{addr}/connect"))
-        .json(&body)
+    let request = client().post(format!("http://{addr}/connect")).json(&body);
+    json_answer(config, request, "connect the member").await
+}
+
+/// Sends `request` to the daemon and reads its JSON answer, or the `error` it gave for
+/// failing to `what`.
+async fn json_answer<T: serde::de::DeserializeOwned>(
+    config: &Config,
+    request: reqwest::RequestBuilder,
+    what: &str,
+) -> Result<T, String> {
+    let resp = request
         .send()
         .await
         .map_err(|e| daemon_unreachable(config, &format!("does not answer: {e}")))?;
@@ -359,7 +501,74 @@ pub async fn post_connect(
         .map_err(|e| daemon_unreachable(config, &format!("sent an unreadable answer: {e}")))?;
     if !status.is_success() {
         let why = v["error"].as_str().unwrap_or("no reason given");
-        return Err(format!("the daemon could not connect the member: {why}"));
+        return Err(format!("the daemon could not {what}: {why}"));
     }
     serde_json::from_value(v).map_err(|e| format!("the daemon's answer is unreadable: {e}"))
+}
+
+/// The key `/store/*` wants, read from the state dir.
+fn store_key(config: &Config) -> Result<String, String> {
+    let path = config.daemon.state_dir.join(KEY_FILE);
+    std::fs::read_to_string(&path)
+        .map(|k| k.trim().to_string())
+        .map_err(|e| {
+            format!(
+                "the daemon holds the state dir, and its key {} cannot be read ({e}): run this as the daemon's user or root",
+                path.display()
+            )
+        })
+}
+
+/// `GET /store/backup` from the running daemon, streamed into `file` (fsync'd). The caller
+/// checks what it got.
+pub async fn fetch_backup(
+    config: &Config,
+    mut file: std::fs::File,
+) -> Result<std::fs::File, String> {
+    use std::io::Write;
+    let addr = daemon_addr(config).ok_or_else(|| daemon_unreachable(config, ""))?;
+    let key = store_key(config)?;
+    let client = reqwest::Client::builder()
+        .timeout(BACKUP_TIMEOUT)
+        .build()
+        .expect("the HTTP client builds");
+    let mut resp = client
+        .get(format!("http://{addr}/store/backup"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .map_err(|e| daemon_unreachable(config, &format!("does not answer: {e}")))?;
+    if !resp.status().is_success() {
+        let status = resp.status();
+        let why = resp
+            .json::<serde_json::Value>()
+            .await
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        return Err(format!(
+            "the daemon could not take a backup: HTTP {status} {why}"
+        ));
+    }
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| format!("the backup from the daemon broke off: {e}"))?
+    {
+        file.write_all(&chunk)
+            .map_err(|e| format!("writing the backup: {e}"))?;
+    }
+    file.sync_all()
+        .map_err(|e| format!("writing the backup: {e}"))?;
+    Ok(file)
+}
+
+/// `GET /store/verify` from the running daemon.
+pub async fn fetch_verify(config: &Config) -> Result<crate::store::verify::Report, String> {
+    let addr = daemon_addr(config).ok_or_else(|| daemon_unreachable(config, ""))?;
+    let key = store_key(config)?;
+    let request = client()
+        .get(format!("http://{addr}/store/verify"))
+        .bearer_auth(key);
+    json_answer(config, request, "verify the store").await
 }

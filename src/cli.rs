@@ -14,6 +14,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+mod store_cmd;
+
 const DEFAULT_CONFIG: &str = "/etc/pollhook/config.toml";
 
 /// pollhook: the webhook events of CamInvoice, synthesized by polling, for ERPs that no
@@ -51,6 +53,11 @@ pub enum Command {
     Events {
         #[command(subcommand)]
         command: EventsCommand,
+    },
+    /// The state store: verify it, back it up, restore a backup, or start over on purpose.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
     },
     /// Connect a business (member) to a CamInvoice account: print the connect URL, then
     /// exchange the authToken the business's browser was redirected with.
@@ -135,6 +142,43 @@ pub enum Command {
         /// No timed traffic: steps only through POST /_sim/step.
         #[arg(long)]
         manual: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum StoreCommand {
+    /// Check every tree and cross-reference of the store, and that the JSONL sinks' files
+    /// belong to it (through the daemon while it runs). Exit 0: sound; 1: problems found;
+    /// 2: usage or configuration error.
+    Verify {
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Write a consistent, checksummed copy of the store to FILE, mode 0600 (it holds refresh
+    /// tokens). While the daemon runs, it comes through its admin endpoint.
+    Backup {
+        file: PathBuf,
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Replace the store with a backup (the daemon must be stopped). Refuses a backup older
+    /// than what the sinks already hold unless --force; the replaced store is kept aside.
+    Restore {
+        file: PathBuf,
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Restore even though sinks hold events after the backup (they are carried over).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Start over on purpose: keep the store aside and create an empty one whose events
+    /// continue the JSONL sinks' files (the daemon must be stopped).
+    Reset {
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Do it (without it, only says what it would do).
+        #[arg(long)]
+        yes: bool,
     },
 }
 
@@ -304,6 +348,10 @@ async fn dispatch(command: Command) -> Result<ExitCode, Failure> {
             .await
         }
         Command::Events { command } => events(command).await,
+        Command::Store { command } => {
+            init_logging("warn");
+            store_cmd::run(command).await
+        }
         Command::Demo { duration, seed } => {
             init_logging("warn");
             crate::demo::run(duration, seed)

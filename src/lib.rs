@@ -15,7 +15,8 @@
 //! - [`http`]: timeouts, retries with backoff and jitter, Retry-After; [`pacing`]: the GCRA
 //!   limiter that keeps an account under its provider's rate limit.
 //! - [`store`]: the only module that touches sled: state, cursors, outbox, acks, in one
-//!   transaction per commit; attempt counts, dead letters, retention pruning.
+//!   transaction per commit; attempt counts, dead letters, retention pruning; the store's
+//!   identity, `verify`, backups and restores.
 //! - [`event`]: the envelope and deterministic ids.
 //! - [`sinks`]: the dispatchers (batch, and the per-event queue with retries, dead letters and
 //!   ordering), the JSONL, hook, webhook and NATS JetStream sinks, replay, and `events tail`.

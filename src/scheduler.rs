@@ -47,6 +47,9 @@ pub enum DaemonError {
     Setup(String),
     #[error("scheduler: {0}")]
     Scheduler(String),
+    /// A sink's own position does not belong to the store (see `sinks::check_positions`).
+    #[error("{0}")]
+    Refused(String),
 }
 
 fn sched_err(e: impl std::fmt::Debug) -> DaemonError {
@@ -60,6 +63,7 @@ pub fn open(config: &Config) -> Result<Arc<Engine>, DaemonError> {
 
 fn open_with_stop(config: &Config, stop: &Stop) -> Result<Arc<Engine>, DaemonError> {
     let store = Arc::new(Store::open(&config.daemon.state_dir)?);
+    sinks::check_positions(&store, &config.sinks).map_err(DaemonError::Refused)?;
     let engine = Engine::with_stop(store, config, stop).map_err(DaemonError::Setup)?;
     Ok(Arc::new(engine))
 }

@@ -12,7 +12,8 @@
 //! - `attempts` — `sink \0 seq` -> failed attempts so far and when the last one failed, so
 //!   `max_attempts` holds across restarts;
 //! - `dead`    — `sink \0 seq` -> a dead letter: attempts, last error, time, the envelope;
-//! - `meta`    — schema version, next seq;
+//! - `meta`    — schema version, next seq, the store's identity (`store_id`, also in
+//!   `<state_dir>/store-id`: see [`identity`]), and the file tails a reset adopted;
 //! - `connections` — provider-encoded records of members connected by `pollhook connect`
 //!   (or whose refresh token the provider rotated), keyed `account \0 member`.
 //!
@@ -24,6 +25,15 @@
 //! commits at a time (an async mutex holds the next sequence number); readers are free.
 //! No I/O happens inside a transaction closure (sled may run it again). Transactions and
 //! flushes are serialized process-wide (see [`SLED_WRITES`]).
+//!
+//! sled 0.34 is beta software, so this module also defends it: a store has an identity and
+//! refuses to run when sled opens something else ([`identity`]); sinks resume only from
+//! positions this store wrote ([`Origin`]); [`verify`] checks every tree and cross-reference;
+//! [`backup`] writes and restores a consistent, checksummed copy.
+
+pub mod backup;
+pub mod identity;
+pub mod verify;
 
 use crate::event::{NewEvent, StoredEvent};
 use crate::time::{parse_timestamp, Millis};
@@ -59,6 +69,10 @@ pub enum StoreError {
         "the state store holds an unreadable value under {0}; was it written by another program?"
     )]
     Corrupt(String),
+    #[error("the state store in {dir} is damaged or was replaced: {what}. Nothing was polled or delivered.\nhelp: restore a backup with `pollhook store restore FILE --config <your config>`, or start over on purpose with `pollhook store reset --config <your config> --yes` (it keeps the old files aside); `pollhook store verify --config <your config>` shows what is there")]
+    Refused { dir: PathBuf, what: String },
+    #[error("writing the backup failed: {0} (is there room for a copy of the store?)")]
+    Backup(std::io::Error),
 }
 
 impl From<sled::Error> for StoreError {
@@ -93,9 +107,14 @@ pub struct Committed {
     pub duplicates: usize,
 }
 
+/// sled's directory inside the state dir.
+pub const SLED_DIR: &str = "store";
+
 /// The open store. Share it as `Arc<Store>`.
 pub struct Store {
     dir: PathBuf,
+    /// This store's identity (see [`identity`]).
+    id: String,
     db: sled::Db,
     state: Tree,
     cursors: Tree,
@@ -116,9 +135,15 @@ pub struct Store {
     /// When the last commit flushed (ms since the epoch).
     last_flush: std::sync::Arc<AtomicU64>,
     notify: watch::Sender<u64>,
+    /// The state dir lock (dropped last; `None` while `store restore` holds it itself).
+    _lock: Option<identity::DirLock>,
 }
 
 const NEXT_SEQ: &[u8] = b"next_seq";
+/// `meta` key of the store's identity.
+const STORE_ID: &[u8] = b"store_id";
+/// `meta` key prefix of a file tail adopted at a reset: `adopted \0 event id` -> seq.
+const ADOPTED: &[u8] = b"adopted\0";
 
 /// Serializes sled transactions and flushes across the whole process.
 ///
@@ -141,20 +166,49 @@ fn lazy_flush_due(last_flush: &AtomicU64) -> bool {
 }
 
 impl Store {
-    /// Opens (creating if needed) the store under `state_dir`.
+    /// Opens (creating if needed) the store under `state_dir`. Refuses a store that sled
+    /// opened without the identity `<state_dir>/store-id` names ([`StoreError::Refused`]).
     pub fn open(state_dir: &Path) -> Result<Store, StoreError> {
         crate::files::private_dir(state_dir).map_err(|e| StoreError::Open {
             dir: state_dir.to_path_buf(),
             source: sled::Error::Io(e),
         })?;
-        let path = state_dir.join("store");
+        let lock = identity::DirLock::acquire(state_dir)?;
+        let (store, problem) = Store::open_locked(state_dir, Some(lock), Mode::Run)?;
+        debug_assert!(problem.is_none(), "Mode::Run refuses instead");
+        Ok(store)
+    }
+
+    /// Opens the store whatever its identity says, writing nothing, for `store verify`:
+    /// returns the identity problem that [`Store::open`] would refuse it for.
+    pub fn inspect(state_dir: &Path) -> Result<(Store, Option<String>), StoreError> {
+        if !state_dir.join(SLED_DIR).is_dir() {
+            return Err(StoreError::Refused {
+                dir: state_dir.to_path_buf(),
+                what: format!("there is no store in it ({} is missing)", SLED_DIR),
+            });
+        }
+        let lock = identity::DirLock::acquire(state_dir)?;
+        Store::open_locked(state_dir, Some(lock), Mode::Inspect)
+    }
+
+    fn open_locked(
+        state_dir: &Path,
+        lock: Option<identity::DirLock>,
+        mode: Mode,
+    ) -> Result<(Store, Option<String>), StoreError> {
+        let id_file = identity::read_id_file(state_dir);
+        let path = state_dir.join(SLED_DIR);
         let db = open_db(&path, state_dir)?;
         // The store holds refresh tokens (`connections`): its files are the pollhook user's only.
         crate::files::make_private(&path);
         release_freed_memory();
         let tree = |name: &str| db.open_tree(name);
         let store_meta = tree("meta")?;
+        let outbox = tree("outbox")?;
+        let (id, problem) = reconcile_identity(state_dir, &db, &store_meta, id_file, mode)?;
         match store_meta.get(SCHEMA)? {
+            None if mode == Mode::Inspect => {}
             None => {
                 store_meta.insert(SCHEMA, &SCHEMA_VERSION.to_be_bytes())?;
             }
@@ -170,12 +224,11 @@ impl Store {
                         found,
                     });
                 }
-                if found < SCHEMA_VERSION {
+                if found < SCHEMA_VERSION && mode == Mode::Run {
                     store_meta.insert(SCHEMA, &SCHEMA_VERSION.to_be_bytes())?;
                 }
             }
         }
-        let outbox = tree("outbox")?;
         let after_last = match outbox.last()? {
             Some((k, _)) => decode_seq(&k)? + 1,
             None => 1,
@@ -184,13 +237,33 @@ impl Store {
             Some(v) => decode_seq(&v)?.max(after_last),
             None => after_last,
         };
+        let acks = tree("acks")?;
+        if mode == Mode::Run {
+            // An ack past the last event: the store lost events a sink already has, and new
+            // events would take their seqs and be skipped by that sink.
+            for kv in acks.iter() {
+                let (k, v) = kv?;
+                let acked = decode_seq(&v)?;
+                if acked >= next {
+                    return Err(StoreError::Refused {
+                        dir: state_dir.to_path_buf(),
+                        what: format!(
+                            "sink {} is acknowledged up to seq {acked}, but the store's last event is seq {}: it lost events that sink already has",
+                            String::from_utf8_lossy(&k),
+                            next - 1
+                        ),
+                    });
+                }
+            }
+        }
         let (notify, _) = watch::channel(next - 1);
-        Ok(Store {
+        let store = Store {
             dir: state_dir.to_path_buf(),
+            id,
             state: tree("state")?,
             cursors: tree("cursors")?,
             ids: tree("ids")?,
-            acks: tree("acks")?,
+            acks,
             subjects: tree("subjects")?,
             attempts: tree("attempts")?,
             dead: tree("dead")?,
@@ -203,7 +276,60 @@ impl Store {
             durable: AtomicU64::new(next - 1),
             last_flush: Default::default(),
             notify,
-        })
+            _lock: lock,
+        };
+        Ok((store, problem))
+    }
+
+    /// Moves the store of `state_dir` aside (into `<state_dir>/replaced-<time>/`, nothing is
+    /// deleted) and creates an empty one with a new identity whose first event is `first_seq`,
+    /// adopting `adopted` (event id, seq): the last lines of sink files written before it, from
+    /// which those sinks continue ([`Origin::wrote`]). Returns the new store and where the old
+    /// one went (`None` when there was none). Works on a store that cannot be opened.
+    pub fn reset(
+        state_dir: &Path,
+        first_seq: u64,
+        adopted: &[(String, u64)],
+    ) -> Result<(Store, Option<PathBuf>), StoreError> {
+        let io = |e: std::io::Error| StoreError::Open {
+            dir: state_dir.to_path_buf(),
+            source: sled::Error::Io(e),
+        };
+        crate::files::private_dir(state_dir).map_err(io)?;
+        let lock = identity::DirLock::acquire(state_dir)?;
+        let aside = identity::move_aside(state_dir, "replaced").map_err(io)?;
+        let (store, _) = Store::open_locked(state_dir, Some(lock), Mode::Run)?;
+        let mut next = store
+            .next_seq
+            .try_lock()
+            .expect("nobody else has this store yet");
+        debug_assert_eq!(*next, 1, "a new store");
+        let first = first_seq.max(1);
+        store.meta.insert(NEXT_SEQ, &first.to_be_bytes())?;
+        for (id, seq) in adopted {
+            let mut k = ADOPTED.to_vec();
+            k.extend_from_slice(id.as_bytes());
+            store.meta.insert(k, &seq.to_be_bytes())?;
+        }
+        store.db.flush()?;
+        *next = first;
+        drop(next);
+        store.durable.store(first - 1, Ordering::SeqCst);
+        store.notify.send_replace(first - 1);
+        Ok((store, aside))
+    }
+
+    /// This store's identity.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// What a sink needs to tell this store's events from another store's.
+    pub fn origin(&self) -> Origin {
+        Origin {
+            ids: self.ids.clone(),
+            meta: self.meta.clone(),
+        }
     }
 
     /// The state dir this store lives in.
@@ -614,6 +740,131 @@ fn release_freed_memory() {
     }
 }
 
+/// How a store is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// For use: refuse an identity mismatch; adopt an identity, mark the schema.
+    Run,
+    /// For `store verify`: report an identity mismatch, write nothing.
+    Inspect,
+}
+
+/// Compares sled's identity with `<state_dir>/store-id`. Returns the identity and, in
+/// [`Mode::Inspect`], the problem [`Mode::Run`] refuses the store for.
+///
+/// A new store (and one from before identities) gets an identity: first in sled, flushed,
+/// then in the file, so a crash in between leaves sled's copy, which the next open writes to
+/// the file again; never a file naming an identity sled does not have.
+fn reconcile_identity(
+    state_dir: &Path,
+    db: &sled::Db,
+    meta: &Tree,
+    file: identity::IdFile,
+    mode: Mode,
+) -> Result<(String, Option<String>), StoreError> {
+    use identity::IdFile;
+    let in_sled = match meta.get(STORE_ID)? {
+        None => None,
+        Some(v) => match std::str::from_utf8(&v) {
+            Ok(id) if identity::valid_id(id) => Some(id.to_string()),
+            _ => return Err(StoreError::Corrupt("meta/store_id".into())),
+        },
+    };
+    let write_file = |id: &str| {
+        identity::write_id_file(state_dir, id).map_err(|e| StoreError::Open {
+            dir: state_dir.to_path_buf(),
+            source: sled::Error::Io(e),
+        })
+    };
+    let empty = db
+        .tree_names()
+        .iter()
+        .all(|name| db.open_tree(name).is_ok_and(|t| t.is_empty()));
+    let problem = match (&in_sled, &file) {
+        (Some(s), IdFile::Id(f)) if s == f => None,
+        (Some(s), IdFile::Id(f)) => Some(format!(
+            "{}/{SLED_DIR} holds store {s}, but this state dir belongs to store {f} ({}): the store directory was replaced by another store's",
+            state_dir.display(),
+            identity::ID_FILE
+        )),
+        (Some(s), IdFile::Missing | IdFile::Unreadable) => {
+            if mode == Mode::Run {
+                if file == IdFile::Unreadable {
+                    tracing::warn!(store = %s, file = identity::ID_FILE, "the store identity file was unreadable; rewritten from the store");
+                }
+                write_file(s)?;
+            }
+            None
+        }
+        (None, IdFile::Id(f)) => Some(format!(
+            "sled opened {}/{SLED_DIR} {} the identity {f} that {} records: its files were damaged, deleted or replaced",
+            state_dir.display(),
+            if empty { "EMPTY, without" } else { "without" },
+            identity::ID_FILE
+        )),
+        (None, IdFile::Unreadable) => Some(format!(
+            "{} is unreadable and sled opened {}/{SLED_DIR} without an identity: its files were damaged",
+            identity::ID_FILE,
+            state_dir.display()
+        )),
+        (None, IdFile::Missing) => None,
+    };
+    if let Some(what) = problem {
+        return match mode {
+            Mode::Run => Err(StoreError::Refused {
+                dir: state_dir.to_path_buf(),
+                what,
+            }),
+            Mode::Inspect => Ok((in_sled.unwrap_or_default(), Some(what))),
+        };
+    }
+    match in_sled {
+        Some(id) => Ok((id, None)),
+        None if mode == Mode::Inspect => Ok((String::new(), None)),
+        None => {
+            // A new store, or one from before identities: adopt one.
+            let id = identity::new_id();
+            meta.insert(STORE_ID, id.as_bytes())?;
+            db.flush()?;
+            write_file(&id)?;
+            Ok((id, None))
+        }
+    }
+}
+
+/// Tells a store's events from another store's: handed to sinks that keep their own position
+/// (the JSONL file's last line), which resume from it only if this store wrote it. Cheap to
+/// clone; reads only.
+#[derive(Clone)]
+pub struct Origin {
+    ids: Tree,
+    meta: Tree,
+}
+
+impl Origin {
+    /// Whether this store committed event `id` at `seq`, or adopted it at a reset as the last
+    /// line of a file written before it. `ids` is never pruned, so this holds for old events.
+    pub fn wrote(&self, id: &str, seq: u64) -> Result<bool, StoreError> {
+        if self.seq_of(id)? == Some(seq) {
+            return Ok(true);
+        }
+        let mut k = ADOPTED.to_vec();
+        k.extend_from_slice(id.as_bytes());
+        Ok(match self.meta.get(k)? {
+            Some(v) => decode_seq(&v)? == seq,
+            None => false,
+        })
+    }
+
+    /// The seq this store committed event `id` under.
+    pub fn seq_of(&self, id: &str) -> Result<Option<u64>, StoreError> {
+        self.ids
+            .get(id.as_bytes())?
+            .map(|v| decode_seq(&v))
+            .transpose()
+    }
+}
+
 /// How long `open` waits for a lock that is being released (a store closed an instant ago in
 /// this process: sled's I/O threads let go of the file shortly after the last handle).
 const LOCK_GRACE: std::time::Duration = std::time::Duration::from_millis(1000);
@@ -636,6 +887,15 @@ fn open_db(path: &Path, state_dir: &Path) -> Result<sled::Db, StoreError> {
                     return Err(StoreError::Locked(state_dir.to_path_buf()));
                 }
                 std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e @ sled::Error::Corruption { .. }) => {
+                return Err(StoreError::Refused {
+                    dir: state_dir.to_path_buf(),
+                    what: format!(
+                        "sled cannot read {} ({e}): its files are damaged",
+                        path.display()
+                    ),
+                })
             }
             Err(e) => {
                 return Err(StoreError::Open {
@@ -753,7 +1013,7 @@ mod tests {
     use super::*;
     use crate::event::event_id;
 
-    fn ev(n: u32) -> NewEvent {
+    pub(crate) fn ev(n: u32) -> NewEvent {
         NewEvent {
             id: event_id(&["t", &n.to_string()]),
             provider: "caminvoice",
@@ -1007,5 +1267,133 @@ mod tests {
         );
         s.remove_dead("fast", 1).unwrap();
         assert!(s.dead_letters(None).unwrap().is_empty());
+    }
+
+    async fn with_events(dir: &Path, n: u32) -> Store {
+        let s = Store::open(dir).unwrap();
+        s.commit(Batch {
+            events: (1..=n).map(ev).collect(),
+            ..Batch::default()
+        })
+        .await
+        .unwrap();
+        s
+    }
+
+    fn refusal(dir: &Path) -> String {
+        match Store::open(dir) {
+            Err(e @ StoreError::Refused { .. }) => e.to_string(),
+            Err(e) => panic!("wrong error: {e}"),
+            Ok(_) => panic!("opened"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_store_that_sled_opens_empty_or_without_its_identity_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(with_events(dir.path(), 3).await);
+        // sled's directory lost (or opened empty): the identity file remembers.
+        std::fs::remove_dir_all(dir.path().join(SLED_DIR)).unwrap();
+        let e = refusal(dir.path());
+        assert!(
+            e.contains("EMPTY")
+                && e.contains("pollhook store restore")
+                && e.contains("pollhook store reset"),
+            "{e}"
+        );
+        // Refusing wrote nothing: it stays refused.
+        refusal(dir.path());
+        let (s, problem) = Store::inspect(dir.path()).unwrap();
+        assert!(problem.unwrap().contains("damaged"));
+        assert_eq!(s.last_seq(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_store_that_lost_events_a_sink_already_has_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = with_events(dir.path(), 3).await;
+        s.ack("hook", 3).unwrap();
+        s.flush().await.unwrap();
+        drop(s);
+        let s = Store::open(dir.path()).unwrap();
+        // What a store that lost its last events looks like: the ack survived them.
+        s.acks.insert(b"hook", &5u64.to_be_bytes()).unwrap();
+        s.db.flush().unwrap();
+        drop(s);
+        let e = refusal(dir.path());
+        assert!(
+            e.contains(
+                "sink hook is acknowledged up to seq 5, but the store's last event is seq 3"
+            ),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_store_directory_replaced_by_another_stores_is_refused() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        drop(with_events(a.path(), 3).await);
+        drop(with_events(b.path(), 1).await);
+        std::fs::remove_dir_all(a.path().join(SLED_DIR)).unwrap();
+        std::fs::rename(b.path().join(SLED_DIR), a.path().join(SLED_DIR)).unwrap();
+        let e = refusal(a.path());
+        assert!(e.contains("was replaced by another store"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_store_from_before_identities_adopts_one_and_a_lost_id_file_is_rewritten() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // What an older pollhook left: no identity anywhere.
+            let s = with_events(dir.path(), 2).await;
+            s.meta.remove(STORE_ID).unwrap();
+            s.db.flush().unwrap();
+        }
+        std::fs::remove_file(dir.path().join(identity::ID_FILE)).unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let id = s.id().to_string();
+        assert!(identity::valid_id(&id));
+        assert_eq!(s.last_seq(), 2, "the old events are still there");
+        assert_eq!(
+            identity::read_id_file(dir.path()),
+            identity::IdFile::Id(id.clone())
+        );
+        drop(s);
+        std::fs::remove_file(dir.path().join(identity::ID_FILE)).unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.id(), id, "sled's identity is kept");
+        assert_eq!(identity::read_id_file(dir.path()), identity::IdFile::Id(id));
+    }
+
+    #[tokio::test]
+    async fn reset_keeps_the_old_store_aside_and_continues_after_the_adopted_tails() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = with_events(dir.path(), 3).await;
+        let old_id = old.id().to_string();
+        drop(old);
+        let (s, aside) = Store::reset(dir.path(), 8, &[("evt_file_tail".into(), 7)]).unwrap();
+        let aside = aside.expect("the old store is kept");
+        assert!(aside.join(SLED_DIR).is_dir() && aside.join(identity::ID_FILE).is_file());
+        assert_ne!(s.id(), old_id);
+        assert_eq!(s.last_seq(), 7);
+        let origin = s.origin();
+        assert!(origin.wrote("evt_file_tail", 7).unwrap());
+        assert!(!origin.wrote("evt_file_tail", 6).unwrap());
+        assert!(
+            !origin.wrote(&ev(3).id, 3).unwrap(),
+            "the old store's events are not this one's"
+        );
+        drop(origin); // it holds sled open
+        s.commit(Batch {
+            events: vec![ev(1)],
+            ..Batch::default()
+        })
+        .await
+        .unwrap();
+        assert_eq!(s.read_outbox(0, 10).unwrap()[0].seq, 8);
+        drop(s);
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.last_seq(), 8);
+        assert!(s.origin().wrote(&ev(1).id, 8).unwrap());
     }
 }

@@ -128,3 +128,47 @@ pub fn unit_prefix(account: &str, unit: &str) -> Vec<u8> {
     k.push(0);
     k
 }
+
+/// For `store verify`: checks that a record in the store decodes the way its account's provider
+/// writes it (`Ok(false)`: the config has no such account, the record is not judged).
+pub fn record_check(accounts: &[Account]) -> crate::store::verify::RecordCheck {
+    use crate::store::verify::RecordTree;
+    let kinds: BTreeMap<String, bool> = accounts
+        .iter()
+        .map(|a| {
+            let caminvoice = matches!(a.provider, ProviderSettings::CamInvoice(_));
+            (a.name.clone(), caminvoice)
+        })
+        .collect();
+    Arc::new(move |account: &str, tree: RecordTree, value: &[u8]| {
+        let Some(&caminvoice) = kinds.get(account) else {
+            return Ok(false);
+        };
+        let ok = match (tree, caminvoice) {
+            (RecordTree::State, true) => caminvoice::model::DocState::decode(value).is_some(),
+            (RecordTree::State, false) => onlinepajak::model::InvoiceState::decode(value).is_some(),
+            (RecordTree::Cursors, true) => {
+                serde_json::from_slice::<caminvoice::model::MemberRecord>(value).is_ok()
+            }
+            (RecordTree::Cursors, false) => {
+                serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(value).is_ok()
+            }
+            (RecordTree::Connections, true) => {
+                serde_json::from_slice::<caminvoice::model::Connection>(value).is_ok()
+            }
+            (RecordTree::Connections, false) => false,
+        };
+        if ok {
+            Ok(true)
+        } else {
+            Err(format!(
+                "not a {} record of this account's provider",
+                match tree {
+                    RecordTree::State => "document",
+                    RecordTree::Cursors => "progress",
+                    RecordTree::Connections => "connection",
+                }
+            ))
+        }
+    })
+}

@@ -26,7 +26,7 @@ use crate::config::{Delivery, Filter, Sink as SinkConfig, SinkKind};
 use crate::event::{Envelope, StoredEvent};
 use crate::providers::BoxFuture;
 use crate::shutdown::Stop;
-use crate::store::{Store, StoreError};
+use crate::store::{Origin, Store, StoreError};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -56,6 +56,10 @@ pub trait Sink: Send {
     fn name(&self) -> &str;
     fn deliver<'a>(&'a mut self, events: &'a [StoredEvent])
         -> BoxFuture<'a, Result<(), SinkError>>;
+    /// The store it delivers from, handed over before every drain. A sink that keeps its own
+    /// position (the JSONL file's last line) resumes from it only if `origin` wrote it, and
+    /// fails the delivery otherwise: a seq means nothing in another store.
+    fn attach(&mut self, _origin: &Origin) {}
 }
 
 /// One delivery attempt of one event.
@@ -208,6 +212,18 @@ pub fn build_with_stop(cfg: &SinkConfig, stop: &Stop) -> Result<Runner, BuildErr
     })
 }
 
+/// Checks, before anything runs, that every sink that keeps its own position (JSONL) can
+/// resume from it with `store`: see [`jsonl::check`]. The error says what to do.
+pub fn check_positions(store: &Store, sinks: &[SinkConfig]) -> Result<(), String> {
+    let origin = store.origin();
+    for s in sinks {
+        if let SinkKind::Jsonl(j) = &s.kind {
+            jsonl::check(&s.name, &j.path, j.rotate_bytes.is_some(), &origin)?;
+        }
+    }
+    Ok(())
+}
+
 /// Why a drain stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum DrainError {
@@ -263,6 +279,7 @@ async fn drain_batch(
     filter: &Filter,
     sink: &mut dyn Sink,
 ) -> Result<u64, DrainError> {
+    sink.attach(&store.origin());
     let mut delivered = 0u64;
     loop {
         let acked = store.acked(sink.name())?;
@@ -355,6 +372,20 @@ pub mod testutil {
     use super::*;
     use std::sync::Mutex;
 
+    /// An event to commit: `n` makes its id, `tag` keeps ids of different tests apart.
+    pub fn new_event(tag: &str, n: u32) -> crate::event::NewEvent {
+        crate::event::NewEvent {
+            id: crate::event::event_id(&[tag, &n.to_string()]),
+            provider: "caminvoice",
+            account: "a".into(),
+            event_type: "T".into(),
+            occurred_at: 0,
+            detected_at: 0,
+            subject: "s".into(),
+            payload: "{}".into(),
+        }
+    }
+
     /// Records what it is given; fails the next `fail` deliveries.
     #[derive(Clone, Default)]
     pub struct Recording {
@@ -394,20 +425,11 @@ pub mod testutil {
 mod tests {
     use super::testutil::Recording;
     use super::*;
-    use crate::event::{event_id, NewEvent};
+    use crate::event::NewEvent;
     use crate::store::Batch;
 
     fn ev(n: u32) -> NewEvent {
-        NewEvent {
-            id: event_id(&["s", &n.to_string()]),
-            provider: "caminvoice",
-            account: "a".into(),
-            event_type: "T".into(),
-            occurred_at: 0,
-            detected_at: 0,
-            subject: "s".into(),
-            payload: "{}".into(),
-        }
+        super::testutil::new_event("s", n)
     }
 
     #[tokio::test]

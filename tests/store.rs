@@ -1,0 +1,424 @@
+//! A store that is lost, damaged, replaced, reset, verified, backed up and restored — through
+//! the built binary, as an operator would, against an in-process simulator on 127.0.0.1:0.
+//!
+//! The promise under test: no sink ever acknowledges what it did not write. A store that is
+//! not the one the state dir (or the JSONL file) was written with is refused with a message
+//! that says what to do; `store reset` starts over on purpose and continues the same file;
+//! `store backup` / `store restore` bring back a store that loses nothing.
+
+mod common;
+
+use common::process::Killed;
+use common::steady_sim;
+use pollhook::fidelity;
+use pollhook::sim::{pollhook_config, SimServer, Simulator};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_pollhook");
+
+struct Setup {
+    sim: Simulator,
+    _server: SimServer,
+    dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+impl Setup {
+    /// `daemon_extra` goes into `[daemon]`.
+    async fn new(seed: u64, daemon_extra: &str) -> Setup {
+        let sim = Simulator::new(steady_sim(seed));
+        let server = sim.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let text = pollhook_config(
+            &sim.credentials(),
+            &server.base_url(),
+            &dir.path().join("state"),
+            &dir.path().join("events.jsonl"),
+            "now",
+            "* * * * * *",
+        );
+        let config = dir.path().join("pollhook.toml");
+        let text = text.replacen("[daemon]\n", &format!("[daemon]\n{daemon_extra}"), 1);
+        std::fs::write(&config, text).unwrap();
+        Setup {
+            sim,
+            _server: server,
+            dir,
+            config,
+        }
+    }
+
+    fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    fn events(&self) -> PathBuf {
+        self.dir.path().join("events.jsonl")
+    }
+
+    /// `pollhook ARGS --config <this config>`.
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .output()
+            .unwrap()
+    }
+
+    /// `once`, which must succeed.
+    fn once(&self) {
+        let o = self.run(&["once"]);
+        assert!(o.status.success(), "once failed:\n{}", text(&o));
+    }
+
+    /// A baseline, then `rounds` simulator steps each followed by `once`.
+    fn traffic(&self, rounds: usize) {
+        for _ in 0..rounds {
+            self.sim.step();
+            self.once();
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.events()).unwrap_or_default()
+    }
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// (seq, id) of every line of a JSONL log.
+fn seqs_and_ids(log: &str) -> Vec<(u64, String)> {
+    log.lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                v["seq"].as_u64().unwrap(),
+                v["id"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn assert_refused(o: &Output, what: &str) {
+    let t = text(o);
+    assert_eq!(o.status.code(), Some(1), "{what}: not refused:\n{t}");
+    assert!(
+        t.contains("pollhook store restore") && t.contains("pollhook store reset"),
+        "{what}: the refusal does not say what to do:\n{t}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_state_dir_with_the_jsonl_kept_is_refused_and_store_reset_continues_the_file() {
+    let s = Setup::new(301, "").await;
+    s.once(); // baseline
+    s.traffic(4);
+    let before = s.log();
+    let old = seqs_and_ids(&before);
+    assert!(old.len() >= 3, "too little traffic: {before}");
+
+    // The state dir is lost; the JSONL file is kept. A new store would number events from 1
+    // again, and the file already holds seq 1..N of another store.
+    std::fs::remove_dir_all(s.state()).unwrap();
+    let o = s.run(&["once"]);
+    assert_refused(&o, "once on a new store beside an old file");
+    assert!(
+        text(&o).contains("never committed"),
+        "the refusal does not say why:\n{}",
+        text(&o)
+    );
+    s.sim.step();
+    assert_refused(&s.run(&["once"]), "the second once");
+    assert_eq!(s.log(), before, "the file was written to");
+    // Nothing was acknowledged: no event is listed as delivered.
+    let list = s.run(&["events", "list"]);
+    assert!(
+        !text(&list).contains("=delivered"),
+        "events list says delivered:\n{}",
+        text(&list)
+    );
+
+    // Starting over must be deliberate.
+    let o = s.run(&["store", "reset"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("--yes"), "{}", text(&o));
+    assert_refused(&s.run(&["once"]), "once after a reset without --yes");
+    let o = s.run(&["store", "reset", "--yes"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let max_old = old.iter().map(|(seq, _)| *seq).max().unwrap();
+    assert!(
+        text(&o).contains(&format!("continues after seq {max_old}")),
+        "{}",
+        text(&o)
+    );
+
+    // The new store's baseline, then new traffic: every new webhook reaches the same file.
+    s.once();
+    let journal_before = s.sim.journal_len();
+    s.traffic(4);
+    let log = s.log();
+    assert!(log.starts_with(&before), "the old lines were changed");
+    let new_lines = &log[before.len()..];
+    let truth = fidelity::expected(&s.sim.journal()[journal_before..], &s.sim.credentials(), 0);
+    let r = fidelity::compare(&truth, &fidelity::read_jsonl(new_lines).unwrap());
+    assert!(r.expected > 0 && r.perfect(), "{r:#?}");
+    let all = seqs_and_ids(&log);
+    assert!(
+        all.windows(2).all(|w| w[0].0 < w[1].0),
+        "seqs do not keep increasing across the reset: {all:?}"
+    );
+    let ids: std::collections::HashSet<_> = all.iter().map(|(_, id)| id).collect();
+    assert_eq!(ids.len(), all.len(), "duplicate ids");
+}
+
+/// Truncates sled's log file. With no snapshot yet (a store that never closed cleanly: it
+/// crashed, or was killed) sled 0.34 then opens an EMPTY store; with a snapshot, it fails to
+/// read it.
+fn damage(state: &Path, keep_snapshot: bool) {
+    let dir = state.join("store");
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join("db"))
+        .unwrap();
+    f.set_len(0).unwrap();
+    if !keep_snapshot {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("snap.")
+            {
+                std::fs::remove_file(p).unwrap();
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_store_is_refused_whether_sled_opens_it_empty_or_not_at_all() {
+    for keep_snapshot in [false, true] {
+        let s = Setup::new(302, "").await;
+        s.once();
+        s.traffic(3);
+        let before = s.log();
+        assert!(!before.is_empty());
+        damage(&s.state(), keep_snapshot);
+        s.sim.step();
+        let o = s.run(&["once"]);
+        assert_refused(&o, "once on a damaged store");
+        assert!(text(&o).contains("damaged"), "{}", text(&o));
+        assert_eq!(s.log(), before, "the file was written to");
+        let o = s.run(&["store", "verify"]);
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        assert!(
+            text(&o).contains("PROBLEM") && text(&o).contains("damaged"),
+            "{}",
+            text(&o)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_and_once_catch_an_injected_ack_past_the_last_event() {
+    let s = Setup::new(304, "").await;
+    s.once();
+    s.traffic(2);
+    let o = s.run(&["store", "verify"]);
+    assert!(
+        o.status.success() && text(&o).contains("OK:"),
+        "{}",
+        text(&o)
+    );
+    {
+        // A store that lost its last events while the ack of a sink survived: new events
+        // would take those seqs, and that sink would skip them.
+        let store = pollhook::store::Store::open(&s.state()).unwrap();
+        store.ack("jsonl", store.last_seq() + 10).unwrap();
+        store.flush().await.unwrap();
+    }
+    let o = s.run(&["store", "verify"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("PROBLEM") && text(&o).contains("lost events that sink already has"),
+        "{}",
+        text(&o)
+    );
+    assert_refused(&s.run(&["once"]), "once on a store that lost events");
+}
+
+/// Waits for `done`, polling; panics with `what` after 30 s.
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Cycles that succeeded, from the daemon's `/metrics`.
+fn ok_cycles(addr: &str) -> f64 {
+    // `http` runs its own runtime: not on this (async) test's thread.
+    let url = format!("http://{addr}/metrics");
+    let text = std::thread::spawn(move || common::process::http("GET", &url))
+        .join()
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("pollhook_cycles_total{") && l.contains("outcome=\"ok\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+impl Setup {
+    fn spawn(&self) -> Killed {
+        Killed(
+            Command::new(BIN)
+                .args(["run", "--config"])
+                .arg(&self.config)
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    }
+
+    /// One simulator step, then waits until the running daemon has written every webhook of
+    /// the journal so far to the file (so each change is polled before the next).
+    fn step_and_wait(&self) {
+        self.sim.step();
+        let want = self.sim.journal_len();
+        wait_for("the daemon to write every event", || {
+            self.log().lines().count() >= want
+        });
+    }
+}
+
+fn stop(mut daemon: Killed) {
+    Command::new("kill")
+        .args(["-TERM", &daemon.0.id().to_string()])
+        .status()
+        .unwrap();
+    wait_for("the daemon to stop", || {
+        daemon.0.try_wait().unwrap().is_some()
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_taken_while_run_runs_restores_a_store_that_loses_and_doubles_nothing() {
+    let s = Setup::new(303, "admin_listen = \"127.0.0.1:0\"\n").await;
+    let daemon = s.spawn();
+    let addr_file = s.state().join("admin.addr");
+    wait_for("admin.addr", || addr_file.exists());
+    let addr = std::fs::read_to_string(&addr_file)
+        .unwrap()
+        .trim()
+        .to_string();
+    wait_for("the baseline", || ok_cycles(&addr) >= 1.0);
+    for _ in 0..3 {
+        s.step_and_wait();
+    }
+    assert!(s.sim.journal_len() > 0, "no traffic");
+
+    // The backup, through the running daemon (which holds the store).
+    let backup = s.dir.path().join("pollhook.backup");
+    let o = s.run(&["store", "backup", backup.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("through the running daemon"),
+        "{}",
+        text(&o)
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&backup).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // The daemon's store endpoints want the key from the state dir.
+    let denied = reqwest::get(format!("http://{addr}/store/backup"))
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), 401);
+    // verify through the daemon, too.
+    let o = s.run(&["store", "verify"]);
+    assert!(
+        o.status.success() && text(&o).contains("OK:"),
+        "{}",
+        text(&o)
+    );
+    let at_backup = s.log().lines().count();
+
+    // Life goes on after the backup: events reach the file.
+    for _ in 0..3 {
+        s.step_and_wait();
+    }
+    assert!(
+        s.log().lines().count() > at_backup,
+        "nothing after the backup"
+    );
+    stop(daemon);
+
+    // With the store there and newer, restore refuses.
+    let o = s.run(&["store", "restore", backup.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("the store there has events up to seq") && text(&o).contains("--force"),
+        "{}",
+        text(&o)
+    );
+
+    // The store is lost. The file holds events after the backup: refused unless forced.
+    std::fs::remove_dir_all(s.state()).unwrap();
+    let o = s.run(&["store", "restore", backup.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("event(s) after the backup's last seq")
+            && text(&o).contains("nothing was restored"),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        !s.state().join("store").exists(),
+        "a refused restore changed the state dir"
+    );
+    // Changes while pollhook is down.
+    s.sim.step();
+    let o = s.run(&["store", "restore", backup.to_str().unwrap(), "--force"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let carried: usize = text(&o)
+        .split("carried ")
+        .nth(1)
+        .and_then(|t| t.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("nothing carried:\n{}", text(&o)));
+    assert_eq!(carried, s.log().lines().count() - at_backup);
+    let o = s.run(&["store", "verify"]);
+    assert!(o.status.success(), "{}", text(&o));
+
+    // Everything since the backup is polled again: each webhook in the file exactly once.
+    s.once();
+    s.sim.step();
+    s.once();
+    let r = fidelity::compare(
+        &fidelity::expected(&s.sim.journal(), &s.sim.credentials(), 0),
+        &fidelity::read_jsonl(&s.log()).unwrap(),
+    );
+    assert!(r.expected > 0 && r.perfect(), "{r:#?}");
+    let seqs: Vec<u64> = seqs_and_ids(&s.log()).into_iter().map(|(s, _)| s).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    eprintln!(
+        "restore: backup at {at_backup} lines, {carried} lines after it carried into the restored store; {} ground-truth events, {} lines, {} lost, {} duplicate ids, {} unexpected",
+        r.expected,
+        seqs.len(),
+        r.missing.len(),
+        r.duplicate_ids,
+        r.unexpected.len()
+    );
+}
