@@ -10,6 +10,9 @@ use std::time::Duration;
 /// Milliseconds since the Unix epoch, UTC.
 pub type Millis = i64;
 
+/// How far ahead of this host's clock a provider timestamp may be and still be trusted.
+pub const MAX_FUTURE_SKEW: Duration = Duration::from_secs(5 * 60);
+
 /// The current wall-clock time in milliseconds.
 pub fn now_ms() -> Millis {
     Utc::now().timestamp_millis()

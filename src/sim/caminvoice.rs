@@ -305,7 +305,10 @@ async fn poll(
             parse_last_synced(text, tz).ok_or_else(|| unprocessable("Invalid last_synced_at"))?,
         ),
     };
-    let (items, variant) = sim.with(|w| (w.poll(member, since), w.cfg.poll_variant));
+    let (items, variant) = sim.with(|w| {
+        let items = super::hostile::poll(w, member, w.poll(member, since));
+        (items, w.cfg.poll_variant)
+    });
     ok(match variant {
         PollVariant::BareArray => Value::Array(items),
         PollVariant::Wrapped => json!({"documents": items}),
@@ -319,7 +322,10 @@ async fn detail(
     Path(id): Path<String>,
 ) -> Answer {
     let member = check_bearer(&sim, &headers)?;
-    let found = sim.with(|w| w.visible_document(member, &id).map(|d| w.detail_json(d)));
+    let found = sim.with(|w| {
+        w.visible_document(member, &id)
+            .map(|d| super::hostile::detail(w, w.detail_json(d)))
+    });
     ok(found.ok_or_else(|| refuse(StatusCode::NOT_FOUND, "Document not found"))?)
 }
 
@@ -358,6 +364,7 @@ async fn list(
             .into_iter()
             .map(|i| w.detail_json(&w.documents[i]))
             .collect();
+        let data = super::hostile::list(w, member, side, page == 1, data);
         json!({
             "data": data,
             "pagination": {

@@ -20,6 +20,8 @@
 //! - `op_traffic`: the OnlinePajak traffic generator and history, on its own RNG.
 //! - `onlinepajak`: the axum routes of the OnlinePajak API (`/v2.0/invoices/sale...`).
 //! - `faults`: request counting and fault injection, one layer around every API route.
+//! - `hostile`: a hostile provider — duplicated, reordered and phantom items, poisoned
+//!   timestamps, junk bodies — switchable, never touching the journal.
 //! - `scale`: bulk worlds (thousands of members, millions of documents) and churn on demand,
 //!   for `pollhook bench`.
 //! - `admin`: the unauthenticated `/_sim/...` control routes for out-of-process tests.
@@ -42,6 +44,7 @@
 mod admin;
 mod caminvoice;
 mod faults;
+mod hostile;
 mod onlinepajak;
 mod op_traffic;
 mod op_world;
@@ -61,6 +64,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use faults::{Fault, FaultKind};
+pub use hostile::Hostility;
 
 use world::World;
 

@@ -248,6 +248,8 @@ pub struct World {
     pub first_request: Option<std::time::Instant>,
     /// The OnlinePajak side, with its own RNG (see [`OpWorld`]).
     pub op: OpWorld,
+    /// Hostile answer variants and poisoned timestamps (see [`super::hostile`]).
+    pub hostile: super::hostile::HostileState,
 }
 
 impl World {
@@ -287,6 +289,7 @@ impl World {
             churn_next: 0,
             first_request: None,
             op,
+            hostile: Default::default(),
         };
         let created = world.now();
         for i in 0..world.cfg.members {
