@@ -57,6 +57,9 @@ pub struct AccountState {
     pub last_tick: Option<Millis>,
     /// When a cycle of this account last ended without failures, wall clock.
     pub last_success: Option<Millis>,
+    /// Absurd things the provider answered, by kind (`future_timestamp`, `unusable_item`,
+    /// `duplicate_id`, `oversized_answer`): each handled, counted here.
+    pub anomalies: BTreeMap<&'static str, u64>,
 }
 
 impl AccountMetrics {
@@ -91,6 +94,14 @@ impl AccountMetrics {
             *by_status.entry(status).or_default() += 1;
             s.last_progress = Some(Instant::now());
         });
+    }
+
+    /// The provider answered `n` absurd things of `kind` (handled: see RELIABILITY.md,
+    /// "Hostile provider and operator").
+    pub fn anomaly(&self, kind: &'static str, n: u64) {
+        if n > 0 {
+            self.with(|s| *s.anomalies.entry(kind).or_default() += n);
+        }
     }
 
     /// The scheduler ticked this account (the cycle may still be skipped).
@@ -374,6 +385,25 @@ impl Metrics {
                         *n as f64,
                     );
                 }
+            }
+        }
+        out.family(
+            "pollhook_provider_anomalies_total",
+            "counter",
+            "Absurd provider answers handled, by account and kind: future_timestamp (quarantined: never trusted for the cursor), unusable_item (skipped), duplicate_id (diffed once), oversized_answer (over its cap: the list walk stood in, or the item was skipped).",
+        );
+        for (a, s) in &snaps {
+            for kind in [
+                "future_timestamp",
+                "unusable_item",
+                "duplicate_id",
+                "oversized_answer",
+            ] {
+                out.sample(
+                    "pollhook_provider_anomalies_total",
+                    &[("account", &a.name), ("kind", kind)],
+                    s.anomalies.get(kind).copied().unwrap_or(0) as f64,
+                );
             }
         }
         out.family(
