@@ -129,6 +129,12 @@ impl Items {
     pub fn total(&self) -> u64 {
         self.kept.len() as u64 + self.mismatched + self.dropped
     }
+
+    /// Elements, and none of the item's kind (`[0,0,…]` where objects belong): the answer is
+    /// not the documented list at all. (Objects with unusable fields are bad items, not this.)
+    pub fn is_junk(&self) -> bool {
+        self.kept.is_empty() && self.mismatched > 0
+    }
 }
 
 static ABSENT: Node = Node::Absent;

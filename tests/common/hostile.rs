@@ -49,10 +49,15 @@ pub fn assert_instants_rfc3339(rig: &Rig) {
     }
 }
 
-/// The document id a CamInvoice payload names ("" for other payloads).
+/// The document a payload names: a CamInvoice `document_id`, an OnlinePajak
+/// `reference_number` ("" for ENTITY.REVOKED).
 pub fn document_of(payload: &str) -> String {
     let v: serde_json::Value = serde_json::from_str(payload).unwrap_or_default();
-    v["document_id"].as_str().unwrap_or_default().to_string()
+    v["document_id"]
+        .as_str()
+        .or(v["event_data"]["reference_number"].as_str())
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// Fidelity over everything but the events of `excluded` documents (which do not exist in the
@@ -68,18 +73,11 @@ pub fn compare_without(rig: &Rig, excluded: &[String]) -> fidelity::Report {
     fidelity::compare(&truth, &emitted)
 }
 
-/// No event id and no (type, payload) was emitted twice.
+/// No event id was emitted twice.
 pub fn assert_nothing_twice(rig: &Rig) {
-    let emitted = rig.emitted();
     let mut ids = std::collections::HashSet::new();
-    let mut payloads = std::collections::HashSet::new();
-    for e in &emitted {
+    for e in rig.emitted() {
         assert!(ids.insert(e.id.clone()), "event id {} emitted twice", e.id);
-        assert!(
-            payloads.insert(e.payload.clone()),
-            "payload emitted twice: {}",
-            e.payload
-        );
     }
 }
 

@@ -685,7 +685,9 @@ impl CamInvoice {
     }
 
     /// Polls from the cursor minus the overlap window. An answer over its size or item cap is
-    /// [`Stop::Oversized`]; one that listed items but none usable is a failure (nothing moves).
+    /// [`Stop::Oversized`]; one that lists elements but not one object (`[0,0,…]`) is not the
+    /// documented answer: a failure, nothing moves. Objects without a usable id or timestamp
+    /// are skipped (one warning line) and the cycle goes on.
     async fn poll(
         self: &Arc<Self>,
         idx: usize,
@@ -713,11 +715,11 @@ impl CamInvoice {
                 model::MAX_POLL_ITEMS
             )));
         }
-        if answer.items.is_empty() && answer.unusable.count > 0 {
+        if answer.junk {
             return Err(ApiError::Malformed {
                 label: POLL,
                 why: model::Malformed(format!(
-                    "the answer listed {} item(s), none usable (first: {}); nothing was processed",
+                    "the answer listed {} item(s), none of them a document object (first: {}); nothing was processed",
                     answer.listed,
                     answer.unusable.first.as_deref().unwrap_or("?")
                 )),
@@ -773,11 +775,11 @@ impl CamInvoice {
                     .map_err(|why| ApiError::Malformed { label: LIST, why })?;
                 drop(r);
                 self.metrics.anomaly("unusable_item", p.unusable.count);
-                if p.items.is_empty() && p.unusable.count > 0 {
+                if p.junk {
                     return Err(ApiError::Malformed {
                         label: LIST,
                         why: model::Malformed(format!(
-                            "page {page} listed {} entries, none usable (first: {})",
+                            "page {page} listed {} entries, none of them a document object (first: {})",
                             p.listed,
                             p.unusable.first.as_deref().unwrap_or("?")
                         )),

@@ -58,6 +58,8 @@ pub struct PollAnswer {
     /// Every element the answer listed.
     pub listed: u64,
     pub over_cap: bool,
+    /// It listed elements, none of them an object ([`Items::is_junk`]).
+    pub junk: bool,
 }
 
 const POLL_FIELDS: [&str; 3] = ["document_id", "updated_at", "type"];
@@ -82,6 +84,7 @@ pub fn poll_items(body: &[u8]) -> Result<PollAnswer, Malformed> {
     let mut answer = PollAnswer {
         listed: items.total(),
         over_cap: items.dropped > 0,
+        junk: items.is_junk(),
         ..PollAnswer::default()
     };
     answer.unusable.add_mismatched(&items, "poll item");
@@ -184,6 +187,8 @@ pub struct ListPage {
     pub unusable: Unusable,
     /// Every entry the page listed, usable or not.
     pub listed: u64,
+    /// It listed entries, none of them an object ([`Items::is_junk`]).
+    pub junk: bool,
     /// From `pagination.total_pages`, when given.
     pub total_pages: Option<u64>,
 }
@@ -218,6 +223,7 @@ fn list_of(data: Items, total_pages: Option<u64>) -> ListPage {
         items: Vec::with_capacity(data.kept.len()),
         unusable: Unusable::default(),
         listed: data.total(),
+        junk: data.is_junk(),
         total_pages,
     };
     page.unusable.add_mismatched(&data, "list item");

@@ -150,11 +150,11 @@ impl OnlinePajak {
             };
             counts.pages += 1;
             self.metrics.anomaly("unusable_item", page.unusable.count);
-            if page.invoices.is_empty() && page.unusable.count > 0 {
+            if page.junk {
                 return Err(ApiError::Malformed {
                     label: client::BULK_FETCH,
                     why: model::Malformed(format!(
-                        "the page listed {} invoice(s), none usable (first: {})",
+                        "the page listed {} element(s), none of them an invoice object (first: {})",
                         page.listed,
                         page.unusable.first.as_deref().unwrap_or("?")
                     )),

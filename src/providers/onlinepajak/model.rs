@@ -90,6 +90,8 @@ pub struct Page {
     pub unusable: Unusable,
     /// Every element the page listed, usable or not.
     pub listed: u64,
+    /// It listed elements, none of them an object ([`Items::is_junk`](crate::providers::wire::Items::is_junk)).
+    pub junk: bool,
     pub total_pages: Option<u64>,
 }
 
@@ -123,6 +125,7 @@ pub fn page(body: &[u8], map: &ApiMap) -> Result<Page, Malformed> {
         invoices: Vec::with_capacity(items.kept.len()),
         unusable: Unusable::default(),
         listed: items.total(),
+        junk: items.is_junk(),
         total_pages,
     };
     page.unusable.add_mismatched(&items, "invoice");
