@@ -14,8 +14,10 @@
 //!    once its start-up work is done;
 //! 5. the naive poller (list all, fetch every detail) for one cycle at each L.
 //!
-//! Separately, [`micro`] times diff + commit without HTTP.
+//! Separately, [`micro`] times diff + commit without HTTP, and [`hostile`] (`bench --hostile`)
+//! measures the daemon's peak memory under each hostile answer.
 
+pub mod hostile;
 pub mod measure;
 pub mod micro;
 pub mod naive;
@@ -310,14 +312,14 @@ fn daemon(subcommand: &str, config: &Path) -> Result<Command, String> {
 }
 
 /// The daemon as a child process, driven over stdin (see [`worker`]).
-struct Worker {
+pub(crate) struct Worker {
     child: Child,
     stdin: ChildStdin,
     stdout: tokio::io::Lines<BufReader<ChildStdout>>,
 }
 
 impl Worker {
-    async fn spawn(config: &Path) -> Result<Worker, String> {
+    pub(crate) async fn spawn(config: &Path) -> Result<Worker, String> {
         let mut child = daemon("bench-worker", config)?
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -332,7 +334,10 @@ impl Worker {
         })
     }
 
-    async fn ask<T: serde::de::DeserializeOwned>(&mut self, cmd: &str) -> Result<T, String> {
+    pub(crate) async fn ask<T: serde::de::DeserializeOwned>(
+        &mut self,
+        cmd: &str,
+    ) -> Result<T, String> {
         self.stdin
             .write_all(format!("{cmd}\n").as_bytes())
             .await
@@ -346,7 +351,7 @@ impl Worker {
         serde_json::from_str(&line).map_err(|e| format!("bench worker said {line:?}: {e}"))
     }
 
-    async fn quit(mut self) -> Result<(), String> {
+    pub(crate) async fn quit(mut self) -> Result<(), String> {
         let _ = self.stdin.write_all(b"quit\n").await;
         let status = self.child.wait().await.map_err(|e| e.to_string())?;
         if status.success() {
@@ -357,7 +362,7 @@ impl Worker {
     }
 }
 
-fn mb(bytes: Option<u64>) -> String {
+pub(crate) fn mb(bytes: Option<u64>) -> String {
     bytes.map_or("?".into(), |b| {
         format!("{:.1}", b as f64 / (1024.0 * 1024.0))
     })

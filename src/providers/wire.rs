@@ -156,6 +156,23 @@ impl Node {
         matches!(self, Node::Object(_))
     }
 
+    /// Field `i` of an object, taken out (absent afterwards).
+    pub fn take(&mut self, i: usize) -> Node {
+        match self {
+            Node::Object(f) => f.get_mut(i).map(std::mem::take).unwrap_or_default(),
+            _ => Node::Absent,
+        }
+    }
+
+    /// [`Node::text`], taking the string rather than copying it.
+    pub fn into_text(self) -> Option<String> {
+        match self {
+            Node::Str(s) if !s.is_empty() => Some(s),
+            Node::Number(n) => Some(n.to_string()),
+            _ => None,
+        }
+    }
+
     /// The fields of an object, taken out.
     pub fn into_fields(self) -> Option<Vec<Node>> {
         match self {
@@ -238,6 +255,163 @@ pub fn read(body: &[u8], shape: &Shape) -> Result<Node, Malformed> {
         .deserialize(&mut de)
         .and_then(|node| de.end().map(|()| node))
         .map_err(|e| diagnose(body, &e))
+}
+
+/// What [`read_each`] saw of an array.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Seen {
+    /// Elements handed to the callback.
+    pub kept: u64,
+    /// Elements of another kind than the item shape (counted, not read).
+    pub mismatched: u64,
+    pub first_mismatch: Option<(u64, &'static str)>,
+    /// Elements beyond the cap (counted, not read).
+    pub dropped: u64,
+    /// Whether the body held such an array at all.
+    pub found: bool,
+}
+
+impl Seen {
+    pub fn total(&self) -> u64 {
+        self.kept + self.mismatched + self.dropped
+    }
+
+    /// Elements, and none of the item's kind (see [`Items::is_junk`]).
+    pub fn is_junk(&self) -> bool {
+        self.kept == 0 && self.mismatched > 0
+    }
+}
+
+/// Reads an array of `item`s — the body itself, or the first member named in `wrappers` of
+/// the body's object that is an array — handing each element to `each` as soon as it is read
+/// (at most `cap` of them): the elements are never all held as [`Node`]s at once.
+pub fn read_each(
+    body: &[u8],
+    wrappers: &[&str],
+    item: &Shape,
+    cap: usize,
+    each: impl FnMut(u64, Node),
+) -> Result<Seen, Malformed> {
+    let mut each = each;
+    let mut seen = Seen::default();
+    let mut de = serde_json::Deserializer::from_slice(body);
+    EachSeed {
+        wrappers,
+        item,
+        cap,
+        each: &mut each,
+        seen: &mut seen,
+        top: true,
+    }
+    .deserialize(&mut de)
+    .and_then(|()| de.end())
+    .map_err(|e| diagnose(body, &e))?;
+    Ok(seen)
+}
+
+struct EachSeed<'a, F> {
+    wrappers: &'a [&'a str],
+    item: &'a Shape,
+    cap: usize,
+    each: &'a mut F,
+    seen: &'a mut Seen,
+    /// The body itself (a wrapper object is looked into only there).
+    top: bool,
+}
+
+impl<'de, F: FnMut(u64, Node)> DeserializeSeed<'de> for EachSeed<'_, F> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de, F: FnMut(u64, Node)> Visitor<'de> for EachSeed<'_, F> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_none<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let seen = self.seen;
+        if seen.found {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            return Ok(());
+        }
+        seen.found = true;
+        let mut at = 0u64;
+        loop {
+            if seen.kept < self.cap as u64 {
+                match seq.next_element_seed(ShapeSeed(self.item))? {
+                    None => break,
+                    Some(Node::Skipped(kind)) => {
+                        seen.mismatched += 1;
+                        seen.first_mismatch.get_or_insert((at, kind));
+                    }
+                    Some(node) => {
+                        seen.kept += 1;
+                        (self.each)(at, node);
+                    }
+                }
+            } else {
+                match seq.next_element::<IgnoredAny>()? {
+                    None => break,
+                    Some(_) => seen.dropped += 1,
+                }
+            }
+            at += 1;
+        }
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let wrappers: Vec<(String, Shape)> = if self.top {
+            self.wrappers
+                .iter()
+                .map(|w| (w.to_string(), Shape::default()))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        while let Some(key) = map.next_key_seed(KeySeed(&wrappers))? {
+            match key {
+                Some(_) => map.next_value_seed(EachSeed {
+                    wrappers: self.wrappers,
+                    item: self.item,
+                    cap: self.cap,
+                    each: &mut *self.each,
+                    seen: &mut *self.seen,
+                    top: false,
+                })?,
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 struct ShapeSeed<'s>(&'s Shape);
@@ -512,6 +686,32 @@ mod tests {
             .0
             .contains("HTML"));
         assert!(read(b"[] x", &poll_shape()).is_err(), "trailing characters");
+    }
+
+    #[test]
+    fn read_each_hands_over_the_elements_one_by_one() {
+        let item = Shape::record(["document_id"]);
+        let mut got = Vec::new();
+        let body =
+            br#"{"x":[1],"documents":[{"document_id":"a"},0,{"document_id":"b"},{}],"data":[{}]}"#;
+        let seen = read_each(body, &["documents", "data"], &item, 2, |at, n| {
+            got.push((at, n.field(0).text()))
+        })
+        .unwrap();
+        assert_eq!(got, [(0, Some("a".into())), (2, Some("b".into()))]);
+        assert_eq!(
+            (seen.kept, seen.mismatched, seen.dropped, seen.found),
+            (2, 1, 1, true)
+        );
+        assert_eq!(seen.first_mismatch, Some((1, "a number")));
+        let seen = read_each(b"[0,0]", &[], &item, 9, |_, _| unreachable!()).unwrap();
+        assert!(seen.is_junk() && seen.found);
+        let seen = read_each(br#"{"documents":5}"#, &["documents"], &item, 9, |_, _| {}).unwrap();
+        assert!(!seen.found);
+        assert!(read_each(b"[{", &[], &item, 9, |_, _| {})
+            .unwrap_err()
+            .0
+            .contains("truncated"));
     }
 
     #[test]

@@ -88,6 +88,13 @@ pub enum FaultKind {
         /// Size of the body.
         bytes: usize,
     },
+    /// 200 with a JSON array of `count` well-formed poll items of documents that do not exist
+    /// (`phantom-000000000`, …; 90 bytes each), streamed without a Content-Length; the request
+    /// is not handled.
+    Phantoms {
+        /// Items in the array.
+        count: usize,
+    },
     /// The real answer (the request IS handled) with about `bytes` bytes of nested arrays
     /// added: an extra member `"padding"` of an object, or an extra first element of an array.
     Padded {
@@ -151,6 +158,7 @@ pub(crate) async fn guard(State(g): State<Guard>, req: Request, next: Next) -> R
         FaultKind::HtmlPage => raw(StatusCode::BAD_GATEWAY, "text/html", HTML_502),
         FaultKind::ZeroArray { bytes } => json_body(hostile::junk_body(Junk::Zeros, bytes)),
         FaultKind::NestedArrays { bytes } => json_body(hostile::junk_body(Junk::Nested, bytes)),
+        FaultKind::Phantoms { count } => json_body(hostile::junk_body(Junk::Phantoms, count)),
         FaultKind::Padded { bytes } => {
             let (mut parts, body) = next.run(req).await.into_parts();
             let real = to_bytes(body, usize::MAX).await.unwrap_or_default();

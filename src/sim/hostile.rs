@@ -101,6 +101,11 @@ impl Simulator {
         })
     }
 
+    /// Drops every queued fault (what is left of their counts).
+    pub fn clear_faults(&self) {
+        self.with(|w| w.clear_faults());
+    }
+
     /// Ids of every CamInvoice document, in creation order.
     pub fn document_ids(&self) -> Vec<String> {
         self.with(|w| w.documents.iter().map(|d| d.id.clone()).collect())
@@ -242,14 +247,27 @@ pub(crate) enum Junk {
     Zeros,
     /// `[[[…]]]`: nested far beyond any parser's recursion limit.
     Nested,
+    /// Poll items of documents that do not exist (`phantom-000000001`, …): each well formed.
+    Phantoms,
 }
 
-/// A streamed body of `bytes` bytes of `junk` (no Content-Length: the client only learns the
-/// size by reading), produced 64 KiB at a time so that the simulator holds none of it.
+/// One phantom poll item; every one is [`PHANTOM_LEN`] bytes.
+fn phantom(k: usize) -> String {
+    format!(
+        r#"{{"document_id":"phantom-{k:09}","updated_at":"2024-03-07T07:16:07.859Z","type":"SEND"}}"#
+    )
+}
+
+const PHANTOM_LEN: usize = 89;
+
+/// A streamed body of about `bytes` bytes of `junk` (for `Phantoms`: `bytes` items) with no
+/// Content-Length (the client only learns the size by reading), produced 64 KiB at a time so
+/// that the simulator holds none of it.
 pub(crate) fn junk_body(junk: Junk, bytes: usize) -> Body {
     let len = match junk {
         Junk::Zeros => bytes.max(3) | 1,
         Junk::Nested => bytes.max(2) & !1,
+        Junk::Phantoms => 2 + bytes * (PHANTOM_LEN + 1) - usize::from(bytes > 0),
     };
     Body::from_stream(JunkStream { junk, len, at: 0 })
 }
@@ -298,6 +316,16 @@ struct JunkStream {
 impl JunkStream {
     fn byte(&self, i: usize) -> u8 {
         match self.junk {
+            Junk::Phantoms if i == 0 => b'[',
+            Junk::Phantoms if i == self.len - 1 => b']',
+            Junk::Phantoms => {
+                let (k, at) = ((i - 1) / (PHANTOM_LEN + 1), (i - 1) % (PHANTOM_LEN + 1));
+                if at == PHANTOM_LEN {
+                    b','
+                } else {
+                    phantom(k).as_bytes()[at]
+                }
+            }
             Junk::Zeros if i == 0 => b'[',
             Junk::Zeros if i == self.len - 1 => b']',
             Junk::Zeros if (i - 1) % 2 == 0 => b'0',
@@ -312,13 +340,43 @@ impl futures_core::Stream for JunkStream {
     type Item = Result<Bytes, Infallible>;
 
     fn poll_next(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        Poll::Ready(self.next_chunk().map(|c| Ok(Bytes::from(c))))
+    }
+}
+
+impl JunkStream {
+    /// The next (up to) 64 KiB.
+    fn next_chunk(&mut self) -> Option<Vec<u8>> {
         if self.at >= self.len {
-            return Poll::Ready(None);
+            return None;
         }
         let end = (self.at + 64 * 1024).min(self.len);
-        let chunk: Vec<u8> = (self.at..end).map(|i| self.byte(i)).collect();
+        let chunk: Vec<u8> = match self.junk {
+            // Whole items at a time (formatting one per byte would be slow).
+            Junk::Phantoms => {
+                let mut text = Vec::with_capacity(end - self.at + PHANTOM_LEN);
+                let mut i = self.at;
+                while i < end {
+                    let (k, at) = (
+                        (i.max(1) - 1) / (PHANTOM_LEN + 1),
+                        (i.max(1) - 1) % (PHANTOM_LEN + 1),
+                    );
+                    if i == 0 || i == self.len - 1 || at != 0 {
+                        text.push(self.byte(i));
+                        i += 1;
+                    } else {
+                        let item = phantom(k);
+                        let take = item.len().min(end - i);
+                        text.extend_from_slice(&item.as_bytes()[..take]);
+                        i += take;
+                    }
+                }
+                text
+            }
+            _ => (self.at..end).map(|i| self.byte(i)).collect(),
+        };
         self.at = end;
-        Poll::Ready(Some(Ok(Bytes::from(chunk))))
+        Some(chunk)
     }
 }
 
@@ -332,10 +390,32 @@ mod tests {
             len: match junk {
                 Junk::Zeros => bytes.max(3) | 1,
                 Junk::Nested => bytes.max(2) & !1,
+                Junk::Phantoms => 2 + bytes * (PHANTOM_LEN + 1) - usize::from(bytes > 0),
             },
             at: 0,
         };
         (0..s.len).map(|i| s.byte(i)).collect()
+    }
+
+    #[test]
+    fn phantoms_stream_as_valid_poll_items() {
+        assert_eq!(phantom(7).len(), PHANTOM_LEN);
+        let bytes = collect(Junk::Phantoms, 3);
+        let v: Vec<serde_json::Value> = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(v.len(), 3);
+        assert_eq!(v[2]["document_id"], "phantom-000000002");
+        assert_eq!(collect(Junk::Phantoms, 0), b"[]");
+        // Streamed whole items at a time, the same bytes.
+        let mut s = JunkStream {
+            junk: Junk::Phantoms,
+            len: 2 + 2000 * (PHANTOM_LEN + 1) - 1,
+            at: 0,
+        };
+        let mut streamed = Vec::new();
+        while let Some(chunk) = s.next_chunk() {
+            streamed.extend_from_slice(&chunk);
+        }
+        assert_eq!(streamed, collect(Junk::Phantoms, 2000));
     }
 
     #[test]

@@ -779,6 +779,11 @@ impl World {
         }
     }
 
+    /// Drops every queued fault.
+    pub fn clear_faults(&mut self) {
+        self.faults.clear();
+    }
+
     /// Uses up one application of the first queued fault matching `key`.
     pub fn take_fault(&mut self, key: &str) -> Option<FaultKind> {
         let pos = self.faults.iter().position(|f| f.matches(key))?;

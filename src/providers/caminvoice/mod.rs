@@ -143,8 +143,9 @@ struct Candidate {
     /// `None` when the source did not say: then the detail decides.
     updated_at: Option<Millis>,
     side: Option<Side>,
-    /// A list item that already carries the status: no detail call needed.
-    known: Option<Detail>,
+    /// A list item that already carries the status: no detail call needed. (Boxed: a poll
+    /// answer of 100,000 candidates has none.)
+    known: Option<Box<Detail>>,
 }
 
 /// Identifies a refresh token without revealing it: the first 16 hex digits of its SHA-256.
@@ -498,8 +499,8 @@ impl CamInvoice {
             let mut failure = None;
             for (c, (prev, is_changed)) in chunk.iter().zip(prevs) {
                 if is_changed {
-                    let detail = match c.known.clone().filter(|d| d.status.is_some()) {
-                        Some(d) => Fetched::Found(d),
+                    let detail = match c.known.as_deref().filter(|d| d.status.is_some()) {
+                        Some(d) => Fetched::Found(d.clone()),
                         None => match fetched.remove(&c.document_id) {
                             Some(Ok(d)) => d,
                             Some(Err(e)) if e.is_too_large() && advance_cursor => {
@@ -605,7 +606,7 @@ impl CamInvoice {
                 document_id: d.document_id.clone(),
                 updated_at: d.updated_at,
                 side: Some(Side::Send),
-                known: Some(d),
+                known: Some(Box::new(d)),
             })
             .collect();
         let counts = self
@@ -796,7 +797,7 @@ impl CamInvoice {
                         document_id: d.document_id.clone(),
                         updated_at: d.updated_at,
                         side: Some(side),
-                        known: Some(d),
+                        known: Some(Box::new(d)),
                     })
                     .collect();
                 total += self.apply(idx, ctx, rec, &candidates, false).await?;

@@ -8,7 +8,7 @@
 //! panic, and one bad item does not hide the good ones next to it: it is counted in
 //! [`Unusable`], which the caller logs as one line per answer.
 
-use crate::providers::wire::{check_id, read, Items, Node, Shape, Unusable};
+use crate::providers::wire::{check_id, read, read_each, Items, Node, Shape, Unusable};
 pub use crate::providers::wire::{json, timestamp, Malformed};
 use crate::time::Millis;
 use serde::{Deserialize, Serialize};
@@ -65,48 +65,54 @@ pub struct PollAnswer {
 const POLL_FIELDS: [&str; 3] = ["document_id", "updated_at", "type"];
 
 /// Parses a poll answer: a bare array (documented) or `{"documents": [...]}` (or `data`).
-/// Items without a usable `document_id`/`updated_at` are counted beside the good items.
+/// Items without a usable `document_id`/`updated_at` are counted beside the good items. Each
+/// item becomes a [`PollItem`] as soon as it is read: an answer costs its body and its items.
 pub fn poll_items(body: &[u8]) -> Result<PollAnswer, Malformed> {
-    let item = Shape::record(POLL_FIELDS);
-    let list = || Shape::array(item.clone(), MAX_POLL_ITEMS);
-    let shape = Shape::object([("documents", list()), ("data", list())])
-        .or_array(item.clone(), MAX_POLL_ITEMS);
-    let items = match read(body, &shape)? {
-        Node::Array(items) => items,
-        Node::Object(mut f) => match (std::mem::take(&mut f[0]), std::mem::take(&mut f[1])) {
-            (Node::Array(items), _) | (Node::Absent, Node::Array(items)) => items,
-            _ => return Err(Malformed(
-                "expected a JSON array or {\"documents\": [...]}, got an object without `documents`".into(),
-            )),
-        },
-        _ => return Err(Malformed("expected a JSON array or {\"documents\": [...]}".into())),
-    };
-    let mut answer = PollAnswer {
-        listed: items.total(),
-        over_cap: items.dropped > 0,
-        junk: items.is_junk(),
-        ..PollAnswer::default()
-    };
-    answer.unusable.add_mismatched(&items, "poll item");
-    answer.items.reserve_exact(items.kept.len());
-    for (i, node) in items.kept {
-        let id = node.field(0).text();
-        let at = node.field(1).timestamp();
-        match (id, at) {
-            (Some(document_id), Some(updated_at)) => match check_id(&document_id) {
-                Ok(()) => answer.items.push(PollItem {
-                    document_id,
-                    updated_at,
-                    side: node.field(2).as_str().and_then(Side::from_poll_type),
+    let mut items = Vec::new();
+    let mut unusable = Unusable::default();
+    let seen = read_each(
+        body,
+        &["documents", "data"],
+        &Shape::record(POLL_FIELDS),
+        MAX_POLL_ITEMS,
+        |i, mut node| {
+            let (id, at) = (node.take(0).into_text(), node.field(1).timestamp());
+            match (id, at) {
+                (Some(document_id), Some(updated_at)) => match check_id(&document_id) {
+                    Ok(()) => items.push(PollItem {
+                        document_id,
+                        updated_at,
+                        side: node.field(2).as_str().and_then(Side::from_poll_type),
+                    }),
+                    Err(why) => unusable.add(1, || format!("poll item {i}: {why}")),
+                },
+                _ => unusable.add(1, || {
+                    format!("poll item {i} lacks a document_id or a readable updated_at")
                 }),
-                Err(why) => answer.unusable.add(1, || format!("poll item {i}: {why}")),
-            },
-            _ => answer.unusable.add(1, || {
-                format!("poll item {i} lacks a document_id or a readable updated_at")
-            }),
-        }
+            }
+        },
+    )?;
+    if !seen.found {
+        return Err(Malformed(if body.trim_ascii_start().starts_with(b"{") {
+            "expected a JSON array or {\"documents\": [...]}, got an object without `documents`"
+                .into()
+        } else {
+            "expected a JSON array or {\"documents\": [...]}".into()
+        }));
     }
-    Ok(answer)
+    if let Some((at, kind)) = seen.first_mismatch {
+        unusable.add(seen.mismatched, || {
+            format!("poll item {at} is {kind}, not an object")
+        });
+    }
+    items.shrink_to_fit();
+    Ok(PollAnswer {
+        items,
+        unusable,
+        listed: seen.total(),
+        over_cap: seen.dropped > 0,
+        junk: seen.is_junk(),
+    })
 }
 
 /// The parts of Get Document Detail (or a list item) the diff needs.
@@ -414,7 +420,7 @@ mod tests {
         assert_eq!((a.unusable.count, a.listed, a.over_cap), (3, 4, false));
         assert_eq!(
             a.unusable.first.as_deref(),
-            Some("poll item 2 is a number, not an object")
+            Some("poll item 1 lacks a document_id or a readable updated_at")
         );
         assert_eq!(poll_items(b"[]").unwrap().items, vec![]);
         let data = br#"{"data":[{"document_id":"d1","updated_at":1}]}"#;
