@@ -34,14 +34,34 @@ async fn a_document_from_the_year_9999_does_not_hide_later_documents() {
     for id in rig.sim.document_ids() {
         assert!(rig.sim.poison_updated_at(&id, json!(YEAR_9999)));
     }
+    let mut counted = Vec::new();
     for _ in 0..8 {
         rig.sim.step();
         let r = rig.cycle().await;
         assert!(r.ok(), "{:?}", r.failures);
         assert_cursors_bounded(&rig);
+        counted.push(quarantined(&rig));
     }
     rig.assert_perfect();
     assert_instants_rfc3339(&rig);
+    // Counted in /metrics once per document, not once per cycle.
+    assert!(counted[0] > 0, "{counted:?}");
+    assert!(counted.iter().all(|c| *c == counted[0]), "{counted:?}");
+}
+
+/// `pollhook_provider_anomalies_total{kind="future_timestamp"}` of the CamInvoice account.
+fn quarantined(rig: &Rig) -> u64 {
+    let e = rig.engine();
+    let text = e.metrics().render(e.store(), &[]);
+    let line = text
+        .lines()
+        .find(|l| {
+            l.starts_with("pollhook_provider_anomalies_total{")
+                && l.contains("account=\"sim-kh\"")
+                && l.contains("kind=\"future_timestamp\"")
+        })
+        .unwrap_or_else(|| panic!("no anomaly counter in\n{text}"));
+    line.rsplit(' ').next().unwrap().parse().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
