@@ -9,18 +9,21 @@
 //! - [`config`]: the TOML schema, validation with file:line:column errors, secret references.
 //! - [`scheduler`]: the daemon loop on tokio-cron-scheduler; shutdown.
 //! - [`engine`]: one cycle of one account, never two at once; totals.
-//! - [`providers`]: the `Provider` trait; [`providers::caminvoice`] (client, token, model, pure
-//!   diff).
-//! - [`http`]: timeouts, retries with backoff and jitter, Retry-After; [`pacing`]: the GCRA
-//!   limiter that keeps an account under its provider's rate limit.
+//! - [`providers`]: the `Provider` trait; [`providers::caminvoice`] and
+//!   [`providers::onlinepajak`] (client, model, pure diff); [`providers::wire`]: answers read
+//!   through shapes, never as a whole tree.
+//! - [`http`]: timeouts, retries with backoff and jitter, Retry-After, a body cap per request;
+//!   [`pacing`]: the GCRA limiter that keeps an account under its provider's rate limit.
 //! - [`store`]: the only module that touches sled: state, cursors, outbox, acks, in one
 //!   transaction per commit; attempt counts, dead letters, retention pruning.
 //! - [`event`]: the envelope and deterministic ids.
 //! - [`sinks`]: the dispatchers (batch, and the per-event queue with retries, dead letters and
 //!   ordering), the JSONL, hook and webhook sinks, replay, and `events tail`.
-//! - [`sim`]: the CamInvoice simulator with its ground-truth journal; [`demo`] runs both;
+//! - [`sim`]: the provider simulator (with hostile variants) and its ground-truth journal;
+//!   [`demo`] runs it with the daemon;
 //!   [`fidelity`] compares what was emitted with that journal.
-//! - [`time`]: durations and timestamps.
+//! - [`time`]: durations and timestamps; the skew allowance that quarantines timestamps from
+//!   the future.
 //! - The service side: [`notify`] (sd_notify READY/STOPPING, the watchdog), [`admin`] (the
 //!   `/healthz`, `/metrics`, `/status`, `/connect` endpoint), [`metrics`] (counters, and the
 //!   health and progress rules), [`connect`] (onboarding a CamInvoice member), [`logging`]

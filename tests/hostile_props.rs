@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use std::time::Duration;
 
 /// An absurd `updated_at`, and whether pollhook can read it as an instant at all.
-fn stamp() -> impl Strategy<Value = (Value, bool)> {
+fn stamp() -> impl Strategy<Value = Stamp> {
     prop_oneof![
         Just((json!("9999-12-31T23:59:59.999Z"), true)),
         Just((json!(i64::MAX), true)),
@@ -70,13 +70,16 @@ fn fault() -> impl Strategy<Value = Option<Fault>> {
     )
 }
 
+/// An absurd stamp and whether it can be read as an instant (see [`stamp`]).
+type Stamp = (Value, bool);
+
 #[derive(Clone)]
 struct Attack {
     seed: u64,
     hostility: Hostility,
     /// Per traffic step: the stamp given to some of the documents and invoices it changed,
     /// and a fault for the cycle after it.
-    steps: Vec<(Option<(Value, bool)>, Option<Fault>)>,
+    steps: Vec<(Option<Stamp>, Option<Fault>)>,
 }
 
 impl std::fmt::Debug for Attack {
