@@ -565,6 +565,15 @@ impl Unusable {
         }
     }
 
+    /// The error of an answer that listed `listed` elements and not one `kind` object
+    /// ([`Items::is_junk`]): it is not the documented answer at all.
+    pub fn junk(&self, listed: u64, kind: &str) -> Malformed {
+        Malformed(format!(
+            "the answer listed {listed} item(s), none of them {kind} object (first: {}); nothing was processed",
+            self.first.as_deref().unwrap_or("?")
+        ))
+    }
+
     /// `"{count} {what} skipped (first: {first})"`, or `None` when there were none.
     pub fn summary(&self, what: &str) -> Option<String> {
         (self.count > 0).then(|| {

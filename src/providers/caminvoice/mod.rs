@@ -716,17 +716,6 @@ impl CamInvoice {
                 model::MAX_POLL_ITEMS
             )));
         }
-        if answer.junk {
-            return Err(ApiError::Malformed {
-                label: POLL,
-                why: model::Malformed(format!(
-                    "the answer listed {} item(s), none of them a document object (first: {}); nothing was processed",
-                    answer.listed,
-                    answer.unusable.first.as_deref().unwrap_or("?")
-                )),
-            }
-            .into());
-        }
         if let Some(line) = answer.unusable.summary("poll item(s)") {
             tracing::warn!(member = %self.member(idx).endpoint_id, "{line}; the next list walk looks again");
         }
@@ -776,17 +765,6 @@ impl CamInvoice {
                     .map_err(|why| ApiError::Malformed { label: LIST, why })?;
                 drop(r);
                 self.metrics.anomaly("unusable_item", p.unusable.count);
-                if p.junk {
-                    return Err(ApiError::Malformed {
-                        label: LIST,
-                        why: model::Malformed(format!(
-                            "page {page} listed {} entries, none of them a document object (first: {})",
-                            p.listed,
-                            p.unusable.first.as_deref().unwrap_or("?")
-                        )),
-                    }
-                    .into());
-                }
                 if let Some(line) = p.unusable.summary("list entries") {
                     tracing::warn!(member = %self.member(idx).endpoint_id, "page {page}: {line}");
                 }

@@ -58,14 +58,13 @@ pub struct PollAnswer {
     /// Every element the answer listed.
     pub listed: u64,
     pub over_cap: bool,
-    /// It listed elements, none of them an object ([`Items::is_junk`]).
-    pub junk: bool,
 }
 
 const POLL_FIELDS: [&str; 3] = ["document_id", "updated_at", "type"];
 
 /// Parses a poll answer: a bare array (documented) or `{"documents": [...]}` (or `data`).
-/// Items without a usable `document_id`/`updated_at` are counted beside the good items. Each
+/// Items without a usable `document_id`/`updated_at` are counted beside the good items; an
+/// answer whose elements are not even objects (`[0,0,…]`) is [`Malformed`]. Each
 /// item becomes a [`PollItem`] as soon as it is read: an answer costs its body and its items.
 pub fn poll_items(body: &[u8]) -> Result<PollAnswer, Malformed> {
     let mut items = Vec::new();
@@ -105,13 +104,15 @@ pub fn poll_items(body: &[u8]) -> Result<PollAnswer, Malformed> {
             format!("poll item {at} is {kind}, not an object")
         });
     }
+    if seen.is_junk() {
+        return Err(unusable.junk(seen.total(), "a document"));
+    }
     items.shrink_to_fit();
     Ok(PollAnswer {
         items,
         unusable,
         listed: seen.total(),
         over_cap: seen.dropped > 0,
-        junk: seen.is_junk(),
     })
 }
 
@@ -193,8 +194,6 @@ pub struct ListPage {
     pub unusable: Unusable,
     /// Every entry the page listed, usable or not.
     pub listed: u64,
-    /// It listed entries, none of them an object ([`Items::is_junk`]).
-    pub junk: bool,
     /// From `pagination.total_pages`, when given.
     pub total_pages: Option<u64>,
 }
@@ -221,25 +220,27 @@ pub fn list_page(body: &[u8]) -> Result<ListPage, Malformed> {
             data.total()
         )));
     }
-    Ok(list_of(data, total_pages))
+    list_of(data, total_pages)
 }
 
-fn list_of(data: Items, total_pages: Option<u64>) -> ListPage {
+fn list_of(data: Items, total_pages: Option<u64>) -> Result<ListPage, Malformed> {
     let mut page = ListPage {
         items: Vec::with_capacity(data.kept.len()),
         unusable: Unusable::default(),
         listed: data.total(),
-        junk: data.is_junk(),
         total_pages,
     };
     page.unusable.add_mismatched(&data, "list item");
+    if data.is_junk() {
+        return Err(page.unusable.junk(page.listed, "a document"));
+    }
     for (i, d) in &data.kept {
         match Detail::from_node(d) {
             Ok(d) => page.items.push(d),
             Err(e) => page.unusable.add(1, || format!("list item {i}: {e}")),
         }
     }
-    page
+    Ok(page)
 }
 
 /// An error body: `{"message"}` (refresh, revoke, bearer calls) or
@@ -462,6 +463,11 @@ mod tests {
             .0
             .contains("document_id"));
         assert!(list_page(br#"[]"#).is_err());
+        assert!(poll_items(b"[0,0,0]").unwrap_err().0.contains(
+            "listed 3 item(s), none of them a document object (first: poll item 0 is a number"
+        ));
+        assert!(list_page(br#"{"data":[[],[]]}"#).is_err());
+        assert_eq!(poll_items(b"[]").unwrap().listed, 0, "empty is not junk");
     }
 
     #[test]

@@ -150,17 +150,6 @@ impl OnlinePajak {
             };
             counts.pages += 1;
             self.metrics.anomaly("unusable_item", page.unusable.count);
-            if page.junk {
-                return Err(ApiError::Malformed {
-                    label: client::BULK_FETCH,
-                    why: model::Malformed(format!(
-                        "the page listed {} element(s), none of them an invoice object (first: {})",
-                        page.listed,
-                        page.unusable.first.as_deref().unwrap_or("?")
-                    )),
-                }
-                .into());
-            }
             if let Some(line) = page.unusable.summary("invoice(s)") {
                 tracing::warn!(account = %self.account, "{line}");
             }

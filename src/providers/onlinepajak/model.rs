@@ -90,8 +90,6 @@ pub struct Page {
     pub unusable: Unusable,
     /// Every element the page listed, usable or not.
     pub listed: u64,
-    /// It listed elements, none of them an object ([`Items::is_junk`](crate::providers::wire::Items::is_junk)).
-    pub junk: bool,
     pub total_pages: Option<u64>,
 }
 
@@ -125,10 +123,12 @@ pub fn page(body: &[u8], map: &ApiMap) -> Result<Page, Malformed> {
         invoices: Vec::with_capacity(items.kept.len()),
         unusable: Unusable::default(),
         listed: items.total(),
-        junk: items.is_junk(),
         total_pages,
     };
     page.unusable.add_mismatched(&items, "invoice");
+    if items.is_junk() {
+        return Err(page.unusable.junk(page.listed, "an invoice"));
+    }
     for (i, node) in &items.kept {
         match Invoice::from_node(node, map) {
             Ok(inv) => page.invoices.push(inv),
