@@ -135,6 +135,50 @@ impl Items {
     pub fn is_junk(&self) -> bool {
         self.kept.is_empty() && self.mismatched > 0
     }
+
+    /// One page of `what`s (`"list item"`), each kept element through `convert`: those that do
+    /// not convert are counted; a page beyond the cap, or without one `kind` object
+    /// (`"a document"`), is [`Malformed`].
+    pub fn page<T>(
+        self,
+        what: &str,
+        kind: &str,
+        convert: impl Fn(&Node) -> Result<T, Malformed>,
+    ) -> Result<Page<T>, Malformed> {
+        let listed = self.total();
+        if self.dropped > 0 {
+            return Err(Malformed(format!(
+                "a page of {listed} {what}s (more than {}); lower page_size",
+                self.kept.len()
+            )));
+        }
+        let mut unusable = Unusable::default();
+        unusable.add_mismatched(&self, what);
+        if self.is_junk() {
+            return Err(unusable.junk(listed, kind));
+        }
+        let mut items = Vec::with_capacity(self.kept.len());
+        for (i, node) in &self.kept {
+            match convert(node) {
+                Ok(item) => items.push(item),
+                Err(e) => unusable.add(1, || format!("{what} {i}: {e}")),
+            }
+        }
+        Ok(Page {
+            items,
+            unusable,
+            listed,
+        })
+    }
+}
+
+/// The usable items of one page, the unusable ones counted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub unusable: Unusable,
+    /// Every element the page listed, usable or not.
+    pub listed: u64,
 }
 
 static ABSENT: Node = Node::Absent;

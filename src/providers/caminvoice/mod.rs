@@ -761,7 +761,10 @@ impl CamInvoice {
                     }
                     r => r?,
                 };
-                let p = model::list_page(&r.body)
+                let model::ListPage {
+                    page: p,
+                    total_pages,
+                } = model::list_page(&r.body)
                     .map_err(|why| ApiError::Malformed { label: LIST, why })?;
                 drop(r);
                 self.metrics.anomaly("unusable_item", p.unusable.count);
@@ -779,7 +782,7 @@ impl CamInvoice {
                     })
                     .collect();
                 total += self.apply(idx, ctx, rec, &candidates, false).await?;
-                let more = match p.total_pages {
+                let more = match total_pages {
                     Some(t) => page < t,
                     None => p.listed >= size,
                 };

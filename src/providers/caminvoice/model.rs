@@ -8,7 +8,7 @@
 //! panic, and one bad item does not hide the good ones next to it: it is counted in
 //! [`Unusable`], which the caller logs as one line per answer.
 
-use crate::providers::wire::{check_id, read, read_each, Items, Node, Shape, Unusable};
+use crate::providers::wire::{check_id, read, read_each, Node, Page, Shape, Unusable};
 pub use crate::providers::wire::{json, timestamp, Malformed};
 use crate::time::Millis;
 use serde::{Deserialize, Serialize};
@@ -190,10 +190,7 @@ pub fn detail(body: &[u8]) -> Result<Detail, Malformed> {
 /// One page of the list endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListPage {
-    pub items: Vec<Detail>,
-    pub unusable: Unusable,
-    /// Every entry the page listed, usable or not.
-    pub listed: u64,
+    pub page: Page<Detail>,
     /// From `pagination.total_pages`, when given.
     pub total_pages: Option<u64>,
 }
@@ -214,33 +211,10 @@ pub fn list_page(body: &[u8]) -> Result<ListPage, Malformed> {
             "expected {\"data\": [...], \"pagination\": {...}}".into(),
         ));
     };
-    if data.dropped > 0 {
-        return Err(Malformed(format!(
-            "a list page of {} entries (more than {MAX_LIST_ITEMS}); lower page_size",
-            data.total()
-        )));
-    }
-    list_of(data, total_pages)
-}
-
-fn list_of(data: Items, total_pages: Option<u64>) -> Result<ListPage, Malformed> {
-    let mut page = ListPage {
-        items: Vec::with_capacity(data.kept.len()),
-        unusable: Unusable::default(),
-        listed: data.total(),
+    Ok(ListPage {
+        page: data.page("list item", "a document", Detail::from_node)?,
         total_pages,
-    };
-    page.unusable.add_mismatched(&data, "list item");
-    if data.is_junk() {
-        return Err(page.unusable.junk(page.listed, "a document"));
-    }
-    for (i, d) in &data.kept {
-        match Detail::from_node(d) {
-            Ok(d) => page.items.push(d),
-            Err(e) => page.unusable.add(1, || format!("list item {i}: {e}")),
-        }
-    }
-    Ok(page)
+    })
 }
 
 /// An error body: `{"message"}` (refresh, revoke, bearer calls) or
@@ -479,8 +453,8 @@ mod tests {
         assert_eq!(d.side_for("KHUID2"), Some(Side::Receive));
         assert_eq!(d.side_for("KHUID9"), None);
         let p = list_page(br#"{"data":[{"document_id":"a"},{"nope":1},[]],"pagination":{"page":1,"size":20,"total_counts":2,"total_pages":"3"}}"#).unwrap();
-        assert_eq!(p.items.len(), 1);
-        assert_eq!((p.unusable.count, p.listed), (2, 3));
+        assert_eq!(p.page.items.len(), 1);
+        assert_eq!((p.page.unusable.count, p.page.listed), (2, 3));
         assert_eq!(p.total_pages, Some(3));
         let wrapped =
             detail(br#"{"data":{"document_id":"d2","status":"PAID","x":[[[]]]}}"#).unwrap();

@@ -6,7 +6,7 @@
 //! is "gone"; anything else carries the envelope's own code and message.
 
 use super::api::ApiMap;
-use super::model::{error_text, page, retrieved, Invoice, Page};
+use super::model::{error_text, page, retrieved, BulkPage, Invoice};
 use crate::config::Secret;
 use crate::http::{Http, HttpError, Reply};
 use crate::providers::wire::{segment, Malformed};
@@ -106,7 +106,7 @@ impl Api {
         page_no: u32,
         size: u32,
         count: &RequestCount,
-    ) -> Result<Page, ApiError> {
+    ) -> Result<BulkPage, ApiError> {
         let m = &self.map;
         let query = [
             (m.page_param.as_str(), page_no.to_string()),

@@ -146,7 +146,7 @@ impl OnlinePajak {
                     (size, page_no) = (size / 2, first_page);
                     continue;
                 }
-                page => page?,
+                page => page?.page,
             };
             counts.pages += 1;
             self.metrics.anomaly("unusable_item", page.unusable.count);
@@ -158,7 +158,7 @@ impl OnlinePajak {
             let mut batch = Batch::default();
             let now = now_ms();
             let limit = trust_limit(now);
-            for listed in page.invoices {
+            for listed in page.items {
                 if let Some(at) = listed.updated_at.filter(|at| *at <= limit) {
                     last_at = Some(at);
                 }

@@ -10,7 +10,7 @@
 
 use super::api::ApiMap;
 pub use crate::providers::wire::Malformed;
-use crate::providers::wire::{check_id, read, Node, Shape, Unusable};
+use crate::providers::wire::{check_id, read, Node, Page, Shape};
 use crate::time::Millis;
 
 /// Invoices kept from one Bulk Fetch page at most (ten times the largest `page_size`).
@@ -85,15 +85,12 @@ fn success_data(body: &[u8], data: Shape) -> Result<Node, Malformed> {
 
 /// One page of Bulk Fetch.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Page {
-    pub invoices: Vec<Invoice>,
-    pub unusable: Unusable,
-    /// Every element the page listed, usable or not.
-    pub listed: u64,
+pub struct BulkPage {
+    pub page: Page<Invoice>,
     pub total_pages: Option<u64>,
 }
 
-pub fn page(body: &[u8], map: &ApiMap) -> Result<Page, Malformed> {
+pub fn page(body: &[u8], map: &ApiMap) -> Result<BulkPage, Malformed> {
     let data = Shape::object([
         (
             map.content.as_str(),
@@ -113,29 +110,10 @@ pub fn page(body: &[u8], map: &ApiMap) -> Result<Page, Malformed> {
             map.content
         )));
     };
-    if items.dropped > 0 {
-        return Err(Malformed(format!(
-            "a page of {} invoices (more than {MAX_PAGE_ITEMS}); lower page_size",
-            items.total()
-        )));
-    }
-    let mut page = Page {
-        invoices: Vec::with_capacity(items.kept.len()),
-        unusable: Unusable::default(),
-        listed: items.total(),
+    Ok(BulkPage {
+        page: items.page("invoice", "an invoice", |n| Invoice::from_node(n, map))?,
         total_pages,
-    };
-    page.unusable.add_mismatched(&items, "invoice");
-    if items.is_junk() {
-        return Err(page.unusable.junk(page.listed, "an invoice"));
-    }
-    for (i, node) in &items.kept {
-        match Invoice::from_node(node, map) {
-            Ok(inv) => page.invoices.push(inv),
-            Err(e) => page.unusable.add(1, || format!("invoice {i}: {e}")),
-        }
-    }
-    Ok(page)
+    })
 }
 
 /// Retrieve's answer: the envelope's `data` is the invoice.
@@ -302,11 +280,14 @@ mod tests {
             r#"{{"success":{{"code":"00","message":"ok"}},"data":{{"content":[{INVOICE}],"page":1,"size":100,"totalPages":3,"totalElements":250}}}}"#
         );
         let p = page(ok.as_bytes(), &ApiMap::default()).unwrap();
-        assert_eq!((p.invoices.len(), p.total_pages), (1, Some(3)));
+        assert_eq!((p.page.items.len(), p.total_pages), (1, Some(3)));
         let odd =
             format!(r#"{{"success":{{}},"data":{{"content":[{INVOICE},0,{{"id":""}},[[[]]]]}}}}"#);
         let p = page(odd.as_bytes(), &ApiMap::default()).unwrap();
-        assert_eq!((p.invoices.len(), p.unusable.count, p.listed), (1, 3, 4));
+        assert_eq!(
+            (p.page.items.len(), p.page.unusable.count, p.page.listed),
+            (1, 3, 4)
+        );
         let one = format!(r#"{{"success":{{}},"data":{INVOICE}}}"#);
         assert_eq!(
             retrieved(one.as_bytes(), &ApiMap::default())
