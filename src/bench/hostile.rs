@@ -11,8 +11,8 @@
 use super::worker::CycleFigures;
 use super::{mb, Worker};
 use crate::providers::caminvoice::client::LIST;
-use crate::sim::{pollhook_config, Fault, FaultKind, SimConfig, Simulator};
-use crate::time::{format_ms, now_ms};
+use crate::sim::{Fault, FaultKind, SimConfig, Simulator};
+use crate::time::now_ms;
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -149,20 +149,7 @@ async fn run_in(root: &Path, seed: u64) -> Result<String, String> {
         .serve("127.0.0.1:0".parse().expect("valid address"))
         .await
         .map_err(|e| format!("cannot start the simulator: {e}"))?;
-    let config = root.join("pollhook.toml");
-    let text = pollhook_config(
-        &sim.credentials(),
-        &server.base_url(),
-        &root.join("state"),
-        &root.join("events.jsonl"),
-        &format_ms(now_ms()),
-        "0 0 0 1 1 *",
-    )
-    .replace(
-        "retry_base = \"100ms\"\n",
-        &format!("retry_base = \"100ms\"\nconcurrency = {members}\n"),
-    );
-    std::fs::write(&config, text).map_err(|e| format!("cannot write {}: {e}", config.display()))?;
+    let config = super::write_config(&sim, &server.base_url(), root, members)?;
 
     eprintln!("hostile answers: baseline");
     let mut w = Worker::spawn(&config).await?;

@@ -136,26 +136,7 @@ async fn store_scenarios(
         .await
         .map_err(|e| format!("cannot start the simulator: {e}"))?;
     let creds = sim.credentials();
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let config = dir.join("pollhook.toml");
-    let text = pollhook_config(
-        &creds,
-        &server.base_url(),
-        &dir.join("state"),
-        &dir.join("events.jsonl"),
-        &format_ms(now_ms()),
-        // Only the catch-up cycle at start runs (for the idle measurement).
-        "0 0 0 1 1 *",
-    )
-    .replace(
-        "retry_base = \"100ms\"\n",
-        &format!(
-            "retry_base = \"100ms\"\nconcurrency = {}\npage_size = {PAGE}\n",
-            opts.concurrency
-        ),
-    )
-    .replace("timeout = \"5s\"", "timeout = \"60s\"");
-    std::fs::write(&config, text).map_err(|e| format!("cannot write {}: {e}", config.display()))?;
+    let config = write_config(&sim, &server.base_url(), dir, opts.concurrency)?;
 
     // 1. The baseline: a list walk of every document.
     eprintln!("M={m} N={n}: baseline cycle");
@@ -299,6 +280,34 @@ async fn idle_cpu(config: &Path, sim: &Simulator) -> Result<Option<f64>, String>
         (Some(b), Some(a)) => Some((a - b).as_secs_f64() / window.as_secs_f64()),
         _ => None,
     })
+}
+
+/// Writes `dir/pollhook.toml`, the measured daemon's config against the simulator at
+/// `base_url`: its requests in flight, the list page size, a 60 s timeout, and a schedule that
+/// never fires (only the catch-up cycle at start runs, for the idle measurement).
+pub(crate) fn write_config(
+    sim: &Simulator,
+    base_url: &str,
+    dir: &Path,
+    concurrency: usize,
+) -> Result<PathBuf, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let config = dir.join("pollhook.toml");
+    let text = pollhook_config(
+        &sim.credentials(),
+        base_url,
+        &dir.join("state"),
+        &dir.join("events.jsonl"),
+        &format_ms(now_ms()),
+        "0 0 0 1 1 *",
+    )
+    .replace(
+        "retry_base = \"100ms\"\n",
+        &format!("retry_base = \"100ms\"\nconcurrency = {concurrency}\npage_size = {PAGE}\n"),
+    )
+    .replace("timeout = \"5s\"", "timeout = \"60s\"");
+    std::fs::write(&config, text).map_err(|e| format!("cannot write {}: {e}", config.display()))?;
+    Ok(config)
 }
 
 /// `pollhook <subcommand> --config <config>` from this very binary, killed if dropped.
