@@ -1,5 +1,6 @@
 //! The shared HTTP client: timeouts, retries with exponential backoff and full jitter on 5xx,
-//! 429, timeouts and connection errors, `Retry-After` honoured up to a cap, bounded body size.
+//! 429, timeouts and connection errors, `Retry-After` honoured up to a cap, a body cap per
+//! request (an answer over it is refused unread, never retried).
 //!
 //! Providers build requests; this module decides when to try again, and paces every attempt
 //! through the account's [`Gcra`] limiter when it has one. It never logs headers or
@@ -14,8 +15,6 @@ use std::time::Duration;
 
 /// The longest single backoff step, whatever the retry count.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
-/// The body cap of [`Http::send`]; providers pass a cap per endpoint to [`Http::send_within`].
-pub const MAX_BODY: usize = 64 * 1024 * 1024;
 
 /// An answer that is not a retryable failure: any 1xx-4xx except 429.
 #[derive(Debug, Clone)]
@@ -133,8 +132,7 @@ impl Http {
         &self.settings
     }
 
-    /// [`send_within`](Http::send_within), adding the requests sent (retries included) to
-    /// `count`.
+    /// [`send`](Http::send), adding the requests sent (retries included) to `count`.
     pub async fn send_counted(
         &self,
         label: &'static str,
@@ -142,7 +140,7 @@ impl Http {
         count: &RequestCount,
         make: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
     ) -> Result<Reply, HttpError> {
-        let result = self.send_within(label, limit, make).await;
+        let result = self.send(label, limit, make).await;
         count.add(
             label,
             result
@@ -152,21 +150,11 @@ impl Http {
         result
     }
 
-    /// Sends the request `make` builds, retrying per the policy, with bodies up to
-    /// [`MAX_BODY`]. `label` names the endpoint in logs and errors
-    /// (`"GET /api/v1/document/poll"`).
+    /// Sends the request `make` builds, retrying per the policy. `label` names the endpoint in
+    /// logs and errors (`"GET /api/v1/document/poll"`). An answer larger than `limit` bytes is
+    /// [`HttpError::TooLarge`] at once (refused on its Content-Length before any of it is read,
+    /// or as soon as the bytes read pass the limit), never retried.
     pub async fn send(
-        &self,
-        label: &str,
-        make: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
-    ) -> Result<Reply, HttpError> {
-        self.send_within(label, MAX_BODY, make).await
-    }
-
-    /// [`send`](Http::send) with answers of at most `limit` bytes: a larger one is
-    /// [`HttpError::TooLarge`] at once (refused on its Content-Length before any of it is
-    /// read, or as soon as the bytes read pass the limit), never retried.
-    pub async fn send_within(
         &self,
         label: &str,
         limit: usize,
@@ -375,7 +363,7 @@ mod tests {
         let (url, accepted) =
             server("HTTP/1.1 200 OK\r\nContent-Length: 20000000\r\n\r\n", false).await;
         let e = http
-            .send_within("GET /x", 1 << 20, |c| c.get(&url))
+            .send("GET /x", 1 << 20, |c| c.get(&url))
             .await
             .unwrap_err();
         assert!(
@@ -402,17 +390,14 @@ mod tests {
         )
         .await;
         let e = http
-            .send_within("GET /x", 1 << 20, |c| c.get(&url))
+            .send("GET /x", 1 << 20, |c| c.get(&url))
             .await
             .unwrap_err();
         assert!(e.is_too_large() && e.attempts() == 1, "{e:?}");
         assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
         // Under the cap: read whole.
         let (url, _) = server("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n[]", false).await;
-        let r = http
-            .send_within("GET /x", 2, |c| c.get(&url))
-            .await
-            .unwrap();
+        let r = http.send("GET /x", 2, |c| c.get(&url)).await.unwrap();
         assert_eq!((r.status, r.body.as_slice()), (200, b"[]".as_slice()));
     }
 
