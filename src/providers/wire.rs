@@ -618,11 +618,11 @@ impl Unusable {
         ))
     }
 
-    /// `"{count} {what} skipped (first: {first})"`, or `None` when there were none.
+    /// `"{count} {what} (first: {first})"`, or `None` when there were none.
     pub fn summary(&self, what: &str) -> Option<String> {
         (self.count > 0).then(|| {
             format!(
-                "{} unusable {what} skipped (first: {})",
+                "{} {what} (first: {})",
                 self.count,
                 self.first.as_deref().unwrap_or("?")
             )
@@ -770,11 +770,11 @@ mod tests {
     #[test]
     fn unusable_items_are_one_line() {
         let mut u = Unusable::default();
-        assert_eq!(u.summary("items"), None);
+        assert_eq!(u.summary("unusable items skipped"), None);
         u.add(2, || "item 3: no id".into());
         u.add(5, || unreachable!("only the first is described"));
         assert_eq!(
-            u.summary("items").unwrap(),
+            u.summary("unusable items skipped").unwrap(),
             "7 unusable items skipped (first: item 3: no id)"
         );
     }

@@ -565,10 +565,10 @@ impl CamInvoice {
     fn report(&self, idx: usize, notes: &Notes) {
         let member = self.member(idx);
         let endpoint = &member.endpoint_id;
-        if let Some(line) = notes.skipped.summary("document(s)") {
+        if let Some(line) = notes.skipped.summary("document(s) skipped") {
             tracing::warn!(member = %endpoint, "{line}; the next list walk looks again");
         }
-        if let Some(line) = notes.quarantined.summary("timestamp(s)") {
+        if let Some(line) = notes.quarantined.summary("timestamp(s) quarantined") {
             tracing::warn!(member = %endpoint,
                 "{line}: more than {} ahead of this host's clock, so never trusted for the cursor and judged as the time pollhook saw them (is either clock wrong?)",
                 crate::time::format_duration(MAX_FUTURE_SKEW));
@@ -716,7 +716,7 @@ impl CamInvoice {
                 model::MAX_POLL_ITEMS
             )));
         }
-        if let Some(line) = answer.unusable.summary("poll item(s)") {
+        if let Some(line) = answer.unusable.summary("unusable poll item(s) skipped") {
             tracing::warn!(member = %self.member(idx).endpoint_id, "{line}; the next list walk looks again");
         }
         // Oldest first (a document listed twice keeps its newest entry: `apply`).
@@ -768,7 +768,7 @@ impl CamInvoice {
                     .map_err(|why| ApiError::Malformed { label: LIST, why })?;
                 drop(r);
                 self.metrics.anomaly("unusable_item", p.unusable.count);
-                if let Some(line) = p.unusable.summary("list entries") {
+                if let Some(line) = p.unusable.summary("unusable list entries skipped") {
                     tracing::warn!(member = %self.member(idx).endpoint_id, "page {page}: {line}");
                 }
                 let candidates: Vec<Candidate> = p

@@ -150,7 +150,7 @@ impl OnlinePajak {
             };
             counts.pages += 1;
             self.metrics.anomaly("unusable_item", page.unusable.count);
-            if let Some(line) = page.unusable.summary("invoice(s)") {
+            if let Some(line) = page.unusable.summary("unusable invoice(s) skipped") {
                 tracing::warn!(account = %self.account, "{line}");
             }
             let mut notes = Notes::default();
@@ -279,10 +279,10 @@ impl OnlinePajak {
 
     /// Logs what one page held that was wrong, one line per kind, and counts it.
     fn report(&self, notes: &Notes) {
-        if let Some(line) = notes.skipped.summary("invoice(s)") {
+        if let Some(line) = notes.skipped.summary("invoice(s) skipped") {
             tracing::warn!(account = %self.account, "{line}; the next cycle looks again");
         }
-        if let Some(line) = notes.quarantined.summary("timestamp(s)") {
+        if let Some(line) = notes.quarantined.summary("timestamp(s) quarantined") {
             tracing::warn!(account = %self.account,
                 "{line}: more than {} ahead of this host's clock, so never trusted for the cursor and judged as the time pollhook saw them (is either clock wrong?)",
                 format_duration(MAX_FUTURE_SKEW));
