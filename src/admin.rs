@@ -198,7 +198,7 @@ impl Admin {
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("addr.tmp");
-    std::fs::write(&tmp, bytes)?;
+    crate::files::write_private(&tmp, bytes)?;
     std::fs::rename(&tmp, path)
 }
 

@@ -4,6 +4,7 @@
 use crate::admin::{self, StatusReport};
 use crate::config::{Config, ConfigError, DeliveryOrder, ProviderSettings, SinkKind, Start};
 use crate::engine::Tick;
+use crate::redact;
 use crate::scheduler::{self, DaemonError};
 use crate::sinks;
 use crate::time::{format_duration, format_ms, parse_duration};
@@ -202,24 +203,31 @@ fn duration_arg(s: &str) -> Result<Duration, String> {
 /// Parses the command line, runs it, and turns the outcome into an exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Whatever pollhook creates (the store, its snapshots, JSONL files, admin.addr) is private.
+    crate::files::restrict_umask();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("the tokio runtime starts");
-    match runtime.block_on(dispatch(cli.command)) {
+    let outcome = runtime.block_on(dispatch(cli.command));
+    // A task still blocked (a DNS lookup of an abandoned request) must not hold up the exit:
+    // everything that matters was committed and flushed before `dispatch` returned.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match outcome {
         Ok(code) => code,
         Err(Failure::Config(e)) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", redact::text(&e.to_string()));
             ExitCode::from(2)
         }
         Err(Failure::Setup(e)) => {
             eprintln!(
-                "error: {e}\nhelp: `pollhook check-config` lists every secret that cannot be read"
+                "error: {}\nhelp: `pollhook check-config` lists every secret that cannot be read",
+                redact::text(&e)
             );
             ExitCode::from(2)
         }
         Err(Failure::Run(e)) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", redact::text(&e));
             ExitCode::from(1)
         }
     }
@@ -247,12 +255,7 @@ impl From<DaemonError> for Failure {
 }
 
 fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("warn,pollhook={level}")));
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(filter)
-        .try_init();
+    crate::logging::init(crate::config::LogFormat::Text, level);
 }
 
 async fn dispatch(command: Command) -> Result<ExitCode, Failure> {
@@ -260,12 +263,14 @@ async fn dispatch(command: Command) -> Result<ExitCode, Failure> {
         Command::Run { config } => {
             let config = Config::load(&config)?;
             crate::logging::init(config.daemon.log_format, &config.daemon.log_level);
+            log_warnings(&config);
             scheduler::run(config, scheduler::signal()).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Once { config } => {
             let config = Config::load(&config)?;
             crate::logging::init(config.daemon.log_format, &config.daemon.log_level);
+            log_warnings(&config);
             once(config).await
         }
         Command::CheckConfig { config } => {
@@ -504,8 +509,11 @@ fn check_config(config: &Config) -> Result<ExitCode, Failure> {
     for s in &config.sinks {
         print_sink(s);
     }
-    if config.secrets().iter().any(|(_, s)| s.source.is_inline()) {
-        warn_if_readable(&config.file);
+    for w in &config.warnings {
+        eprintln!("warning: {w}");
+    }
+    for w in config.file_warnings() {
+        eprintln!("warning: {w}");
     }
     if let Err(errors) = config.resolve_secrets() {
         for e in &errors {
@@ -546,6 +554,7 @@ fn print_sink(s: &crate::config::Sink) {
     let delivery = match &s.kind {
         SinkKind::Jsonl(j) => {
             println!("  path             {}", j.path.display());
+            println!("  mode             {:04o}", j.mode);
             if let Some(b) = j.rotate_bytes {
                 println!(
                     "  rotate           at {b} bytes, keeping {} old files",
@@ -606,16 +615,13 @@ fn print_sink(s: &crate::config::Sink) {
     }
 }
 
-#[cfg(unix)]
-fn warn_if_readable(file: &std::path::Path) {
-    use std::os::unix::fs::PermissionsExt;
-    if let Ok(m) = std::fs::metadata(file) {
-        if m.permissions().mode() & 0o004 != 0 {
-            eprintln!(
-                "warning: {} holds inline secrets and is readable by every user; chmod 600 it, or use {{ file = ... }} / {{ credential = ... }}",
-                file.display()
-            );
-        }
+/// The config's warnings, as `check-config` prints them, in the log of `run` and `once`.
+fn log_warnings(config: &Config) {
+    for w in &config.warnings {
+        tracing::warn!("{}", w.one_line());
+    }
+    for w in config.file_warnings() {
+        tracing::warn!("{w}");
     }
 }
 
@@ -849,7 +855,7 @@ async fn status(config: &Config) -> Result<(), Failure> {
         }
         Err(other) => return Err(other.into()),
     };
-    print!("{}", report.render());
+    print!("{}", redact::text(&report.render()));
     Ok(())
 }
 

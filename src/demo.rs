@@ -1,33 +1,42 @@
 //! `pollhook demo`: the simulator and the daemon in one process, on a temporary state dir and a
 //! one-second schedule; prints each event as the JSONL sink writes it, then a summary with the
-//! fidelity against the simulator's ground truth.
+//! fidelity against the simulator's ground truth and the API cost the simulator counted.
 //!
 //! The daemon runs exactly as in production (`scheduler::run` with a generated config); the
-//! demo only reads the JSONL file it writes.
+//! demo only reads the JSONL file it writes, and drives the traffic: one step a second, each
+//! only once the daemon has emitted everything the previous steps journaled. A busy machine
+//! thus slows the traffic down instead of letting changes overwrite each other between polls
+//! (which polling cannot see: README, "What polling cannot see").
 
 use crate::config::Config;
 use crate::fidelity::{self, Emitted};
-use crate::sim::{pollhook_config, SimConfig, Simulator};
+use crate::sim::{pollhook_config, Cost, SimConfig, Simulator};
 use crate::time::{format_ms, now_ms};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// The time the daemon gets after the traffic stops: enough cycles for the last changes and a
-/// revocation (two refused refreshes) to come through.
-const SETTLE: Duration = Duration::from_millis(3500);
+/// Time between traffic steps, and the daemon's schedule.
+const STEP: Duration = Duration::from_secs(1);
+/// How long a step waits for the daemon to catch up before it goes ahead anyway (the fidelity
+/// summary then shows what was lost).
+const CATCH_UP_LIMIT: Duration = Duration::from_secs(60);
 
 /// What the demo measured.
 #[derive(Debug, Clone)]
 pub struct Summary {
     pub events_by_type: BTreeMap<String, usize>,
     pub requests_by_endpoint: BTreeMap<String, u64>,
+    /// The API cost by the simulator's counters, and its floor from what it changed.
+    pub cost: Cost,
+    /// Traffic steps taken.
+    pub steps: u64,
     pub fidelity: fidelity::Report,
     pub totals: crate::engine::Totals,
 }
 
-/// Runs the demo for `duration` of traffic with `seed`, printing as it goes.
+/// Runs the demo for `duration` of traffic (one step a second) with `seed`, printing as it goes.
 pub async fn run(duration: Duration, seed: u64) -> Result<Summary, String> {
     let sim = Simulator::new(SimConfig {
         seed,
@@ -61,7 +70,6 @@ pub async fn run(duration: Duration, seed: u64) -> Result<Summary, String> {
     let daemon = tokio::spawn(crate::scheduler::run(config, async {
         let _ = stop_rx.await;
     }));
-    let traffic = sim.spawn_traffic(Duration::from_secs(1));
 
     let mut tail = Tail {
         path: events_path.clone(),
@@ -69,19 +77,31 @@ pub async fn run(duration: Duration, seed: u64) -> Result<Summary, String> {
         seen: Vec::new(),
         began: Instant::now(),
     };
-    let deadline = Instant::now() + duration;
-    while Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    let steps = duration.as_secs().max(1);
+    let mut taken = 0;
+    let mut next = Instant::now() + STEP;
+    // Step when a second has passed and the daemon has caught up; after the last step, wait
+    // for the catch-up only.
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
         tail.print_new()?;
         if daemon.is_finished() {
             break;
         }
-    }
-    traffic.abort();
-    let settle_until = Instant::now() + SETTLE;
-    while Instant::now() < settle_until && !daemon.is_finished() {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        tail.print_new()?;
+        let caught_up = tail.seen.len() >= sim.journal_len();
+        let now = Instant::now();
+        if now < next || (!caught_up && now < next + CATCH_UP_LIMIT) {
+            continue;
+        }
+        if taken == steps {
+            break;
+        }
+        if !caught_up {
+            println!("(the daemon is behind the traffic by more than {CATCH_UP_LIMIT:?}; stepping anyway)");
+        }
+        sim.step();
+        taken += 1;
+        next = now + STEP;
     }
     let _ = stop_tx.send(());
     let totals = daemon
@@ -90,12 +110,7 @@ pub async fn run(duration: Duration, seed: u64) -> Result<Summary, String> {
         .map_err(|e| format!("the daemon stopped with an error: {e}"))?;
     tail.print_new()?;
 
-    let truth: Vec<String> = sim
-        .journal()
-        .into_iter()
-        .filter(|j| j.at.timestamp_millis() >= start)
-        .map(|j| j.payload)
-        .collect();
+    let truth = fidelity::expected(&sim.journal(), &sim.credentials(), start);
     let report = fidelity::compare(&truth, &tail.seen);
     let mut events_by_type = BTreeMap::new();
     for e in &tail.seen {
@@ -104,10 +119,12 @@ pub async fn run(duration: Duration, seed: u64) -> Result<Summary, String> {
     let summary = Summary {
         events_by_type,
         requests_by_endpoint: sim.request_counts(),
+        cost: sim.cost(),
+        steps: taken,
         fidelity: report,
         totals,
     };
-    print_summary(&summary, duration, seed);
+    print_summary(&summary, seed);
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(summary)
@@ -150,13 +167,11 @@ impl Tail {
     }
 }
 
-fn print_summary(s: &Summary, duration: Duration, seed: u64) {
+fn print_summary(s: &Summary, seed: u64) {
     let t = &s.totals;
     println!(
-        "\n── summary ── {}s of traffic, seed {seed}, {} cycles ({} skipped ticks)",
-        duration.as_secs(),
-        t.cycles,
-        t.skipped_ticks
+        "\n── summary ── {} traffic steps, seed {seed}, {} cycles ({} skipped ticks)",
+        s.steps, t.cycles, t.skipped_ticks
     );
     println!("events by type:");
     for (k, v) in &s.events_by_type {
@@ -166,19 +181,27 @@ fn print_summary(s: &Summary, duration: Duration, seed: u64) {
     for (k, v) in &s.requests_by_endpoint {
         println!("  {k:<34} {v}");
     }
+    let c = &s.cost;
     println!(
-        "requests for the work done: {} over {} cycles; floor (CamInvoice: members polled + changed documents; OnlinePajak: pages of changed invoices) {}; ratio {:.2}",
-        t.core_requests,
-        t.cycles,
-        t.floor,
-        if t.floor == 0 { 1.0 } else { t.core_requests as f64 / t.floor as f64 }
+        "API cost by the simulator: {} requests ({} polls, {} details, {} Bulk Fetch, {} Retrieve); floor {} ({} polls + {} details and {} Bulk Fetch pages the changes needed); ratio {:.2}",
+        c.requests(),
+        c.polls,
+        c.details,
+        c.bulk_fetches,
+        c.retrieves,
+        c.floor(),
+        c.polls,
+        c.details_needed,
+        c.bulk_fetches_needed,
+        if c.floor() == 0 { 1.0 } else { c.requests() as f64 / c.floor() as f64 }
     );
     let f = &s.fidelity;
     println!(
-        "fidelity: {}/{} ground-truth webhooks emitted with identical payloads ({:.1}%); {} unexpected, {} duplicate ids, {} documents out of order",
+        "fidelity: {}/{} ground-truth webhooks emitted with identical payloads ({:.1}%); {} envelope mismatches, {} unexpected, {} duplicate ids, {} documents out of order",
         f.matched,
         f.expected,
         f.percent(),
+        f.mismatches.len(),
         f.unexpected.len(),
         f.duplicate_ids,
         f.out_of_order
@@ -188,5 +211,11 @@ fn print_summary(s: &Summary, duration: Duration, seed: u64) {
     }
     for u in f.unexpected.iter().take(5) {
         println!("  unexpected: {u}");
+    }
+    for m in f.mismatches.iter().take(5) {
+        println!(
+            "  envelope {}: expected {}, emitted {} for {}",
+            m.field, m.expected, m.emitted, m.payload
+        );
     }
 }

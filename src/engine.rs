@@ -8,6 +8,7 @@
 use crate::config::{Config, Start};
 use crate::metrics::Metrics;
 use crate::providers::{self, CycleContext, CycleReport, Provider, RequestCount};
+use crate::shutdown::Stop;
 use crate::store::Store;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -51,15 +52,22 @@ pub struct Engine {
     next_cycle: AtomicU64,
     totals: Mutex<Totals>,
     metrics: Arc<Metrics>,
+    /// The daemon's shutdown: failures after it are interruptions, not provider faults.
+    stop: Stop,
 }
 
 impl Engine {
     /// Builds every account's provider client (resolving secrets).
     pub fn new(store: Arc<Store>, config: &Config) -> Result<Engine, String> {
+        Engine::with_stop(store, config, &Stop::never())
+    }
+
+    /// [`Engine::new`], whose providers send nothing more once `stop` is set.
+    pub fn with_stop(store: Arc<Store>, config: &Config, stop: &Stop) -> Result<Engine, String> {
         let metrics = Arc::new(Metrics::new(config));
         let mut runners = Vec::new();
         for (idx, a) in config.accounts.iter().enumerate() {
-            let provider = providers::build(a, Arc::clone(metrics.account(idx)))
+            let provider = providers::build(a, Arc::clone(metrics.account(idx)), stop)
                 .map_err(|e| format!("account {}: {e}", a.name))?;
             runners.push(Runner {
                 provider,
@@ -74,6 +82,7 @@ impl Engine {
             next_cycle: AtomicU64::new(1),
             totals: Mutex::default(),
             metrics,
+            stop: stop.clone(),
         })
     }
 
@@ -129,8 +138,16 @@ impl Engine {
         let elapsed_ms = began.elapsed().as_millis() as u64;
         m.cycle_finished(report.ok());
         let requests: u64 = report.requests.values().sum();
+        // Failures once the daemon is stopping are interruptions (requests not sent), not
+        // provider faults: logged as such, and the cycle is left out of the failure count and
+        // of the floor comparison (it did not do its work).
+        let interrupted = self.stop.is_set() && !report.ok();
         for f in &report.failures {
-            tracing::error!(account, cycle, "{f}");
+            if interrupted {
+                tracing::info!(account, cycle, "interrupted by the shutdown: {f}");
+            } else {
+                tracing::error!(account, cycle, "{f}");
+            }
         }
         if report.events > 0 || !report.ok() || resync {
             tracing::info!(
@@ -160,9 +177,11 @@ impl Engine {
         t.units_polled += report.units as u64;
         t.changed += report.changed;
         t.events += report.events;
-        t.failed_cycles += u64::from(!report.ok());
-        t.floor += report.floor;
-        t.core_requests += report.core_requests;
+        if !interrupted {
+            t.failed_cycles += u64::from(!report.ok());
+            t.floor += report.floor;
+            t.core_requests += report.core_requests;
+        }
         for (k, v) in &report.requests {
             *t.requests.entry(k).or_default() += v;
         }
@@ -272,6 +291,7 @@ mod tests {
             }],
             next_cycle: AtomicU64::new(1),
             totals: Mutex::default(),
+            stop: Stop::never(),
             metrics: Arc::new(Metrics::with_accounts(
                 crate::config::Schedule("* * * * * *".into()),
                 3,

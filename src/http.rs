@@ -4,11 +4,19 @@
 //!
 //! Providers build requests; this module decides when to try again, and paces every attempt
 //! through the account's [`Gcra`] limiter when it has one. It never logs headers or
-//! bodies (they carry tokens), only the endpoint label, status and the wait.
+//! bodies (they carry tokens), only the endpoint label, status and the wait. A transport
+//! failure names the host:port and the innermost cause ("connection refused to
+//! 127.0.0.1:8080"), never the path or query.
+//!
+//! Once the daemon's [`Stop`] is set, nothing more is sent: an attempt in flight is abandoned,
+//! a backoff or pacing wait ends, and the request fails with [`HttpError::Stopped`] (its caller
+//! keeps what it committed; the next start does the rest).
 
 use crate::config::HttpSettings;
 use crate::metrics::AccountMetrics;
 use crate::pacing::Gcra;
+use crate::redact::Redacted;
+use crate::shutdown::Stop;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,7 +40,7 @@ pub enum HttpError {
     GaveUp {
         label: String,
         attempts: u32,
-        last: String,
+        last: Redacted,
     },
     /// The answer was larger than the endpoint's cap. Not retried: the same question gets the
     /// same answer; the caller decides how to go on without it.
@@ -44,19 +52,28 @@ pub enum HttpError {
         size: Option<u64>,
         attempts: u32,
     },
+    #[error("{label}: not sent: pollhook is shutting down")]
+    Stopped { label: String, attempts: u32 },
 }
 
 impl HttpError {
     /// Requests sent before giving up.
     pub fn attempts(&self) -> u32 {
         match self {
-            HttpError::GaveUp { attempts, .. } | HttpError::TooLarge { attempts, .. } => *attempts,
+            HttpError::GaveUp { attempts, .. }
+            | HttpError::TooLarge { attempts, .. }
+            | HttpError::Stopped { attempts, .. } => *attempts,
         }
     }
 
     /// Whether the answer was refused for its size.
     pub fn is_too_large(&self) -> bool {
         matches!(self, HttpError::TooLarge { .. })
+    }
+
+    /// Whether the request was cut short by the daemon's shutdown (not a provider failure).
+    pub fn is_shutdown(&self) -> bool {
+        matches!(self, HttpError::Stopped { .. })
     }
 }
 
@@ -96,6 +113,8 @@ pub struct Http {
     pacer: Option<Arc<Gcra>>,
     /// Told of every completed attempt (metrics, and the watchdog's progress).
     observer: Option<Arc<AccountMetrics>>,
+    /// Once set, nothing more is sent.
+    stop: Stop,
 }
 
 impl Http {
@@ -112,7 +131,32 @@ impl Http {
             settings: settings.clone(),
             pacer: None,
             observer: None,
+            stop: Stop::never(),
         }
+    }
+
+    /// Sends nothing more once `stop` is set (the daemon's shutdown).
+    pub fn with_stop(mut self, stop: Stop) -> Http {
+        self.stop = stop;
+        self
+    }
+
+    /// The account's counters this client reports to, if any.
+    pub fn observer(&self) -> Option<&Arc<AccountMetrics>> {
+        self.observer.as_ref()
+    }
+
+    /// The account's counters this client reports to, or detached ones (counted, never
+    /// rendered) when it reports to none.
+    pub fn metrics(&self, account: &str, provider: &'static str) -> Arc<AccountMetrics> {
+        self.observer.clone().unwrap_or_else(|| {
+            Arc::new(AccountMetrics::new(
+                account,
+                provider,
+                self.settings.timeout,
+                self.settings.retry_after_cap,
+            ))
+        })
     }
 
     /// Reports every completed attempt to `observer`.
@@ -161,9 +205,19 @@ impl Http {
         make: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
     ) -> Result<Reply, HttpError> {
         let mut attempts = 0;
+        let stopped = |attempts| HttpError::Stopped {
+            label: label.to_string(),
+            attempts,
+        };
         loop {
+            if self.stop.is_set() {
+                return Err(stopped(attempts));
+            }
             attempts += 1;
-            let outcome = self.attempt(&make, limit).await;
+            let outcome = tokio::select! {
+                o = self.attempt(&make, limit) => o,
+                _ = self.stop.wait() => return Err(stopped(attempts)),
+            };
             if let Some(o) = &self.observer {
                 o.request(
                     label,
@@ -210,11 +264,15 @@ impl Http {
                 return Err(HttpError::GaveUp {
                     label: label.to_string(),
                     attempts,
-                    last: what,
+                    last: what.into(),
                 });
             }
+            let what = Redacted::from(what);
             tracing::warn!(endpoint = label, attempt = attempts, error = %what, wait = ?wait, "request failed; retrying");
-            tokio::time::sleep(wait).await;
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.stop.wait() => return Err(stopped(attempts)),
+            }
         }
     }
 
@@ -229,7 +287,7 @@ impl Http {
         let mut resp = make(&self.client)
             .send()
             .await
-            .map_err(|e| Failure::Transport(describe(&e)))?;
+            .map_err(|e| Failure::Transport(describe(&e, self.settings.timeout)))?;
         let status = resp.status().as_u16();
         if status == 429 || status >= 500 {
             let retry_after = resp
@@ -264,7 +322,7 @@ impl Http {
                 Err(e) => {
                     return Err(Failure::Transport(format!(
                         "reading the body: {}",
-                        describe(&e)
+                        describe(&e, self.settings.timeout)
                     )))
                 }
             }
@@ -284,18 +342,57 @@ impl Http {
     }
 }
 
-fn describe(e: &reqwest::Error) -> String {
-    if e.is_timeout() {
-        "timed out".to_string()
-    } else if e.is_connect() {
+/// One line for a transport failure: what happened, to which host:port, and the innermost
+/// cause the OS or TLS gave — e.g. "connection refused to 127.0.0.1:8080", "cannot resolve
+/// api.example: failed to lookup address information: ...", "timed out after 30s waiting for
+/// api.example:443". Never the path or query (they carry document ids, not needed here).
+fn describe(e: &reqwest::Error, timeout: Duration) -> String {
+    let target = e
+        .url()
+        .map(|u| {
+            let host = u.host_str().unwrap_or("?");
+            match u.port_or_known_default() {
+                Some(p) => format!("{host}:{p}"),
+                None => host.to_string(),
+            }
+        })
+        .unwrap_or_else(|| "the server".to_string());
+    // The chain below reqwest's own message ("error sending request for url (...)"), minus the
+    // generic links ("client error (Connect)").
+    let mut causes: Vec<String> = Vec::new();
+    let mut io_kind = None;
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            io_kind = Some(io.kind());
+        }
+        let text = s.to_string();
+        if !text.starts_with("client error (") && !causes.contains(&text) {
+            causes.push(text);
+        }
+        source = s.source();
+    }
+    let innermost = causes.last().cloned().unwrap_or_else(|| e.to_string());
+    let dns = causes.iter().any(|c| c.starts_with("dns error"));
+    if e.is_timeout() || io_kind == Some(std::io::ErrorKind::TimedOut) {
+        let phase = if e.is_connect() {
+            "connecting to"
+        } else {
+            "waiting for"
+        };
         format!(
-            "cannot connect: {}",
-            std::error::Error::source(e)
-                .map(|s| s.to_string())
-                .unwrap_or_else(|| e.to_string())
+            "timed out after {} {phase} {target}",
+            crate::time::format_duration(timeout)
         )
+    } else if io_kind == Some(std::io::ErrorKind::ConnectionRefused) {
+        format!("connection refused to {target}")
+    } else if dns {
+        let host = target.rsplit_once(':').map_or(target.as_str(), |(h, _)| h);
+        format!("cannot resolve {host}: {innermost}")
+    } else if e.is_connect() {
+        format!("cannot connect to {target}: {innermost}")
     } else {
-        e.to_string()
+        format!("{target}: {innermost}")
     }
 }
 
@@ -399,6 +496,115 @@ mod tests {
         let (url, _) = server("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n[]", false).await;
         let r = http.send("GET /x", 2, |c| c.get(&url)).await.unwrap();
         assert_eq!((r.status, r.body.as_slice()), (200, b"[]".as_slice()));
+    }
+
+    /// A port on 127.0.0.1 where nothing listens.
+    fn closed_port() -> u16 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_names_the_host_port_and_the_cause() {
+        let port = closed_port();
+        let http = Http::new(&HttpSettings {
+            max_retries: 0,
+            ..HttpSettings::default()
+        });
+        let url = format!("http://127.0.0.1:{port}/api/v1/document/poll?last_synced_at=x");
+        let e = http
+            .send("GET poll", 1 << 20, |c| c.get(&url))
+            .await
+            .unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.ends_with(&format!("connection refused to 127.0.0.1:{port}")),
+            "{text}"
+        );
+        assert!(!text.contains("last_synced_at"), "{text}");
+    }
+
+    /// A server that counts connections and never answers; `close` hangs up at once instead.
+    async fn silent_server(close: bool) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/x", l.local_addr().unwrap());
+        let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = Arc::clone(&seen);
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((sock, _)) = l.accept().await {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if !close {
+                    held.push(sock);
+                }
+            }
+        });
+        (url, seen)
+    }
+
+    async fn until(what: &str, cond: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !cond() {
+            assert!(std::time::Instant::now() < deadline, "never: {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn once_stopped_an_attempt_in_flight_and_a_backoff_end_and_nothing_is_sent() {
+        use std::sync::atomic::Ordering::SeqCst;
+        // In flight: the server accepted and never answers; the timeout is far away.
+        let (url, seen) = silent_server(false).await;
+        let (trigger, stop) = crate::shutdown::channel();
+        let http = Http::new(&HttpSettings {
+            timeout: Duration::from_secs(300),
+            ..HttpSettings::default()
+        })
+        .with_stop(stop);
+        let call = tokio::spawn({
+            let http = http.clone();
+            async move { http.send("GET x", 1 << 20, |c| c.get(&url)).await }
+        });
+        until("the request is in flight", || seen.load(SeqCst) == 1).await;
+        let began = std::time::Instant::now();
+        trigger.fire();
+        let e = call.await.unwrap().unwrap_err();
+        assert!(
+            e.is_shutdown() && e.to_string().contains("shutting down"),
+            "{e}"
+        );
+        assert!(
+            began.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            began.elapsed()
+        );
+        // Nothing new once stopped.
+        let e = http
+            .send("GET x", 1 << 20, |c| c.get("http://127.0.0.1:9/"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.attempts(), 0, "{e}");
+
+        // In a backoff: the first attempt failed, the retry is 30 s away.
+        let (url, seen) = silent_server(true).await;
+        let (trigger, stop) = crate::shutdown::channel();
+        let http = Http::new(&HttpSettings {
+            retry_base: Duration::from_secs(60),
+            ..HttpSettings::default()
+        })
+        .with_stop(stop);
+        let call = tokio::spawn(async move { http.send("GET x", 1 << 20, |c| c.get(&url)).await });
+        until("the first attempt failed", || seen.load(SeqCst) == 1).await;
+        let began = std::time::Instant::now();
+        trigger.fire();
+        let e = call.await.unwrap().unwrap_err();
+        assert!(e.is_shutdown(), "{e}");
+        assert_eq!(seen.load(SeqCst), 1, "no retry after the stop");
+        assert!(
+            began.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            began.elapsed()
+        );
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! # Layout
 //! - [`cli`]: the subcommands; prints errors and picks exit codes. `main.rs` only calls it.
 //! - [`config`]: the TOML schema, validation with file:line:column errors, secret references.
-//! - [`scheduler`]: the daemon loop on tokio-cron-scheduler; shutdown.
+//! - [`scheduler`]: the daemon loop on tokio-cron-scheduler; the shutdown timeline;
+//!   [`shutdown`]: the stop flag HTTP attempts and hooks listen to.
 //! - [`engine`]: one cycle of one account, never two at once; totals.
 //! - [`providers`]: the `Provider` trait; [`providers::caminvoice`] and
 //!   [`providers::onlinepajak`] (client, model, pure diff); [`providers::wire`]: answers read
@@ -23,7 +24,9 @@
 //!   [`demo`] runs it with the daemon;
 //!   [`fidelity`] compares what was emitted with that journal.
 //! - [`time`]: durations and timestamps; the skew allowance that quarantines timestamps from
-//!   the future.
+//!   the future. [`files`]: private file modes (umask 077, state dir 0700, files 0600).
+//! - [`redact`]: the registry of every secret held, masked out of logs, prints and stored
+//!   error text.
 //! - The service side: [`notify`] (sd_notify READY/STOPPING, the watchdog), [`admin`] (the
 //!   `/healthz`, `/metrics`, `/status`, `/connect` endpoint), [`metrics`] (counters, and the
 //!   health and progress rules), [`connect`] (onboarding a CamInvoice member), [`logging`]
@@ -40,13 +43,16 @@ pub mod demo;
 pub mod engine;
 pub mod event;
 pub mod fidelity;
+pub mod files;
 pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod pacing;
 pub mod providers;
+pub mod redact;
 pub mod scheduler;
+pub mod shutdown;
 pub mod sim;
 pub mod sinks;
 pub mod store;

@@ -2,14 +2,21 @@
 //! `resync_schedule`), one catch-up cycle runs at start, sink tasks feed from the outbox, and a
 //! shutdown signal lets the cycles in flight finish before everything stops.
 //!
-//! Shutdown follows mini-redis: one `watch` flag every task listens to; `run` returns only
-//! when the scheduler is stopped, cycles are idle, and sinks have caught up or given up.
+//! Shutdown follows mini-redis — flags every task listens to — on a timeline with a budget
+//! well inside systemd's `TimeoutStopSec=90s` (README, "Stopping"): at the signal, HTTP stops
+//! (no new request or retry; requests in flight are abandoned) and ticks stop; cycles get
+//! [`CYCLE_GRACE`] to commit what they finished; sinks then get [`SINK_GRACE`] to catch up,
+//! and hooks still running [`hook::TERM_GRACE`] before its end get SIGTERM, then SIGKILL at
+//! its end. At most [`STOP_BUDGET`] in all; nothing unfinished is acked, and what was not
+//! committed is polled again at the next start. A second SIGTERM or SIGINT exits at once
+//! ([`signal`]).
 //! Two housekeeping tasks run beside them: SIGHUP makes JSONL sinks reopen their files
 //! (logrotate), and the outbox is pruned of events past `retention` at start and hourly.
 
 use crate::config::Config;
 use crate::engine::{Engine, Totals};
-use crate::sinks;
+use crate::shutdown::Stop;
+use crate::sinks::{self, hook};
 use crate::store::Store;
 use std::future::Future;
 use std::sync::Arc;
@@ -17,9 +24,16 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_cron_scheduler::{Job, JobScheduler};
 
+/// After the stop signal, how long cycles get to end. They send nothing more from the signal
+/// on, so this bounds only work already in hand (a commit, a DNS lookup).
+pub const CYCLE_GRACE: Duration = Duration::from_secs(10);
 /// How long sinks get to catch up at shutdown before the daemon exits anyway (what they miss
-/// is delivered at the next start: the outbox keeps it).
-const SINK_GRACE: Duration = Duration::from_secs(20);
+/// is delivered at the next start: the outbox keeps it). Hooks still running
+/// [`hook::TERM_GRACE`] before its end get SIGTERM; at its end, SIGKILL.
+pub const SINK_GRACE: Duration = Duration::from_secs(15);
+/// The longest shutdown: cycles, sinks, and a little for the final flush. systemd's unit
+/// allows 90 s (`TimeoutStopSec`).
+pub const STOP_BUDGET: Duration = Duration::from_secs(30);
 /// How often the outbox is pruned (and once at start). Retention is counted in days; an hour
 /// late is nothing, and a prune scans only the prunable head of the outbox.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
@@ -41,8 +55,12 @@ fn sched_err(e: impl std::fmt::Debug) -> DaemonError {
 
 /// Opens the store and builds the engine: what `run` and `once` share.
 pub fn open(config: &Config) -> Result<Arc<Engine>, DaemonError> {
+    open_with_stop(config, &Stop::never())
+}
+
+fn open_with_stop(config: &Config, stop: &Stop) -> Result<Arc<Engine>, DaemonError> {
     let store = Arc::new(Store::open(&config.daemon.state_dir)?);
-    let engine = Engine::new(store, config).map_err(DaemonError::Setup)?;
+    let engine = Engine::with_stop(store, config, stop).map_err(DaemonError::Setup)?;
     Ok(Arc::new(engine))
 }
 
@@ -51,7 +69,11 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> Result<Totals, DaemonError> {
-    let engine = open(&config)?;
+    // Fired at the signal: providers send nothing more.
+    let (stop_polls, polls_stopped) = crate::shutdown::channel();
+    // Fired near the end of the sinks' grace: hooks still running are terminated.
+    let (stop_hooks, hooks_stopped) = crate::shutdown::channel();
+    let engine = open_with_stop(&config, &polls_stopped)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     // The admin endpoint, the watchdog, READY=1: the config is valid and the store open.
     let mut service = crate::notify::Service::start(&config, &engine, stop_rx.clone())
@@ -60,7 +82,10 @@ pub async fn run(
 
     let mut runners = Vec::new();
     for s in &config.sinks {
-        runners.push(sinks::build(s).map_err(|e| DaemonError::Setup(e.to_string()))?);
+        runners.push(
+            sinks::build_with_stop(s, &hooks_stopped)
+                .map_err(|e| DaemonError::Setup(e.to_string()))?,
+        );
     }
     let sink_tasks: Vec<_> = runners
         .into_iter()
@@ -112,26 +137,44 @@ pub async fn run(
     sched.start().await.map_err(sched_err)?;
 
     shutdown.await;
+    let began = std::time::Instant::now();
     service.stopping();
-    tracing::info!("shutting down: finishing the cycles in flight");
+    stop_polls.fire();
+    tracing::info!(
+        budget = ?STOP_BUDGET,
+        "shutting down: no new requests; cycles commit what they finished, then sinks catch up"
+    );
     sched.shutdown().await.map_err(sched_err)?;
-    engine.wait_idle().await;
+    if tokio::time::timeout(CYCLE_GRACE, engine.wait_idle())
+        .await
+        .is_err()
+    {
+        tracing::warn!("cycles still busy after {CYCLE_GRACE:?}; stopping without them (what they did not commit is polled again at the next start)");
+    }
     let _ = stop_tx.send(true);
     hup.abort();
-    let _ = pruner.await;
+    pruner.abort();
     let all = async {
         for t in sink_tasks {
             let _ = t.await;
         }
     };
-    if tokio::time::timeout(SINK_GRACE, all).await.is_err() {
+    tokio::pin!(all);
+    let caught_up = tokio::select! {
+        _ = &mut all => true,
+        _ = tokio::time::sleep(SINK_GRACE - hook::TERM_GRACE) => {
+            stop_hooks.fire();
+            tokio::time::timeout(hook::TERM_GRACE, &mut all).await.is_ok()
+        }
+    };
+    if !caught_up {
         tracing::warn!(
             "sinks did not catch up within {SINK_GRACE:?}; the rest is delivered at the next start"
         );
     }
     service.finish().await;
     engine.store().flush().await?;
-    tracing::info!("stopped");
+    tracing::info!(elapsed_ms = began.elapsed().as_millis() as u64, "stopped");
     Ok(engine.totals())
 }
 
@@ -168,12 +211,27 @@ async fn reopen_on_sighup(hup: std::io::Result<tokio::signal::unix::Signal>) {
     }
 }
 
-/// Completes on SIGTERM or SIGINT.
+/// Completes on SIGTERM or SIGINT. From then on a second SIGTERM or SIGINT exits the process
+/// at once (exit status 128 + the signal's number), after SIGKILLing running hooks: an operator
+/// who presses Ctrl-C twice, or a supervisor that insists, is obeyed. Nothing is lost by it —
+/// state is committed transactionally, and what was not is polled again at the next start —
+/// but events already committed may wait until then for their sinks.
 pub async fn signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
-    }
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler installs");
+    let first = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    tracing::info!("{first} received: stopping (a second SIGTERM or SIGINT exits at once)");
+    tokio::spawn(async move {
+        let (name, number) = tokio::select! {
+            _ = term.recv() => ("SIGTERM", libc::SIGTERM),
+            _ = int.recv() => ("SIGINT", libc::SIGINT),
+        };
+        tracing::warn!("{name} received again: exiting now; running hooks are killed, and what was not committed is polled again at the next start");
+        hook::kill_all_groups();
+        std::process::exit(128 + number);
+    });
 }

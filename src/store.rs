@@ -143,12 +143,14 @@ fn lazy_flush_due(last_flush: &AtomicU64) -> bool {
 impl Store {
     /// Opens (creating if needed) the store under `state_dir`.
     pub fn open(state_dir: &Path) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(state_dir).map_err(|e| StoreError::Open {
+        crate::files::private_dir(state_dir).map_err(|e| StoreError::Open {
             dir: state_dir.to_path_buf(),
             source: sled::Error::Io(e),
         })?;
         let path = state_dir.join("store");
         let db = open_db(&path, state_dir)?;
+        // The store holds refresh tokens (`connections`): its files are the pollhook user's only.
+        crate::files::make_private(&path);
         release_freed_memory();
         let tree = |name: &str| db.open_tree(name);
         let store_meta = tree("meta")?;

@@ -1,13 +1,13 @@
 //! End to end: the built `pollhook` binary against `pollhook simulate` in another process,
-//! through the documented subcommands only.
+//! through the documented subcommands only. The simulator is stepped by hand, each step only
+//! once the daemon has caught up with the journal: no test assumes how fast a cycle runs.
 
 mod common;
 
-use common::process::{Killed, SimProcess, BIN};
+use common::process::{lines, wait_until, Killed, SimProcess, BIN};
 use pollhook::fidelity;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
 fn pollhook(args: &[&str]) -> Output {
     Command::new(BIN).args(args).output().unwrap()
@@ -57,7 +57,7 @@ fn once_repeatedly_matches_the_ground_truth_and_an_unchanged_simulator_appends_n
         "the second unchanged `once` appended something"
     );
 
-    let report = fidelity::compare(&sim.journal(), &fidelity::read_jsonl(&log).unwrap());
+    let report = fidelity::compare(&sim.truth(), &fidelity::read_jsonl(&log).unwrap());
     assert!(report.expected > 10, "too little traffic: {report:?}");
     assert!(report.perfect(), "{report:#?}");
 
@@ -83,39 +83,27 @@ fn run_delivers_events_and_stops_cleanly_on_sigterm() {
             .unwrap(),
     );
     let daemon = &mut daemon.0;
-    // Steps further apart than the one-second schedule: each change is polled before the next.
+    sim.wait_for_first_cycle();
+    // Each step only once the previous ones came through: every change is polled before the
+    // next one can overwrite it, however slow the machine.
     for _ in 0..4 {
-        std::thread::sleep(Duration::from_millis(1500));
         sim.post("/_sim/step");
-    }
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::fs::read_to_string(&events)
-        .unwrap_or_default()
-        .lines()
-        .count()
-        < sim.journal().len()
-    {
-        assert!(Instant::now() < deadline, "events did not arrive in time");
-        std::thread::sleep(Duration::from_millis(200));
+        sim.wait_for_catch_up(&events);
     }
     Command::new("kill")
         .args(["-TERM", &daemon.id().to_string()])
         .status()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(status) = daemon.try_wait().unwrap() {
-            assert!(status.success(), "exit status {status}");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the daemon did not stop after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let mut status = None;
+    wait_until("the daemon to stop after SIGTERM", || {
+        status = daemon.try_wait().unwrap();
+        status.is_some()
+    });
+    let status = status.unwrap();
+    assert!(status.success(), "exit status {status}");
     let log = std::fs::read_to_string(&events).unwrap();
-    let report = fidelity::compare(&sim.journal(), &fidelity::read_jsonl(&log).unwrap());
+    let report = fidelity::compare(&sim.truth(), &fidelity::read_jsonl(&log).unwrap());
+    assert!(report.expected > 0, "no traffic: {report:?}");
     assert!(report.perfect(), "{report:#?}");
 }
 
@@ -131,43 +119,32 @@ fn sighup_makes_the_jsonl_sink_reopen_its_file_after_logrotate() {
             .spawn()
             .unwrap(),
     );
-    let count = |p: &Path| {
-        std::fs::read_to_string(p)
-            .unwrap_or_default()
-            .lines()
-            .count()
-    };
-    let wait_for = |what: &str, done: &dyn Fn() -> bool| {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !done() {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    };
+    sim.wait_for_first_cycle();
     for _ in 0..6 {
-        std::thread::sleep(Duration::from_millis(1500)); // one poll between steps
         sim.post("/_sim/step");
-        wait_for("the first events", &|| {
-            count(&events) == sim.journal().len()
-        });
-        if count(&events) > 0 {
+        sim.wait_for_catch_up(&events);
+        if lines(&events) > 0 {
             break;
         }
     }
-    assert!(count(&events) > 0, "no traffic before the rotation");
+    assert!(lines(&events) > 0, "no traffic before the rotation");
     let rotated = dir.path().join("events.jsonl.1");
     std::fs::rename(&events, &rotated).unwrap();
     Command::new("kill")
         .args(["-HUP", &daemon.0.id().to_string()])
         .status()
         .unwrap();
-    for _ in 0..3 {
-        std::thread::sleep(Duration::from_millis(1500));
+    // Until the reopened file gets events (a step may journal nothing).
+    for _ in 0..10 {
         sim.post("/_sim/step");
+        wait_until("the daemon to catch up across both files", || {
+            lines(&rotated) + lines(&events) >= sim.journal().len()
+        });
+        if lines(&events) > 0 {
+            break;
+        }
     }
-    wait_for("events in the reopened file", &|| {
-        count(&rotated) + count(&events) == sim.journal().len() && count(&events) > 0
-    });
+    assert!(lines(&events) > 0, "nothing written to the reopened file");
     assert!(
         daemon.0.try_wait().unwrap().is_none(),
         "SIGHUP must not stop the daemon"
@@ -177,7 +154,7 @@ fn sighup_makes_the_jsonl_sink_reopen_its_file_after_logrotate() {
         std::fs::read_to_string(&rotated).unwrap(),
         std::fs::read_to_string(&events).unwrap()
     );
-    let report = fidelity::compare(&sim.journal(), &fidelity::read_jsonl(&both).unwrap());
+    let report = fidelity::compare(&sim.truth(), &fidelity::read_jsonl(&both).unwrap());
     assert!(report.perfect(), "{report:#?}");
 }
 

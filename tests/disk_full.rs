@@ -102,7 +102,7 @@ async fn a_full_disk_under_the_store_is_a_clear_error_and_the_next_run_recovers(
     // The condition clears: everything comes through, once.
     let o = run(&["once", "--config", c]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let truth: Vec<String> = sim.journal().into_iter().map(|j| j.payload).collect();
+    let truth = pollhook::fidelity::expected(&sim.journal(), &sim.credentials(), 0);
     let emitted =
         pollhook::fidelity::read_jsonl(&std::fs::read_to_string(&events).unwrap()).unwrap();
     let r = pollhook::fidelity::compare(&truth, &emitted);
@@ -132,18 +132,41 @@ fn a_state_dir_held_by_a_running_daemon_is_a_clear_error() {
     let config = dir.path().join("c.toml");
     std::fs::write(&config, cfg).unwrap();
     let c = config.to_str().unwrap();
-    let mut daemon = Command::new(BIN)
-        .args(["run", "--config", c])
-        .stderr(std::process::Stdio::null())
-        .spawn()
+    // The daemon says READY=1 on its notify socket once it holds the store (and only then).
+    let notify_path = dir.path().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(common::process::PATIENCE))
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(800));
+    let mut daemon = common::process::Killed(
+        Command::new(BIN)
+            .args(["run", "--config", c])
+            .env("NOTIFY_SOCKET", &notify_path)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = notify
+            .recv(&mut buf)
+            .expect("READY=1 from the daemon (it holds the store then)");
+        if String::from_utf8_lossy(&buf[..n])
+            .lines()
+            .any(|l| l == "READY=1")
+        {
+            break;
+        }
+    }
     let o = Command::new(BIN)
         .args(["once", "--config", c])
         .output()
         .unwrap();
-    let _ = daemon.kill();
-    let _ = daemon.wait();
+    assert!(
+        daemon.0.try_wait().unwrap().is_none(),
+        "the daemon is still running (and holding the store)"
+    );
+    drop(daemon);
     let text = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{text}");
     assert!(

@@ -56,6 +56,7 @@ async fn a_thousand_changed_invoices_take_one_cycle_at_default_settings_without_
     rig.cycle_all().await;
     let npwp = rig.sim.credentials().onlinepajak[0].npwp.clone();
     assert_eq!(rig.sim.op_burst(&npwp, 1000), 1000);
+    let before = rig.sim.cost();
     let began = Instant::now();
     let reports = rig.cycle_all().await;
     let elapsed = began.elapsed();
@@ -66,18 +67,25 @@ async fn a_thousand_changed_invoices_take_one_cycle_at_default_settings_without_
         0,
         "the simulator's limiter answered 429"
     );
-    assert_eq!(op.changed, 1000);
-    assert_eq!(op.floor, 10, "1000 invoices in pages of 100");
+    // Graded by the simulator: the pages the 1000 changes needed, against the pages sent.
+    let c = rig.sim.cost().since(&before);
+    assert_eq!(c.walks, 2, "one walk per company: {c:?}");
+    assert_eq!(
+        c.bulk_fetches_needed,
+        10 + 1,
+        "1000 invoices in pages of 100, plus the other company's one page: {c:?}"
+    );
     // Keyset paging re-reads the boundary invoice of each page: at most one page more.
     assert!(
-        op.core_requests <= op.floor + 1,
-        "{} requests for a floor of {}",
-        op.core_requests,
-        op.floor
+        c.bulk_fetches <= c.bulk_fetches_needed + 1,
+        "{} Bulk Fetch requests for a floor of {}",
+        c.bulk_fetches,
+        c.bulk_fetches_needed
     );
+    assert_eq!(c.retrieves, 0, "list items are complete: {c:?}");
     eprintln!(
-        "1000 changed invoices: {} requests (floor {}), cycle {elapsed:?}",
-        op.core_requests, op.floor
+        "1000 changed invoices: {} Bulk Fetch requests (floor {}, by the simulator), cycle {elapsed:?}",
+        c.bulk_fetches, c.bulk_fetches_needed
     );
     rig.assert_perfect();
 }

@@ -6,6 +6,9 @@
 //! The daemon is the built binary, against an in-process simulator on 127.0.0.1:0; the admin
 //! endpoint binds port 0 and is found through `<state_dir>/admin.addr`.
 
+mod common;
+
+use common::tool::{require_tool, require_tool_in, version_in, Tool, SYSTEMD_ANALYZE};
 use pollhook::sim::{pollhook_config, SimConfig, SimServer, Simulator};
 use pollhook::time::{format_ms, now_ms};
 use std::collections::BTreeMap;
@@ -152,27 +155,11 @@ async fn get(url: &str) -> (u16, String) {
 
 // ----------------------------------------------------------------------------- the unit
 
-/// `systemd-analyze`, or why the unit tests cannot run here.
-fn analyzer() -> Result<PathBuf, String> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let dirs = std::env::split_paths(&path).chain(["/usr/bin".into(), "/bin".into()]);
-    for dir in dirs {
-        let p = dir.join("systemd-analyze");
-        if p.is_file() {
-            return Ok(p);
-        }
-    }
-    Err("systemd-analyze is not installed (apt-get install systemd); the unit is not checked on this machine".into())
-}
-
 #[test]
 fn the_unit_passes_systemd_analyze_verify_and_exposes_at_most_2() {
-    let analyze = match analyzer() {
-        Ok(p) => p,
-        Err(why) => {
-            eprintln!("SKIPPED: {why}");
-            return;
-        }
+    // systemd 250 or later: `security --offline=true` rates a unit file that is not loaded.
+    let Some(analyze) = require_tool(&SYSTEMD_ANALYZE) else {
+        return;
     };
     let unit = Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/pollhook.service");
     let text = std::fs::read_to_string(&unit).unwrap();
@@ -200,12 +187,6 @@ fn the_unit_passes_systemd_analyze_verify_and_exposes_at_most_2() {
         .output()
         .unwrap();
     let (out, err) = text_of(&o);
-    if err.contains("unrecognized option") {
-        eprintln!(
-            "SKIPPED exposure: this systemd-analyze has no --offline (systemd < 250):\n{err}"
-        );
-        return;
-    }
     let exposure: f64 = out
         .lines()
         .find_map(|l| {
@@ -224,6 +205,73 @@ fn text_of(o: &std::process::Output) -> (String, String) {
         String::from_utf8_lossy(&o.stdout).into_owned(),
         String::from_utf8_lossy(&o.stderr).into_owned(),
     )
+}
+
+/// The shared tool rule (tests/common/tool.rs): a missing tool fails a CI run with its install
+/// command and is a visible skip elsewhere; a too old one counts as missing.
+#[test]
+fn a_missing_or_old_tool_fails_under_ci_with_the_install_command_and_skips_elsewhere() {
+    let missing = Tool {
+        name: "pollhook-no-such-tool",
+        also_in: &["/nonexistent"],
+        version_args: &["--version"],
+        min_version: None,
+        install_hint: "apt-get install pollhook-no-such-tool",
+    };
+    // The panic message of a CI run that lacks `tool`.
+    let ci_failure = |tool: &Tool| -> String {
+        let failure = std::panic::catch_unwind(|| require_tool_in(tool, true))
+            .expect_err("under CI a missing tool fails the test");
+        failure
+            .downcast_ref::<String>()
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert_eq!(require_tool_in(&missing, false), None);
+    let text = ci_failure(&missing);
+    assert!(
+        text.contains("pollhook-no-such-tool is not installed")
+            && text.contains("install it: apt-get install pollhook-no-such-tool"),
+        "{text}"
+    );
+
+    // A tool that is there but older than needed counts as missing, saying which version.
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("pollhook-fake-tool");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\necho \"pollhook-fake-tool v3.1.4 (test)\"\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir_name: &'static str = Box::leak(dir.path().display().to_string().into_boxed_str());
+    let fake = |min: &'static str| Tool {
+        name: "pollhook-fake-tool",
+        also_in: std::slice::from_ref(Box::leak(Box::new(dir_name))),
+        min_version: Some(min),
+        install_hint: "pip install pollhook-fake-tool",
+        ..missing
+    };
+    assert_eq!(require_tool_in(&fake("3.1"), true), Some(script.clone()));
+    assert_eq!(require_tool_in(&fake("3.1.4"), true), Some(script));
+    let text = ci_failure(&fake("3.2"));
+    assert!(
+        text.contains("is version 3.1.4, older than the 3.2 the tests need")
+            && text.contains("install it: pip install pollhook-fake-tool"),
+        "{text}"
+    );
+    assert_eq!(require_tool_in(&fake("10"), false), None);
+
+    for (text, want) in [
+        ("systemd 252 (252.38-1~deb12u1)\n+PAM +AUDIT", vec![252]),
+        ("nats-server: v2.10.22", vec![2, 10, 22]),
+        ("version 1.2.3, build abc", vec![1, 2, 3]),
+        ("no digits here", vec![]),
+    ] {
+        assert_eq!(version_in(text).unwrap_or_default(), want, "{text}");
+    }
+    assert!(version_in("systemd 249 (249.11)").unwrap() < vec![250]);
 }
 
 // ------------------------------------------------------------------------ the daemon
@@ -257,9 +305,9 @@ async fn under_systemd_the_daemon_notifies_ready_feeds_the_watchdog_and_answers_
         ("WATCHDOG_USEC", "2000000"),
     ]);
     let mut seen = Vec::new();
-    recv_until(&socket, &mut seen, "READY=1", Duration::from_secs(20)).await;
+    recv_until(&socket, &mut seen, "READY=1", common::process::PATIENCE).await;
     // The watchdog is fed every second (half of WATCHDOG_USEC) while cycles progress.
-    recv_until(&socket, &mut seen, "WATCHDOG=1", Duration::from_secs(5)).await;
+    recv_until(&socket, &mut seen, "WATCHDOG=1", common::process::PATIENCE).await;
     let ready = seen.iter().position(|m| m.contains("READY=1")).unwrap();
     let first_ping = seen.iter().position(|m| m == "WATCHDOG=1").unwrap();
     assert!(ready < first_ping, "{seen:?}");
@@ -311,7 +359,7 @@ async fn under_systemd_the_daemon_notifies_ready_feeds_the_watchdog_and_answers_
     s.sim.step();
     s.sim.step();
     let url = format!("http://{addr}/metrics");
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = Instant::now() + common::process::PATIENCE;
     loop {
         let (_, m) = get(&url).await;
         let samples = parse_prometheus(&m).unwrap_or_else(|e| panic!("{e}\n{m}"));
@@ -337,7 +385,7 @@ async fn under_systemd_the_daemon_notifies_ready_feeds_the_watchdog_and_answers_
     assert!(out.contains("sink jsonl: delivered up to seq"), "{out}");
 
     daemon.stop().await;
-    recv_until(&socket, &mut seen, "STOPPING=1", Duration::from_secs(5)).await;
+    recv_until(&socket, &mut seen, "STOPPING=1", common::process::PATIENCE).await;
     assert!(
         !s.state_dir().join("admin.addr").exists(),
         "admin.addr is removed at shutdown"
@@ -354,7 +402,7 @@ async fn under_systemd_the_daemon_notifies_ready_feeds_the_watchdog_and_answers_
 
 async fn wait_for_cycles(addr: &str, n: u64) {
     let url = format!("http://{addr}/metrics");
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + common::process::PATIENCE;
     loop {
         let (_, m) = get(&url).await;
         let ok: f64 = parse_prometheus(&m)
@@ -539,7 +587,7 @@ async fn with_the_daemon_running_connect_goes_through_it_and_its_next_cycle_poll
     let s = Setup::new("* * * * * *", "admin_listen = \"127.0.0.1:0\"\n").await;
     let daemon = s.spawn_daemon(&[]);
     let state = s.state_dir();
-    let addr = wait_for("admin.addr", Duration::from_secs(20), || {
+    let addr = wait_for("admin.addr", common::process::PATIENCE, || {
         std::fs::read_to_string(state.join("admin.addr")).ok()
     })
     .await;
@@ -547,7 +595,7 @@ async fn with_the_daemon_running_connect_goes_through_it_and_its_next_cycle_poll
 
     let redirected = browser(&print_url(&s, "s3").await).await;
     let new = exchange(&s, &redirected).await;
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + common::process::PATIENCE;
     loop {
         let st = status_of(&s).await;
         if st.contains(&format!("member {new}: ok")) {
@@ -580,12 +628,12 @@ async fn healthz_names_the_accounts_without_a_recent_successful_cycle() {
     std::fs::write(&s.config, edited).unwrap();
     let daemon = s.spawn_daemon(&[]);
     let state = s.state_dir();
-    let addr = wait_for("admin.addr", Duration::from_secs(20), || {
+    let addr = wait_for("admin.addr", common::process::PATIENCE, || {
         std::fs::read_to_string(state.join("admin.addr")).ok()
     })
     .await;
     let url = format!("http://{}/healthz", addr.trim());
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + common::process::PATIENCE;
     let body = loop {
         let (code, body) = get(&url).await;
         if code == 503 {

@@ -94,7 +94,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
                         .iter()
                         .map(|(k, v)| (k.to_string(), *v))
                         .collect(),
-                    failures: r.failures,
+                    failures: r.failures.iter().map(|f| f.to_string()).collect(),
                 })
             }
             "drain" => {

@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 
 /// A config problem, located in the file when it has a location. Boxed: it travels through
 /// many `Result`s and is rare.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ConfigError(Box<Inner>);
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Inner {
     file: PathBuf,
     /// 1-based line and column, when the problem has a place in the file.
@@ -67,6 +67,19 @@ impl ConfigError {
             err.0.snippet = Some((text, caret_start..caret_start + caret_len));
         }
         err
+    }
+
+    /// `file:line:col: message (help: ...)` on one line, for a log.
+    pub fn one_line(&self) -> String {
+        let e = &self.0;
+        let mut s = match e.location {
+            Some((line, col)) => format!("{}:{line}:{col}: {}", e.file.display(), e.message),
+            None => format!("{}: {}", e.file.display(), e.message),
+        };
+        if let Some(help) = &e.help {
+            s.push_str(&format!(" (help: {help})"));
+        }
+        s
     }
 
     /// Drops the quoted source line: for errors about a value that may be a secret.

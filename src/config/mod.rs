@@ -34,6 +34,10 @@ pub struct Config {
     pub daemon: Daemon,
     pub accounts: Vec<Account>,
     pub sinks: Vec<Sink>,
+    /// What is valid but probably not meant (`http://` to another host, a member in two
+    /// accounts), located like errors. `check-config`, `run` and `once` print them, with
+    /// [`Config::file_warnings`].
+    pub warnings: Vec<ConfigError>,
 }
 
 /// `[daemon]`.
@@ -86,12 +90,13 @@ impl Schedule {
             .build()
     }
 
-    /// Validates `expr` the way the scheduler will read it.
+    /// Validates `expr` the way the scheduler will read it, and that it ever fires (a date
+    /// no calendar has, such as the 31st of February, is refused).
     pub fn new(expr: &str) -> Result<Schedule, String> {
-        Self::parser()
-            .parse(expr)
-            .map(|_| Schedule(expr.to_string()))
-            .map_err(|e| e.to_string())
+        let cron = Self::parser().parse(expr).map_err(|e| e.to_string())?;
+        cron.find_next_occurrence(&chrono::Utc::now(), false)
+            .map_err(|_| "it never fires: no future date matches it".to_string())?;
+        Ok(Schedule(expr.to_string()))
     }
 
     /// The next run strictly after `after`, in UTC.
@@ -308,13 +313,84 @@ struct RawMember {
 
 // ---------------------------------------------------------------- stage 2: validation
 
-/// Carries the file and source text so every check can point into it.
+/// Carries the file and source text so every check can point into it, and collects warnings.
 struct Checker<'a> {
     file: &'a Path,
     src: &'a str,
+    warnings: std::cell::RefCell<Vec<ConfigError>>,
 }
 
 impl Checker<'_> {
+    fn warn(&self, span: Range<usize>, msg: impl Into<String>, help: impl Into<String>) {
+        let w = self.err(span, msg, help);
+        self.warnings.borrow_mut().push(w);
+    }
+
+    /// A duration that must not be zero (a timeout of 0 fails every request).
+    fn positive(
+        &self,
+        v: &Option<Spanned<String>>,
+        key: &str,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        let d = self.duration(v, key, default)?;
+        match v {
+            Some(s) if d.is_zero() => Err(self.err(
+                s.span(),
+                format!("`{key}` cannot be zero"),
+                format!(
+                    "e.g. \"{}\" (a zero {key} would fail every attempt at once)",
+                    format_duration(default)
+                ),
+            )),
+            _ => Ok(d),
+        }
+    }
+
+    /// An http(s) URL with a host and no `user:password@` (it would be printed and logged;
+    /// credentials have their own keys). `http://` to a host that is not this machine is
+    /// valid, with a warning.
+    fn http_url(
+        &self,
+        s: &Spanned<String>,
+        key: &str,
+        example: &str,
+    ) -> Result<reqwest::Url, ConfigError> {
+        let u = match reqwest::Url::parse(s.get_ref()) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => u,
+            _ => {
+                return Err(self.err(
+                    s.span(),
+                    format!("`{key}` is not an http(s) URL: {:?}", s.get_ref()),
+                    format!("e.g. {example}"),
+                ))
+            }
+        };
+        if !u.username().is_empty() || u.password().is_some() {
+            // The line holds a password: point at it, never quote it.
+            return Err(self
+                .err(
+                    s.span(),
+                    format!("`{key}` holds credentials (user:password@): they would be printed and logged with the URL"),
+                    format!("remove them from the URL, e.g. {example}; CamInvoice takes client_id and client_secret, OnlinePajak `token`, and a webhook receiver checks the signature made with `secrets`"),
+                )
+                .without_snippet());
+        }
+        let host = u.host_str().unwrap_or_default();
+        let local = host.eq_ignore_ascii_case("localhost")
+            || host
+                .trim_matches(['[', ']'])
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if u.scheme() == "http" && !local {
+            self.warn(
+                s.span(),
+                format!("`{key}` is plain http:// to {}, another machine: tokens, documents and events cross the network unencrypted", u.host_str().unwrap_or("?")),
+                "use https://, or keep plain http on 127.0.0.1 / localhost",
+            );
+        }
+        Ok(u)
+    }
     fn err(
         &self,
         span: Range<usize>,
@@ -391,17 +467,12 @@ impl Checker<'_> {
     }
 
     fn url(&self, s: &Spanned<String>) -> Result<String, ConfigError> {
-        let text = s.get_ref().trim_end_matches('/');
-        match reqwest::Url::parse(text) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
-                Ok(text.to_string())
-            }
-            _ => Err(self.err(
-                s.span(),
-                format!("`base_url` is not an http(s) URL: {:?}", s.get_ref()),
-                "e.g. \"https://sb-merchant.e-invoice.gov.kh\" (without /api/v1)",
-            )),
-        }
+        self.http_url(
+            s,
+            "base_url",
+            "\"https://sb-merchant.e-invoice.gov.kh\" (without /api/v1)",
+        )?;
+        Ok(s.get_ref().trim_end_matches('/').to_string())
     }
 
     /// A key that does not belong to this account's provider.
@@ -438,6 +509,12 @@ impl Checker<'_> {
     }
 }
 
+/// A name that keys state and appears in logs and payloads: non-empty, no '/' (the store's
+/// key separator in paths), no control character (it would forge log lines).
+fn is_key_part(s: &str) -> bool {
+    !s.is_empty() && !s.contains('/') && !s.chars().any(char::is_control)
+}
+
 /// Help for serde's own messages.
 fn help_for(message: &str) -> String {
     if message.starts_with("unknown field") {
@@ -468,7 +545,11 @@ impl Config {
 
     /// Validates config `text`; `file` is only used in messages.
     pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
-        let ck = Checker { file, src: text };
+        let ck = Checker {
+            file,
+            src: text,
+            warnings: Default::default(),
+        };
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let msg = e.message().trim().to_string();
             let help = help_for(&msg);
@@ -533,16 +614,16 @@ impl Config {
                     "give every [[accounts]] entry its own name; it keys the account's state",
                 ));
             }
-            if a.name.get_ref().is_empty() || a.name.get_ref().contains(['/', '\0']) {
+            if !is_key_part(a.name.get_ref()) {
                 return Err(ck.err(
                     a.name.span(),
-                    "account `name` must be non-empty and contain no '/'",
+                    "account `name` must be non-empty and contain no '/' and no control character",
                     "use a short slug such as \"acme-kh\"",
                 ));
             }
             let defaults = HttpSettings::for_provider(a.provider.get_ref());
             let http = HttpSettings {
-                timeout: ck.duration(&a.timeout, "timeout", defaults.timeout)?,
+                timeout: ck.positive(&a.timeout, "timeout", defaults.timeout)?,
                 max_retries: ck.int(
                     &a.max_retries,
                     "max_retries",
@@ -581,6 +662,7 @@ impl Config {
                 provider,
             });
         }
+        same_unit_twice(&ck, &raw.accounts);
 
         let sinks = sinks::all(&ck, &raw.sinks, &names)?;
         let retention = ck.duration(&d.retention, "retention", Duration::from_secs(7 * 86_400))?;
@@ -618,7 +700,41 @@ impl Config {
             },
             accounts,
             sinks,
+            warnings: ck.warnings.into_inner(),
         })
+    }
+
+    /// Warnings about the files the config points at (I/O: it reads their permissions): the
+    /// config file when it holds inline secrets, and `{ file = ... }` secrets, when every
+    /// user of the machine may read them.
+    pub fn file_warnings(&self) -> Vec<String> {
+        use std::os::unix::fs::PermissionsExt;
+        let readable = |p: &Path| {
+            std::fs::metadata(p)
+                .map(|m| m.permissions().mode() & 0o004 != 0)
+                .unwrap_or(false)
+        };
+        let mut out = Vec::new();
+        let secrets = self.secrets();
+        if secrets.iter().any(|(_, s)| s.source.is_inline()) && readable(&self.file) {
+            out.push(format!(
+                "{} holds inline secrets and is readable by every user; chmod 600 it, or use {{ file = ... }} / {{ credential = ... }}",
+                self.file.display()
+            ));
+        }
+        let mut seen = BTreeSet::new();
+        for (what, s) in secrets {
+            if let SecretSource::File(p) = &s.source {
+                if seen.insert(p.clone()) && readable(p) {
+                    out.push(format!(
+                        "{}: the {what} file {} is readable by every user; chmod 600 it (owned by the pollhook user)",
+                        s.origin,
+                        p.display()
+                    ));
+                }
+            }
+        }
+        out
     }
 
     /// Every secret reference in the config, with what it is for.
@@ -654,6 +770,42 @@ impl Config {
             Ok(())
         } else {
             Err(errors)
+        }
+    }
+}
+
+/// Warns about a CamInvoice member (endpoint_id) or an OnlinePajak company (npwp) configured
+/// in two accounts: each account would emit the same webhooks, under different event ids.
+fn same_unit_twice(ck: &Checker, accounts: &[Spanned<RawAccount>]) {
+    let mut first: std::collections::BTreeMap<(String, String), String> = Default::default();
+    for acc in accounts {
+        let a = acc.get_ref();
+        let provider = a.provider.get_ref().clone();
+        let units: Vec<&Spanned<String>> = match provider.as_str() {
+            "caminvoice" => a
+                .members
+                .iter()
+                .flat_map(|m| m.get_ref())
+                .map(|m| &m.endpoint_id)
+                .collect(),
+            "onlinepajak" => a.npwp.iter().collect(),
+            _ => vec![],
+        };
+        for u in units {
+            let key = (provider.clone(), u.get_ref().clone());
+            match first.get(&key) {
+                Some(other) if *other != *a.name.get_ref() => ck.warn(
+                    u.span(),
+                    format!(
+                        "{:?} is also configured in account {other:?}: both accounts would emit the same webhooks, under different event ids",
+                        u.get_ref()
+                    ),
+                    "keep it in one account; if two integrations really share it, give each sink an `accounts` filter so no consumer gets both",
+                ),
+                _ => {
+                    first.insert(key, a.name.get_ref().clone());
+                }
+            }
         }
     }
 }
@@ -723,10 +875,10 @@ fn caminvoice(
                 "list each connected business once",
             ));
         }
-        if m.endpoint_id.get_ref().is_empty() || m.endpoint_id.get_ref().contains(['/', '\0']) {
+        if !is_key_part(m.endpoint_id.get_ref()) {
             return Err(ck.err(
                 m.endpoint_id.span(),
-                "`endpoint_id` must be non-empty and contain no '/'",
+                "`endpoint_id` must be non-empty and contain no '/' and no control character",
                 "use the endpoint id CamInvoice gave at connect, e.g. \"KHUID00001234\"",
             ));
         }
@@ -776,8 +928,8 @@ fn onlinepajak(
     ck.forbid(&a.revoke_after_refusals, "revoke_after_refusals", p)?;
     let help = "OnlinePajak accounts need base_url (e.g. https://openapi.onlinepajak.com/v2.0), npwp and token";
     let npwp = ck.require(&a.npwp, "npwp", table.clone(), help)?;
-    if npwp.get_ref().trim().is_empty() || npwp.get_ref().contains(['/', '\0']) {
-        return Err(ck.err(npwp.span(), "`npwp` must be non-empty and contain no '/'", "write the company's NPWP exactly as OnlinePajak shows it; it goes into payloads as given"));
+    if npwp.get_ref().trim().is_empty() || !is_key_part(npwp.get_ref()) {
+        return Err(ck.err(npwp.span(), "`npwp` must be non-empty and contain no '/' and no control character", "write the company's NPWP exactly as OnlinePajak shows it; it goes into payloads as given"));
     }
     let token = ck.require(&a.token, "token", table, help)?;
     let raw_auth = match &a.auth_scheme {

@@ -4,12 +4,15 @@
 //! `{ credential = "name" }` (systemd `LoadCredential=`, read from `$CREDENTIALS_DIRECTORY`).
 //! [`SecretSource`] is what the config says — safe to print, it names the source, never the
 //! value. [`Secret`] is the resolved value; its `Debug` prints `<redacted>` and it has no
-//! `Display`, so a secret cannot reach a log line or `check-config` output by accident.
+//! `Display`, so a secret cannot reach a log line or `check-config` output by accident. Every
+//! `Secret` registers its value with [`crate::redact`] when it is created, so the value is
+//! masked out of any text — a provider's answer that echoes it included — while it is held.
 
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Where a secret's value comes from, as written in the config.
 #[derive(Clone, PartialEq, Eq)]
@@ -26,9 +29,10 @@ impl fmt::Debug for SecretSource {
     }
 }
 
-/// A resolved secret value. Cloning is cheap enough; printing is impossible.
+/// A resolved secret value. Cloning is cheap; printing is impossible; while any clone is alive
+/// the value is masked by [`crate::redact`].
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+pub struct Secret(Arc<str>);
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -37,9 +41,12 @@ impl fmt::Debug for Secret {
 }
 
 impl Secret {
-    /// Wraps a value obtained at run time (e.g. an access token).
+    /// Wraps a value (configured, or obtained at run time such as an access token) and
+    /// registers it for redaction.
     pub fn new(value: impl Into<String>) -> Secret {
-        Secret(value.into())
+        let value: Arc<str> = Arc::from(value.into());
+        crate::redact::register(&value);
+        Secret(value)
     }
     /// The value, for the one place that must send it (an HTTP header or body).
     pub fn expose(&self) -> &str {
@@ -77,9 +84,9 @@ impl SecretSource {
     /// Reads the value. Trailing newlines of files are dropped (editors add them).
     pub fn resolve(&self) -> Result<Secret, SecretError> {
         match self {
-            SecretSource::Inline(v) => Ok(Secret(v.clone())),
+            SecretSource::Inline(v) => Ok(Secret::new(v.clone())),
             SecretSource::Env(name) => match std::env::var(name) {
-                Ok(v) if !v.is_empty() => Ok(Secret(v)),
+                Ok(v) if !v.is_empty() => Ok(Secret::new(v)),
                 _ => Err(SecretError::EnvMissing(name.clone())),
             },
             SecretSource::File(path) => read_file(path.clone()),
@@ -106,7 +113,7 @@ fn read_file(path: PathBuf) -> Result<Secret, SecretError> {
     if value.is_empty() {
         return Err(SecretError::FileEmpty(path));
     }
-    Ok(Secret(value))
+    Ok(Secret::new(value))
 }
 
 impl<'de> Deserialize<'de> for SecretSource {

@@ -92,6 +92,8 @@ pub struct JsonlSettings {
     pub rotate_bytes: Option<u64>,
     /// Rotated files kept (`path.1` .. `path.N`).
     pub rotate_keep: u32,
+    /// The file's permission bits (`mode = "0640"`; default 0600), set whatever the umask.
+    pub mode: u32,
 }
 
 /// `kind = "hook"`: a program run once per event, by argv, never through a shell.
@@ -199,6 +201,7 @@ pub(super) struct RawSink {
     path: Option<Spanned<String>>,
     rotate_bytes: Option<Spanned<i64>>,
     rotate_keep: Option<Spanned<i64>>,
+    mode: Option<Spanned<String>>,
     // hook
     command: List<String>,
     stdin: Option<Spanned<String>>,
@@ -226,6 +229,7 @@ impl RawSink {
             ("path", s(&self.path)),
             ("rotate_bytes", s(&self.rotate_bytes)),
             ("rotate_keep", s(&self.rotate_keep)),
+            ("mode", s(&self.mode)),
             ("command", s(&self.command)),
             ("stdin", s(&self.stdin)),
             ("env", s(&self.env)),
@@ -245,7 +249,7 @@ impl RawSink {
     }
 }
 
-const JSONL_KEYS: &[&str] = &["path", "rotate_bytes", "rotate_keep"];
+const JSONL_KEYS: &[&str] = &["path", "rotate_bytes", "rotate_keep", "mode"];
 const HOOK_KEYS: &[&str] = &[
     "command",
     "stdin",
@@ -385,6 +389,7 @@ fn sink(
                 path: PathBuf::from(path.get_ref()),
                 rotate_bytes,
                 rotate_keep: ck.int(&r.rotate_keep, "rotate_keep", 1..1001, 5)? as u32,
+                mode: file_mode(ck, &r.mode)?,
             })
         }
         "hook" => {
@@ -432,7 +437,7 @@ fn sink(
                 stdin,
                 env,
                 workdir: r.workdir.as_ref().map(|w| PathBuf::from(w.get_ref())),
-                timeout: positive(ck, &r.timeout, "timeout", Duration::from_secs(30))?,
+                timeout: ck.positive(&r.timeout, "timeout", Duration::from_secs(30))?,
                 delivery: delivery(ck, r)?,
             })
         }
@@ -442,16 +447,7 @@ fn sink(
                 "url",
                 "\"http://127.0.0.1:8080/webhooks/caminvoice\"",
             )?;
-            match reqwest::Url::parse(url.get_ref()) {
-                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
-                _ => {
-                    return Err(ck.err(
-                        url.span(),
-                        format!("`url` is not an http(s) URL: {:?}", url.get_ref()),
-                        "e.g. \"http://127.0.0.1:8080/webhooks/caminvoice\"",
-                    ))
-                }
-            }
+            ck.http_url(&url, "url", "\"http://127.0.0.1:8080/webhooks/caminvoice\"")?;
             let help = "one or more Standard Webhooks secrets, e.g. secrets = [{ env = \"ERP_WEBHOOK_SECRET\" }] holding whsec_<base64>";
             let secrets = match &r.secrets {
                 Some(l) if !l.get_ref().is_empty() => l,
@@ -474,7 +470,7 @@ fn sink(
                     .iter()
                     .map(|v| ck.secret(v, "secrets"))
                     .collect(),
-                timeout: positive(ck, &r.timeout, "timeout", Duration::from_secs(10))?,
+                timeout: ck.positive(&r.timeout, "timeout", Duration::from_secs(10))?,
                 retry_after_cap: ck.duration(
                     &r.retry_after_cap,
                     "retry_after_cap",
@@ -518,20 +514,19 @@ fn strings(
         .collect()
 }
 
-fn positive(
-    ck: &Checker,
-    v: &Option<Spanned<String>>,
-    key: &str,
-    default: Duration,
-) -> Result<Duration, ConfigError> {
-    let d = ck.duration(v, key, default)?;
-    match v {
-        Some(s) if d.is_zero() => Err(ck.err(
+/// `mode`: octal permission bits as a string ("0640"); the owner must keep read and write
+/// (the sink reads its own tail), and nothing beyond rwx for owner, group and others.
+fn file_mode(ck: &Checker, v: &Option<Spanned<String>>) -> Result<u32, ConfigError> {
+    let Some(s) = v else {
+        return Ok(crate::files::FILE_MODE);
+    };
+    match u32::from_str_radix(s.get_ref(), 8) {
+        Ok(m) if m <= 0o777 && m & 0o600 == 0o600 => Ok(m),
+        _ => Err(ck.err(
             s.span(),
-            format!("`{key}` cannot be zero"),
-            format!("e.g. \"{}\"", crate::time::format_duration(default)),
+            format!("`mode` {:?} is not a file mode pollhook can use", s.get_ref()),
+            "octal permission bits as a string, at least owner read and write: \"0600\" (default: only the pollhook user) or \"0640\" (its group may read)",
         )),
-        _ => Ok(d),
     }
 }
 

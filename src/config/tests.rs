@@ -256,3 +256,106 @@ fn onlinepajak_errors_are_located() {
         "{e}"
     );
 }
+
+#[test]
+fn silent_operator_mistakes_are_located_errors_with_a_fix() {
+    // (replace, with, line, column, words)
+    let cases: &[(&str, &str, usize, usize, &str)] = &[
+        (
+            "overlap = \"5m\"",
+            "timeout = \"0s\"",
+            13,
+            11,
+            "`timeout` cannot be zero",
+        ),
+        (
+            "schedule = \"*/10 * * * * *\"",
+            "schedule = \"0 0 0 31 2 *\"",
+            4,
+            12,
+            "never fires",
+        ),
+        (
+            "endpoint_id = \"KHUID00001234\"",
+            "endpoint_id = \"KHUID\\n2026 ERROR forged\"",
+            16,
+            15,
+            "no control character",
+        ),
+        (
+            "schedule = \"*/10 * * * * *\"",
+            "resync_schedule = \"0 0 0 30 2 *\"",
+            4,
+            19,
+            "never fires",
+        ),
+    ];
+    for (from, to, line, col, words) in cases {
+        let e = error_after(from, to);
+        let text = e.to_string();
+        assert_eq!(e.location(), Some((*line, *col)), "{to}:\n{text}");
+        assert!(text.contains(words) && text.contains("help: "), "{text}");
+    }
+}
+
+#[test]
+fn credentials_inside_a_url_are_refused_without_quoting_them() {
+    for (from, to) in [
+        (
+            "base_url = \"https://sb-merchant.e-invoice.gov.kh/\"",
+            "base_url = \"https://cid:hunter2-pass@sb-merchant.e-invoice.gov.kh/\"",
+        ),
+        (
+            "path = \"/tmp/ph/events.jsonl\"",
+            "url = \"http://erp:hunter2-pass@127.0.0.1:8080/in\"\nsecrets = [\"whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD\"]",
+        ),
+    ] {
+        let text = GOOD
+            .replacen(from, to, 1)
+            .replace("kind = \"jsonl\"", if from.starts_with("path") { "kind = \"webhook\"" } else { "kind = \"jsonl\"" });
+        let e = parse(&text).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("holds credentials"), "{msg}");
+        assert!(!msg.contains("hunter2"), "the password is quoted:\n{msg}");
+        let line = text.lines().position(|l| l.contains("hunter2")).unwrap() + 1;
+        assert_eq!(e.location().map(|l| l.0), Some(line), "{msg}");
+    }
+}
+
+#[test]
+fn plain_http_to_another_host_and_a_member_in_two_accounts_are_warnings() {
+    let c = parse(GOOD).unwrap();
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    let local = GOOD.replace(
+        "https://sb-merchant.e-invoice.gov.kh/",
+        "http://127.0.0.1:8700",
+    );
+    assert!(parse(&local).unwrap().warnings.is_empty());
+    let remote = GOOD.replace(
+        "https://sb-merchant.e-invoice.gov.kh/",
+        "http://sb-merchant.e-invoice.gov.kh",
+    );
+    let c = parse(&remote).unwrap();
+    assert_eq!(c.warnings.len(), 1);
+    let w = c.warnings[0].to_string();
+    assert!(
+        w.starts_with("pollhook.toml:10:12: `base_url` is plain http://"),
+        "{w}"
+    );
+    assert!(w.contains("help: use https://"), "{w}");
+
+    let second = GOOD.replace(
+        "[[sinks]]",
+        "[[accounts]]\nname = \"acme-2\"\nprovider = \"caminvoice\"\nbase_url = \"https://sb-merchant.e-invoice.gov.kh\"\nclient_id = \"cid2\"\nclient_secret = \"s2\"\n\n[[accounts.members]]\nendpoint_id = \"KHUID00001234\"\nrefresh_token = \"rt-2\"\n\n[[sinks]]",
+    );
+    let c = parse(&second).unwrap();
+    assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+    let w = c.warnings[0].one_line();
+    assert!(
+        w.starts_with(
+            "pollhook.toml:27:15: \"KHUID00001234\" is also configured in account \"acme-kh\""
+        ),
+        "{w}"
+    );
+    assert!(w.contains("(help: keep it in one account"), "{w}");
+}

@@ -11,6 +11,8 @@ pub mod wire;
 
 use crate::config::{Account, ProviderSettings, Start};
 use crate::metrics::AccountMetrics;
+use crate::redact::Redacted;
+use crate::shutdown::Stop;
 use crate::store::{Store, StoreError};
 use crate::time::Millis;
 use std::collections::BTreeMap;
@@ -54,8 +56,8 @@ pub struct CycleReport {
     pub events: u64,
     /// Events dropped because their id was already in the outbox.
     pub duplicates: u64,
-    /// One line per unit that failed, saying what to do.
-    pub failures: Vec<String>,
+    /// One line per unit that failed, saying what to do (redacted: it is logged and printed).
+    pub failures: Vec<Redacted>,
     /// Requests sent, by endpoint.
     pub requests: BTreeMap<&'static str, u64>,
 }
@@ -74,7 +76,7 @@ pub struct UnitStatus {
     pub last_success: Option<Millis>,
     pub cursor: Option<Millis>,
     pub documents: usize,
-    pub last_error: Option<String>,
+    pub last_error: Option<Redacted>,
 }
 
 /// One configured account of some provider.
@@ -89,24 +91,27 @@ pub trait Provider: Send + Sync + 'static {
     fn status(&self, store: &Store) -> Result<Vec<UnitStatus>, StoreError>;
 }
 
-/// Builds the provider client for `account`; its HTTP attempts are reported to `observer`.
-/// Fails when a secret cannot be resolved.
+/// Builds the provider client for `account`; its HTTP attempts are reported to `observer`,
+/// and it sends nothing once `stop` is set. Fails when a secret cannot be resolved.
 pub fn build(
     account: &Account,
     observer: Arc<AccountMetrics>,
+    stop: &Stop,
 ) -> Result<Arc<dyn Provider>, String> {
+    let http = crate::http::Http::new(&account.http)
+        .with_observer(observer)
+        .with_stop(stop.clone());
     match &account.provider {
         ProviderSettings::CamInvoice(s) => Ok(Arc::new(caminvoice::CamInvoice::new(
             &account.name,
             s,
             &account.http,
-            observer,
+            http,
         )?)),
         ProviderSettings::OnlinePajak(s) => Ok(Arc::new(onlinepajak::OnlinePajak::new(
             &account.name,
             s,
-            &account.http,
-            observer,
+            http,
         )?)),
     }
 }

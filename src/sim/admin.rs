@@ -24,6 +24,8 @@ pub fn routes(sim: &Simulator) -> Router {
     Router::new()
         .route("/_sim/journal", get(journal))
         .route("/_sim/requests", get(requests))
+        .route("/_sim/cost", get(cost))
+        .route("/_sim/faults", get(fault_counts))
         .route("/_sim/step", post(step))
         .route("/_sim/credentials", get(credentials))
         .route("/_sim/revoke/{endpoint_id}", post(revoke))
@@ -42,6 +44,16 @@ async fn journal(State(sim): State<Simulator>) -> Response {
 /// `GET /_sim/requests`: request counts by route key.
 async fn requests(State(sim): State<Simulator>) -> Response {
     Json(sim.request_counts()).into_response()
+}
+
+/// `GET /_sim/cost`: the API cost by the simulator's counters and its floor (`Cost`).
+async fn cost(State(sim): State<Simulator>) -> Response {
+    Json(sim.cost()).into_response()
+}
+
+/// `GET /_sim/faults`: which injected faults fired (`FaultCounts`).
+async fn fault_counts(State(sim): State<Simulator>) -> Response {
+    Json(sim.fault_counts()).into_response()
 }
 
 /// `POST /_sim/step`: one traffic step -> `{"journaled": n}`.

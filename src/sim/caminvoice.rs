@@ -306,6 +306,7 @@ async fn poll(
         ),
     };
     let (items, variant) = sim.with(|w| {
+        w.unread.read_each(member);
         let items = super::hostile::poll(w, member, w.poll(member, since));
         (items, w.cfg.poll_variant)
     });
@@ -609,9 +610,9 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn short_ttl_tokens_expire_on_their_own() {
+    async fn tokens_stop_working_at_the_end_of_their_ttl() {
         let f = Fixture::new(SimConfig {
-            token_ttl: Duration::from_secs(1),
+            token_ttl: Duration::from_secs(60),
             token_variant: TokenVariant::ThirdParty,
             ..SimConfig::default()
         })
@@ -624,10 +625,11 @@ mod tests {
                 &f.basic(),
             )
             .await;
-        assert_eq!(v["expireIn"], "1s");
+        assert_eq!(v["expireIn"], "1m");
         let token = v["access_token"].as_str().unwrap().to_string();
         assert_eq!(f.get("/api/v1/document/poll", &token).await.0, 200);
-        tokio::time::sleep(Duration::from_millis(1_100)).await;
+        // The minute passes for the token (not for the test).
+        f.sim.age_tokens(Duration::from_secs(60));
         assert_eq!(f.get("/api/v1/document/poll", &token).await.0, 401);
     }
 

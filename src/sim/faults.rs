@@ -5,6 +5,7 @@
 //! answers with the fault instead of (or around) the real handler. It never decides what the
 //! real answer is; the admin routes are never counted nor faulted.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::body::{to_bytes, Body};
@@ -101,6 +102,78 @@ pub enum FaultKind {
         /// Size of the padding.
         bytes: usize,
     },
+    /// `status` with a `{"message"}` that quotes the request's credentials back, as careless
+    /// servers do: the `Authorization` header, its Basic credentials decoded, the request body
+    /// (a refresh token), and the base64 of each token found in it. The request is not handled.
+    EchoCredentials {
+        /// HTTP status to answer with (e.g. 401 on the token endpoint, 400 on a GET).
+        status: u16,
+    },
+}
+
+/// Which injected faults fired, so a test can prove that the fault it injected happened (and
+/// was not, say, used up by another request or never reached).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FaultCounts {
+    /// Faults applied, by `"<kind> <route key>"`, e.g. `"Stall GET /api/v1/document/{id}"`.
+    pub fired: BTreeMap<String, u64>,
+    /// Stalled requests whose client hung up before the stall was over (a client timeout).
+    pub stalls_abandoned: u64,
+    /// Stalled requests that were answered after the whole stall (the client waited).
+    pub stalls_answered: u64,
+}
+
+impl FaultCounts {
+    /// Counts one application of `kind` to a request with route key `key`.
+    pub(crate) fn fired(&mut self, kind: &FaultKind, key: &str) {
+        *self
+            .fired
+            .entry(format!("{} {key}", kind_name(kind)))
+            .or_default() += 1;
+    }
+
+    /// How many times a fault of `kind` (its name, e.g. `"Stall"`) fired on routes whose key
+    /// contains `route`.
+    pub fn count(&self, kind: &str, route: &str) -> u64 {
+        self.fired
+            .iter()
+            .filter(|(k, _)| {
+                k.split_once(' ')
+                    .is_some_and(|(name, key)| name == kind && key.contains(route))
+            })
+            .map(|(_, n)| n)
+            .sum()
+    }
+}
+
+/// `Stall { millis: 3000 }` -> `"Stall"`.
+fn kind_name(kind: &FaultKind) -> String {
+    let debug = format!("{kind:?}");
+    debug
+        .split(|c: char| !c.is_alphanumeric())
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Counts a stall as abandoned unless it was answered: the handler future is dropped when the
+/// client closes the connection mid-stall.
+struct StallWatch {
+    sim: Simulator,
+    answered: bool,
+}
+
+impl Drop for StallWatch {
+    fn drop(&mut self) {
+        let answered = self.answered;
+        self.sim.with(|w| {
+            if answered {
+                w.fault_counts.stalls_answered += 1;
+            } else {
+                w.fault_counts.stalls_abandoned += 1;
+            }
+        });
+    }
 }
 
 /// The state of the layer around one route.
@@ -125,6 +198,9 @@ pub(crate) async fn guard(State(g): State<Guard>, req: Request, next: Next) -> R
     let Some(kind) = fault else {
         return next.run(req).await;
     };
+    if let FaultKind::EchoCredentials { status } = kind {
+        return echo_credentials(req, status).await;
+    }
     tracing::debug!(%key, ?kind, "simulator fault");
     match kind {
         FaultKind::ServerError { status } => {
@@ -146,8 +222,14 @@ pub(crate) async fn guard(State(g): State<Guard>, req: Request, next: Next) -> R
             resp
         }
         FaultKind::Stall { millis } => {
+            let mut watch = StallWatch {
+                sim: g.sim.clone(),
+                answered: false,
+            };
             tokio::time::sleep(Duration::from_millis(millis)).await;
-            next.run(req).await
+            let resp = next.run(req).await;
+            watch.answered = true;
+            resp
         }
         FaultKind::MalformedJson => raw(
             StatusCode::OK,
@@ -165,12 +247,52 @@ pub(crate) async fn guard(State(g): State<Guard>, req: Request, next: Next) -> R
             parts.headers.remove(header::CONTENT_LENGTH);
             Response::from_parts(parts, Body::from(hostile::padded(&real, bytes)))
         }
+        FaultKind::EchoCredentials { .. } => unreachable!("answered above"),
         FaultKind::Unauthorized => (
             StatusCode::UNAUTHORIZED,
             axum::Json(json!({"message": "Unauthorized"})),
         )
             .into_response(),
     }
+}
+
+/// A careless server's error: every credential of the request quoted back, raw and encoded.
+async fn echo_credentials(req: Request, status: u16) -> Response {
+    use base64::Engine as _;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let auth = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let body = to_bytes(req.into_body(), 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let body = String::from_utf8_lossy(&body).into_owned();
+    let mut parts = vec![format!("Authorization: {auth}"), format!("request: {body}")];
+    if let Some(basic) = auth.strip_prefix("Basic ") {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(basic)
+            .unwrap_or_default();
+        parts.push(format!(
+            "client credentials {}",
+            String::from_utf8_lossy(&decoded)
+        ));
+    }
+    if let Some(bearer) = auth.strip_prefix("Bearer ") {
+        parts.push(format!("token (base64) {}", b64(bearer)));
+    }
+    if let Ok(v) = serde_json::from_str::<serde_json::Value>(&body) {
+        for key in ["refresh_token", "auth_token"] {
+            if let Some(t) = v.get(key).and_then(|t| t.as_str()) {
+                parts.push(format!("{key} (base64) {}", b64(t)));
+            }
+        }
+    }
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::UNAUTHORIZED);
+    let message = format!("rejected; you sent {}", parts.join("; "));
+    (status, axum::Json(json!({ "message": message }))).into_response()
 }
 
 /// The real response with the first half of its body.
@@ -225,6 +347,27 @@ mod tests {
         let unit: Fault =
             serde_json::from_str(r#"{"count":1,"kind":{"type":"HtmlPage"}}"#).unwrap();
         assert_eq!(unit, Fault::new("", 1, FaultKind::HtmlPage));
+    }
+
+    #[test]
+    fn fired_faults_are_counted_by_kind_and_route() {
+        let mut c = FaultCounts::default();
+        c.fired(&FaultKind::Stall { millis: 5 }, "GET /api/v1/document/{id}");
+        c.fired(
+            &FaultKind::ServerError { status: 503 },
+            "GET /api/v1/document/poll",
+        );
+        c.fired(
+            &FaultKind::ServerError { status: 502 },
+            "GET /v2.0/invoices/sale",
+        );
+        c.fired(&FaultKind::MalformedJson, "GET /v2.0/invoices/sale");
+        assert_eq!(c.count("Stall", "{id}"), 1);
+        assert_eq!(c.count("Stall", "poll"), 0);
+        assert_eq!(c.count("ServerError", ""), 2);
+        assert_eq!(c.count("ServerError", "poll"), 1);
+        assert_eq!(c.count("MalformedJson", "/v2.0/"), 1);
+        assert_eq!(c.fired["Stall GET /api/v1/document/{id}"], 1);
     }
 
     #[test]

@@ -29,7 +29,7 @@ use super::Simulator;
 pub const PREFIX: &str = "/v2.0";
 
 /// Largest `size` Bulk Fetch honours (larger values are clamped).
-const MAX_PAGE_SIZE: usize = 100;
+pub(super) const MAX_PAGE_SIZE: usize = 100;
 
 /// `size` when the request gives none.
 const DEFAULT_PAGE_SIZE: usize = 100;
@@ -184,6 +184,11 @@ async fn bulk_fetch(
             .take(size)
             .map(|inv| super::hostile::op_invoice(w, inv, w.op.invoice_json(inv)))
             .collect();
+        if content.len() < size {
+            // A short page ends the walk: it has read every change of the company.
+            w.op.unread
+                .read_paged(company, super::floor::PAGE_FLOOR_SIZE);
+        }
         json!({
             "content": content,
             "page": page,

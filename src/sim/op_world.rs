@@ -15,6 +15,7 @@ use chrono::{DateTime, Datelike, TimeDelta, Utc};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+use super::floor::Pending;
 use super::world::{hex, uuid, World};
 use super::{fmt_ts, SimCompany, SimConfig};
 
@@ -152,6 +153,9 @@ pub struct OpWorld {
     windows: HashMap<String, VecDeque<DateTime<Utc>>>,
     /// Calls answered 429 by the rate limiter.
     pub rate_limited: u64,
+    /// Per company, the invoices changed live since its last Bulk Fetch walk (the page floor,
+    /// see [`super::floor`]).
+    pub(crate) unread: Pending,
     seed: u64,
     error_serial: u64,
 }
@@ -179,6 +183,7 @@ impl OpWorld {
             high_water: DateTime::<Utc>::MIN_UTC,
             windows: HashMap::new(),
             rate_limited: 0,
+            unread: Pending::new(Utc::now()),
             seed: cfg.seed,
             error_serial: 0,
         }
@@ -318,6 +323,7 @@ impl OpWorld {
         if live {
             stamp = stamp.max(self.high_water);
             self.high_water = stamp;
+            self.unread.changed(inv.company, i, stamp);
         }
         inv.updated_at = stamp;
         stamp
@@ -363,6 +369,9 @@ impl OpWorld {
         );
         let trx_code = ["01", "01", "01", "04", "07"][self.rng.usize(0..5)];
         let idx = self.invoices.len();
+        if live {
+            self.unread.changed(c, idx, at);
+        }
         self.by_id.insert(id.clone(), idx);
         self.invoices.push(Invoice {
             id,

@@ -15,7 +15,8 @@ use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::faults::{Fault, FaultKind};
+use super::faults::{Fault, FaultCounts, FaultKind};
+use super::floor::Pending;
 use super::op_world::OpWorld;
 use super::{fmt_ts, JournalEntry, SimConfig, SimCredentials, SimMember};
 
@@ -248,6 +249,11 @@ pub struct World {
     pub first_request: Option<std::time::Instant>,
     /// The OnlinePajak side, with its own RNG (see [`OpWorld`]).
     pub op: OpWorld,
+    /// Per business, the documents it sees that changed since its last poll answer (the
+    /// detail-call floor, see [`super::floor`]).
+    pub(crate) unread: Pending,
+    /// Which injected faults fired, and how stalls ended.
+    pub fault_counts: FaultCounts,
     /// Hostile answer variants and poisoned timestamps (see [`super::hostile`]).
     pub hostile: super::hostile::HostileState,
 }
@@ -289,6 +295,8 @@ impl World {
             churn_next: 0,
             first_request: None,
             op,
+            unread: Pending::new(Utc::now()),
+            fault_counts: FaultCounts::default(),
             hostile: Default::default(),
         };
         let created = world.now();
@@ -493,6 +501,14 @@ impl World {
         self.access_tokens.clear();
     }
 
+    /// Moves every issued access token's expiry `by` earlier, as if that much time had passed
+    /// for them (tokens expire by the real clock, which tests do not wait for).
+    pub fn age_tokens(&mut self, by: TimeDelta) {
+        for t in self.access_tokens.values_mut() {
+            t.expires_at -= by;
+        }
+    }
+
     // ----- documents ---------------------------------------------------------------------
 
     /// Creates a `VALID` document submitted at `at` (nothing is journaled for `VALID`).
@@ -522,6 +538,7 @@ impl World {
         let idx = self.documents.len();
         self.doc_by_id.insert(id.clone(), idx);
         self.by_update[supplier].insert((at, idx));
+        self.unread.changed(supplier, idx, at);
         self.listed[supplier][0].push(idx, at);
         self.documents.push(Document {
             id,
@@ -558,9 +575,11 @@ impl World {
             (doc.supplier, doc.customer, doc.updated_at, doc.created_at);
         self.by_update[supplier].remove(&(before, d));
         self.by_update[supplier].insert((after, d));
+        self.unread.changed(supplier, d, after);
         if customer != supplier && to.is_delivered() {
             self.by_update[customer].remove(&(before, d));
             self.by_update[customer].insert((after, d));
+            self.unread.changed(customer, d, after);
             if !was.is_delivered() {
                 self.listed[customer][1].push(d, created);
             }
@@ -793,6 +812,7 @@ impl World {
         if fault.count == 0 {
             self.faults.remove(pos);
         }
+        self.fault_counts.fired(&kind, key);
         Some(kind)
     }
 }

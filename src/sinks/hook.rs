@@ -4,8 +4,12 @@
 //! event's id, type, account, provider, seq and attempt number go into `POLLHOOK_*` variables
 //! of an environment cleared of everything but PATH, HOME, LANG, TZ and the sink's `env`
 //! allow-list — the daemon's own secrets never reach a hook. The program runs in its own
-//! process group; at the timeout (or when the attempt is cancelled) the whole group is killed,
-//! children included. Exit 0 means delivered. Its stdout and stderr go to the log, truncated.
+//! process group, with the umask the daemon inherited. At its timeout, or when the daemon's
+//! shutdown reaches it ([`Hook::with_stop`]), the whole group gets SIGTERM, then SIGKILL after
+//! [`TERM_GRACE`]; a cancelled attempt (or a second signal to the daemon,
+//! [`kill_all_groups`]) SIGKILLs it at once. Exit 0 means delivered — also after SIGTERM, if
+//! the hook finished its work and exited cleanly. Its stdout and stderr go to the log,
+//! truncated.
 //!
 //! This module must never pass anything through `sh -c`, never inherit the daemon's
 //! environment, and never leave a process group running past an attempt that gave up on it.
@@ -13,9 +17,12 @@
 use super::{Endpoint, Job, Outcome};
 use crate::config::{HookSettings, HookStdin};
 use crate::providers::BoxFuture;
+use crate::shutdown::Stop;
 use crate::time::format_duration;
+use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::process::{ExitStatus, Stdio};
+use std::sync::Mutex;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
@@ -26,6 +33,23 @@ pub const OUTPUT_KEPT: usize = 4096;
 const OUTPUT_GRACE: Duration = Duration::from_millis(250);
 /// Variables a hook always gets from the daemon's environment, when set.
 pub const BASE_ENV: &[&str] = &["PATH", "HOME", "LANG", "TZ"];
+/// Between SIGTERM and SIGKILL: time for a hook to finish or roll back its work.
+pub const TERM_GRACE: Duration = Duration::from_secs(5);
+
+/// Process groups of hooks running now (see [`kill_all_groups`]).
+static LIVE_GROUPS: Mutex<BTreeSet<libc::pid_t>> = Mutex::new(BTreeSet::new());
+
+/// SIGKILLs every hook process group still running: for an exit that cannot wait (a second
+/// signal to the daemon), so that no hook outlives it.
+pub fn kill_all_groups() {
+    let groups = std::mem::take(&mut *LIVE_GROUPS.lock().unwrap_or_else(|p| p.into_inner()));
+    for pgid in groups {
+        // SAFETY: kill(2) with a negative pid signals the group; no memory is involved.
+        unsafe {
+            libc::kill(-pgid, libc::SIGKILL);
+        }
+    }
+}
 
 /// A hook sink.
 pub struct Hook {
@@ -33,6 +57,8 @@ pub struct Hook {
     settings: HookSettings,
     /// PATH, HOME, LANG, TZ and the allow-list, as the daemon has them (read once at start).
     env: Vec<(String, OsString)>,
+    /// Set at the daemon's shutdown: running hooks are terminated, none is started.
+    stop: Stop,
 }
 
 impl Hook {
@@ -56,12 +82,25 @@ impl Hook {
             name: name.to_string(),
             settings: settings.clone(),
             env,
+            stop: Stop::never(),
         }
+    }
+
+    /// Terminates running hooks (SIGTERM, then SIGKILL after [`TERM_GRACE`]) and starts none
+    /// once `stop` is set.
+    pub fn with_stop(mut self, stop: Stop) -> Hook {
+        self.stop = stop;
+        self
     }
 
     async fn attempt(&self, job: &Job) -> Outcome {
         let s = &self.settings;
         let env = &job.envelope;
+        if self.stop.is_set() {
+            return Outcome::Interrupted {
+                error: "not started: pollhook is shutting down".into(),
+            };
+        }
         let mut cmd = tokio::process::Command::new(&s.command[0]);
         cmd.args(&s.command[1..])
             .env_clear()
@@ -80,6 +119,15 @@ impl Hook {
         if let Some(dir) = &s.workdir {
             cmd.current_dir(dir);
         }
+        if let Some(mask) = crate::files::inherited_umask() {
+            // SAFETY: umask(2) is async-signal-safe; the closure allocates nothing.
+            unsafe {
+                cmd.pre_exec(move || {
+                    libc::umask(mask as libc::mode_t);
+                    Ok(())
+                });
+            }
+        }
         let mut child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => {
@@ -96,7 +144,7 @@ impl Hook {
         };
         // The group's id is the child's pid (process_group(0)); until it is reaped that pid
         // cannot be reused, so killing the group cannot hit a stranger.
-        let mut group = GroupKill(child.id().map(|p| p as libc::pid_t));
+        let mut group = GroupKill::new(child.id().map(|p| p as libc::pid_t));
 
         let input: Vec<u8> = match s.stdin {
             HookStdin::Payload => env.payload.get().as_bytes().to_vec(),
@@ -111,25 +159,36 @@ impl Hook {
         let out = tokio::spawn(capture(child.stdout.take().expect("stdout is piped")));
         let err = tokio::spawn(capture(child.stderr.take().expect("stderr is piped")));
 
-        let exit = tokio::time::timeout(s.timeout, child.wait()).await;
+        let exit = tokio::select! {
+            exit = tokio::time::timeout(s.timeout, child.wait()) => Some(exit),
+            _ = self.stop.wait() => None,
+        };
         let result = match exit {
-            Ok(Ok(status)) => {
+            Some(Ok(Ok(status))) => {
                 group.disarm();
                 Ok(status)
             }
-            Ok(Err(e)) => {
+            Some(Ok(Err(e))) => {
                 group.kill();
                 let _ = child.wait().await;
                 Err(format!("waiting for the hook failed: {e}"))
             }
-            Err(_) => {
-                group.kill();
-                let _ = child.wait().await;
-                Err(format!(
-                    "timed out after {}; its process group was killed (raise `timeout` if the hook legitimately needs longer)",
-                    format_duration(s.timeout)
-                ))
-            }
+            Some(Err(_)) => Err(format!(
+                "timed out after {}; {} (raise `timeout` if the hook legitimately needs longer)",
+                format_duration(s.timeout),
+                terminate(&mut child, &mut group).await.1
+            )),
+            None => match terminate(&mut child, &mut group).await {
+                (Some(status), _) if status.success() => Ok(status),
+                (_, how) => {
+                    writer.abort();
+                    let (stdout, stderr) = (collect(out).await, collect(err).await);
+                    self.log_output(job, &stdout, &stderr);
+                    return Outcome::Interrupted {
+                        error: format!("pollhook is shutting down: {how}"),
+                    };
+                }
+            },
         };
         writer.abort();
         let stdout = collect(out).await;
@@ -165,20 +224,70 @@ impl Endpoint for Hook {
     }
 }
 
+/// SIGTERM to the hook's group, up to [`TERM_GRACE`] for it to exit, then SIGKILL to whatever
+/// of the group is left. Returns the exit status when the hook exited by itself in time, and
+/// what happened, for the error.
+async fn terminate(
+    child: &mut tokio::process::Child,
+    group: &mut GroupKill,
+) -> (Option<ExitStatus>, String) {
+    group.signal(libc::SIGTERM);
+    match tokio::time::timeout(TERM_GRACE, child.wait()).await {
+        Ok(Ok(status)) => {
+            // Children it left behind do not outlive the attempt.
+            group.kill();
+            (
+                Some(status),
+                "its process group got SIGTERM and the hook exited".into(),
+            )
+        }
+        _ => {
+            group.kill();
+            let _ = child.wait().await;
+            (
+                None,
+                format!(
+                    "its process group got SIGTERM, then SIGKILL {} later",
+                    format_duration(TERM_GRACE)
+                ),
+            )
+        }
+    }
+}
+
 /// Kills a process group on drop unless disarmed: a cancelled attempt leaves nothing behind.
+/// While armed, the group is listed in [`LIVE_GROUPS`].
 struct GroupKill(Option<libc::pid_t>);
 
 impl GroupKill {
-    fn kill(&mut self) {
-        if let Some(pgid) = self.0.take() {
+    fn new(pgid: Option<libc::pid_t>) -> GroupKill {
+        if let Some(p) = pgid {
+            LIVE_GROUPS
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(p);
+        }
+        GroupKill(pgid)
+    }
+    fn signal(&self, sig: libc::c_int) {
+        if let Some(pgid) = self.0 {
             // SAFETY: kill(2) with a negative pid signals the group; no memory is involved.
             unsafe {
-                libc::kill(-pgid, libc::SIGKILL);
+                libc::kill(-pgid, sig);
             }
         }
     }
+    fn kill(&mut self) {
+        self.signal(libc::SIGKILL);
+        self.disarm();
+    }
     fn disarm(&mut self) {
-        self.0 = None;
+        if let Some(p) = self.0.take() {
+            LIVE_GROUPS
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&p);
+        }
     }
 }
 
@@ -402,32 +511,115 @@ mod tests {
     #[tokio::test]
     async fn a_hung_hook_and_its_children_are_killed_at_the_timeout() {
         let dir = tempfile::tempdir().unwrap();
-        // The hook starts a background child, records its pid, and hangs.
-        let h = hook(
-            dir.path(),
-            "sleep 1000 &\necho $! > child.pid\nsleep 1000\n",
-            Duration::from_millis(500),
-            HookStdin::Payload,
+        let pidfile = dir.path().join("child.pid");
+        // The hook starts a background child, records its pid, and hangs. The timeout must
+        // fire after the pid is written (else there is no child to check): on a busy machine
+        // the shell may be slow to get there, so the timeout doubles until it was.
+        let mut timeout = Duration::from_millis(500);
+        let pid: i32 = loop {
+            let h = hook(
+                dir.path(),
+                "sleep 1000 &\necho $! > child.pid.new && mv child.pid.new child.pid\nsleep 1000\n",
+                timeout,
+                HookStdin::Payload,
+            );
+            let _ = std::fs::remove_file(&pidfile);
+            match h.deliver(job(1)).await {
+                Outcome::Failed { error, .. } => assert!(error.contains("timed out"), "{error}"),
+                other => panic!("{other:?}"),
+            }
+            if let Ok(text) = std::fs::read_to_string(&pidfile) {
+                break text.trim().parse().unwrap();
+            }
+            assert!(
+                timeout < Duration::from_secs(120),
+                "the hook never wrote its pid"
+            );
+            timeout *= 2;
+        };
+        assert!(
+            gone(pid).await,
+            "the hook's child {pid} survived the timeout"
         );
-        let began = std::time::Instant::now();
-        match h.deliver(job(1)).await {
-            Outcome::Failed { error, .. } => assert!(error.contains("timed out"), "{error}"),
+    }
+
+    /// Delivers with `h`, fires the stop once the hook wrote `ready`, and returns the outcome
+    /// and the time from the stop to the outcome.
+    async fn stopped_at_shutdown(dir: &Path, script: &str) -> (Outcome, Duration) {
+        let (trigger, stop) = crate::shutdown::channel();
+        let h = hook(dir, script, Duration::from_secs(600), HookStdin::Payload).with_stop(stop);
+        let ready = dir.join("ready");
+        let attempt = h.deliver(job(1));
+        tokio::pin!(attempt);
+        while std::fs::metadata(&ready)
+            .map(|m| m.len() == 0)
+            .unwrap_or(true)
+        {
+            tokio::select! {
+                o = &mut attempt => panic!("the hook finished early: {o:?}"),
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+            }
+        }
+        let fired = std::time::Instant::now();
+        trigger.fire();
+        let outcome = attempt.await;
+        (outcome, fired.elapsed())
+    }
+
+    #[tokio::test]
+    async fn at_shutdown_a_hook_that_ignores_sigterm_is_sigkilled_after_the_grace() {
+        let dir = tempfile::tempdir().unwrap();
+        let (outcome, took) = stopped_at_shutdown(
+            dir.path(),
+            "trap '' TERM\nsleep 1000 &\necho $! > child.pid\necho x > ready\nwait\n",
+        )
+        .await;
+        match outcome {
+            Outcome::Interrupted { error } => assert!(
+                error.contains("shutting down") && error.contains("SIGTERM, then SIGKILL"),
+                "{error}"
+            ),
             other => panic!("{other:?}"),
         }
         assert!(
-            began.elapsed() < Duration::from_secs(5),
-            "took {:?}",
-            began.elapsed()
+            took >= TERM_GRACE,
+            "SIGKILL came before the grace: {took:?}"
         );
         let pid: i32 = std::fs::read_to_string(dir.path().join("child.pid"))
             .unwrap()
             .trim()
             .parse()
             .unwrap();
-        assert!(
-            gone(pid).await,
-            "the hook's child {pid} survived the timeout"
-        );
+        assert!(gone(pid).await, "the hook's child {pid} survived SIGKILL");
+        // Once stopped, no hook starts.
+        let h = hook(
+            dir.path(),
+            "exit 0\n",
+            Duration::from_secs(5),
+            HookStdin::Payload,
+        )
+        .with_stop({
+            let (t, s) = crate::shutdown::channel();
+            t.fire();
+            s
+        });
+        assert!(matches!(
+            h.deliver(job(1)).await,
+            Outcome::Interrupted { .. }
+        ));
+    }
+
+    #[tokio::test]
+    async fn at_shutdown_a_hook_that_finishes_on_sigterm_counts_as_delivered() {
+        let dir = tempfile::tempdir().unwrap();
+        let (outcome, took) = stopped_at_shutdown(
+            dir.path(),
+            "trap 'echo finished > done; exit 0' TERM\nsleep 1000 &\necho x > ready\nwait $!\n",
+        )
+        .await;
+        assert_eq!(outcome, Outcome::Delivered);
+        assert!(took < TERM_GRACE, "{took:?}");
+        assert!(dir.path().join("done").exists());
     }
 
     #[tokio::test]
@@ -466,24 +658,71 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn output_is_truncated_for_the_log_and_a_silent_background_child_does_not_hang_delivery()
-    {
+    async fn a_hook_writing_100_kb_is_logged_truncated_with_the_count_of_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = hook(
+            dir.path(),
+            "head -c 100000 /dev/zero | tr '\\0' x\nhead -c 100000 /dev/zero | tr '\\0' y >&2\nexit 0\n",
+            Duration::from_secs(600),
+            HookStdin::Payload,
+        );
+        let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+        let sink = std::sync::Arc::clone(&logs);
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(move || Capture(std::sync::Arc::clone(&sink)))
+            .finish();
+        // A current-thread runtime: the hook's reader tasks run on this thread too.
+        let outcome = {
+            let _scope = tracing::subscriber::set_default(subscriber);
+            h.deliver(job(1)).await
+        };
+        assert_eq!(outcome, Outcome::Delivered);
+        let text = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+        let more = format!("… ({} more bytes)", 100_000 - OUTPUT_KEPT);
+        for (message, field, byte) in [
+            ("hook output", "stdout", "x"),
+            ("hook error output", "stderr", "y"),
+        ] {
+            let line = text
+                .lines()
+                .find(|l| l.contains(message))
+                .unwrap_or_else(|| panic!("no {field} line in:\n{text}"));
+            let kept = byte.repeat(OUTPUT_KEPT);
+            assert!(line.contains(&format!("{field}={kept} {more}")), "{line}");
+            assert!(!line.contains(&format!("{kept}{byte}")), "more than kept");
+        }
+    }
+
+    struct Capture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Capture {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_silent_background_child_holding_the_output_does_not_hang_delivery() {
         let dir = tempfile::tempdir().unwrap();
         // A background child keeps stdout open after the hook exits 0.
         let h = hook(
             dir.path(),
-            "head -c 100000 /dev/zero | tr '\\0' x\nsleep 1000 &\necho $! > bg.pid\nexit 0\n",
-            Duration::from_secs(10),
+            "echo started\nsleep 1000 &\necho $! > bg.pid\nexit 0\n",
+            Duration::from_secs(600),
             HookStdin::Payload,
         );
-        let began = std::time::Instant::now();
-        assert_eq!(h.deliver(job(1)).await, Outcome::Delivered);
-        assert!(began.elapsed() < Duration::from_secs(5));
-        let mut c = Captured::default();
-        let data = vec![b'x'; 10_000];
-        c.kept.extend_from_slice(&data[..OUTPUT_KEPT]);
-        c.total = data.len();
-        assert!(c.text().ends_with("(5904 more bytes)"));
+        // Waiting for the child's end of the pipe would take 1000 s: the test would time out
+        // long before; delivery returns once the hook itself has exited.
+        let outcome = tokio::time::timeout(Duration::from_secs(300), h.deliver(job(1)))
+            .await
+            .expect("delivery waited for the background child");
+        assert_eq!(outcome, Outcome::Delivered);
         let bg: i32 = std::fs::read_to_string(dir.path().join("bg.pid"))
             .unwrap()
             .trim()
@@ -493,9 +732,9 @@ mod tests {
         unsafe { libc::kill(bg, libc::SIGKILL) };
     }
 
-    /// Whether `pid` is gone (or a zombie) within a few seconds.
+    /// Whether `pid` is gone (or a zombie) within two minutes (at once, normally).
     async fn gone(pid: i32) -> bool {
-        for _ in 0..100 {
+        for _ in 0..2400 {
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
             // Field 3 is the state; Z = zombie (dead, waiting for its parent to reap it).
             let state = stat

@@ -38,6 +38,8 @@ pub struct JsonlSink {
     rotate: Option<(u64, u32)>,
     /// The [`REOPEN`] value the open file belongs to.
     generation: u64,
+    /// The file's permission bits (`mode`), set on every open whatever the umask.
+    mode: u32,
 }
 
 impl JsonlSink {
@@ -49,7 +51,14 @@ impl JsonlSink {
             written: 0,
             rotate: None,
             generation: REOPEN.load(Ordering::SeqCst),
+            mode: crate::files::FILE_MODE,
         }
+    }
+
+    /// Gives the file (and rotated ones, which it was) `mode` (default 0600).
+    pub fn mode(mut self, mode: u32) -> JsonlSink {
+        self.mode = mode;
+        self
     }
 
     /// Rotates the file once it has reached `bytes` (if set), keeping `keep` old files.
@@ -85,8 +94,8 @@ fn rotate_files(path: &Path, keep: u32) -> std::io::Result<()> {
 /// Opens `path` for appending, truncates a partial last line, and returns the last seq written.
 /// When the file holds no line and `rotating`, the last seq of `path.1` counts instead (the
 /// sink may have rotated just before a crash).
-fn open(path: &Path, rotating: bool) -> std::io::Result<(File, u64)> {
-    let (file, seq) = open_one(path)?;
+fn open(path: &Path, rotating: bool, mode: u32) -> std::io::Result<(File, u64)> {
+    let (file, seq) = open_one(path, mode)?;
     if seq == 0 && rotating {
         if let Ok(mut old) = File::open(rotated(path, 1)) {
             return Ok((file, last_line(&mut old)?.0));
@@ -95,12 +104,15 @@ fn open(path: &Path, rotating: bool) -> std::io::Result<(File, u64)> {
     Ok((file, seq))
 }
 
-fn open_one(path: &Path) -> std::io::Result<(File, u64)> {
+fn open_one(path: &Path, mode: u32) -> std::io::Result<(File, u64)> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let mut file = OpenOptions::new()
         .create(true)
         .read(true)
         .append(true)
+        .mode(mode)
         .open(path)?;
+    file.set_permissions(std::fs::Permissions::from_mode(mode))?;
     let (seq, valid_len) = last_line(&mut file)?;
     let len = file.metadata()?.len();
     if valid_len < len {
@@ -178,12 +190,12 @@ impl Sink for JsonlSink {
                 opened = None;
                 self.generation = generation;
             }
-            let (carried, rotate) = (self.written, self.rotate);
+            let (carried, rotate, mode) = (self.written, self.rotate, self.mode);
             let batch = events.to_vec();
             let result = tokio::task::spawn_blocking(move || {
                 let (mut file, mut written) = match opened {
                     Some(o) => o,
-                    None => open(&path, rotate.is_some())?,
+                    None => open(&path, rotate.is_some(), mode)?,
                 };
                 written = written.max(carried);
                 if let Some((limit, keep)) = rotate {
@@ -191,7 +203,7 @@ impl Sink for JsonlSink {
                     if pending && file.metadata()?.len() >= limit {
                         drop(file);
                         rotate_files(&path, keep)?;
-                        file = open_one(&path)?.0;
+                        file = open_one(&path, mode)?.0;
                     }
                 }
                 let last = append(&mut file, written, &batch)?;
@@ -251,6 +263,26 @@ mod tests {
         s.deliver(&[ev(1), ev(2), ev(3)]).await.unwrap();
         s.deliver(&[ev(3), ev(4)]).await.unwrap();
         assert_eq!(lines(&path), vec![1, 2, 3, 4]);
+    }
+
+    #[tokio::test]
+    async fn the_file_gets_its_mode_whatever_created_it() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.jsonl");
+        let mut s = JsonlSink::new("j", &path);
+        s.deliver(&[ev(1)]).await.unwrap();
+        assert_eq!(mode(&path), 0o600, "default: the pollhook user only");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let mut s = JsonlSink::new("j", &path).mode(0o640).rotate(Some(1), 2);
+        s.deliver(&[ev(2)]).await.unwrap();
+        assert_eq!(mode(&path), 0o640, "the configured mode, set on open");
+        assert_eq!(
+            mode(&rotated(&path, 1)),
+            0o640,
+            "the rotated file was the same file"
+        );
     }
 
     #[tokio::test]

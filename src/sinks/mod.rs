@@ -24,6 +24,7 @@ pub mod webhook;
 use crate::config::{Delivery, Filter, Sink as SinkConfig, SinkKind};
 use crate::event::{Envelope, StoredEvent};
 use crate::providers::BoxFuture;
+use crate::shutdown::Stop;
 use crate::store::{Store, StoreError};
 use std::sync::Arc;
 use std::time::Duration;
@@ -78,6 +79,10 @@ pub enum Outcome {
     },
     /// The consumer will never take it (410 Gone): a dead letter now, no retries.
     Gone { error: String },
+    /// The daemon's shutdown cut the attempt (or kept it from starting): the event stays
+    /// unfinished and unacknowledged, no attempt is counted, and it is delivered after the
+    /// next start.
+    Interrupted { error: String },
 }
 
 /// A destination that takes one event at a time (hook, webhook).
@@ -159,17 +164,25 @@ pub enum BuildError {
 /// Builds the sink a config entry describes. Resolves webhook secrets (the error names the
 /// config location and the source, never a value).
 pub fn build(cfg: &SinkConfig) -> Result<Runner, BuildError> {
+    build_with_stop(cfg, &Stop::never())
+}
+
+/// [`build`], for the daemon: a hook sink terminates its running hooks (SIGTERM, then
+/// SIGKILL) and starts none once `stop` is set.
+pub fn build_with_stop(cfg: &SinkConfig, stop: &Stop) -> Result<Runner, BuildError> {
     Ok(match &cfg.kind {
         SinkKind::Jsonl(j) => Runner::batch(
             cfg.filter.clone(),
             Box::new(
-                jsonl::JsonlSink::new(&cfg.name, &j.path).rotate(j.rotate_bytes, j.rotate_keep),
+                jsonl::JsonlSink::new(&cfg.name, &j.path)
+                    .rotate(j.rotate_bytes, j.rotate_keep)
+                    .mode(j.mode),
             ),
         ),
         SinkKind::Hook(h) => Runner::queue(
             &cfg.name,
             cfg.filter.clone(),
-            Arc::new(hook::Hook::new(&cfg.name, h)),
+            Arc::new(hook::Hook::new(&cfg.name, h).with_stop(stop.clone())),
             h.delivery.clone(),
         ),
         SinkKind::Webhook(w) => Runner::queue(

@@ -142,7 +142,9 @@ pub async fn replay(
         };
         let error = match endpoint.deliver(job).await {
             Outcome::Delivered => None,
-            Outcome::Failed { error, .. } | Outcome::Gone { error } => Some(error),
+            Outcome::Failed { error, .. }
+            | Outcome::Gone { error }
+            | Outcome::Interrupted { error } => Some(error),
         };
         match (&error, was_dead) {
             (None, Some(_)) => store.remove_dead(sink, seq)?,

@@ -182,8 +182,8 @@ async fn quote(resp: reqwest::Response) -> String {
     let text: String = String::from_utf8_lossy(&body)
         .chars()
         .filter(|c| !c.is_control())
-        .take(BODY_QUOTED)
         .collect();
+    let text = crate::redact::clip(&text, BODY_QUOTED);
     if text.trim().is_empty() {
         String::new()
     } else {

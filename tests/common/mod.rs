@@ -3,11 +3,13 @@
 #![allow(dead_code)]
 
 pub mod hostile;
+pub mod logs;
 pub mod process;
+pub mod tool;
 
 use pollhook::config::Config;
 use pollhook::engine::{Engine, Tick};
-use pollhook::fidelity::{self, Emitted};
+use pollhook::fidelity::{self, Emitted, Expected};
 use pollhook::providers::CycleReport;
 use pollhook::sim::{pollhook_config, SimConfig, SimServer, Simulator};
 use pollhook::sinks;
@@ -128,13 +130,9 @@ impl Rig {
         fidelity::read_jsonl(&text).unwrap()
     }
 
-    pub fn truth(&self) -> Vec<String> {
-        self.sim
-            .journal()
-            .into_iter()
-            .filter(|j| j.at.timestamp_millis() >= self.start)
-            .map(|j| j.payload)
-            .collect()
+    /// The ground truth since the rig started, with the envelope each event must have.
+    pub fn truth(&self) -> Vec<Expected> {
+        fidelity::expected(&self.sim.journal(), &self.sim.credentials(), self.start)
     }
 
     pub fn assert_perfect(&self) -> fidelity::Report {

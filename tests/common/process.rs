@@ -1,5 +1,7 @@
 //! `pollhook simulate` as a separate process, and other child processes of the tests.
 
+use pollhook::fidelity::{self, Expected};
+use pollhook::sim::{Cost, JournalEntry, SimCredentials};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
@@ -62,14 +64,63 @@ impl SimProcess {
         http("POST", &format!("{}{path}", self.base_url));
     }
 
-    pub fn journal(&self) -> Vec<String> {
-        let body = http("GET", &format!("{}/_sim/journal", self.base_url));
-        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["payload"].as_str().unwrap().to_string())
-            .collect()
+    /// The ground-truth journal.
+    pub fn journal(&self) -> Vec<JournalEntry> {
+        serde_json::from_str(&self.get("/_sim/journal")).unwrap()
+    }
+
+    /// The ground truth with the envelope each event must have (for the printed config).
+    pub fn truth(&self) -> Vec<Expected> {
+        let creds: SimCredentials = serde_json::from_str(&self.get("/_sim/credentials")).unwrap();
+        fidelity::expected(&self.journal(), &creds, 0)
+    }
+
+    /// The API cost by the simulator's counters, and its floor.
+    pub fn cost(&self) -> Cost {
+        serde_json::from_str(&self.get("/_sim/cost")).unwrap()
+    }
+
+    /// Waits until a daemon has polled every member and walked every company once: its first
+    /// cycle (the baseline of `start = "now"`) is done, so later traffic is news to it.
+    pub fn wait_for_first_cycle(&self) {
+        let creds: SimCredentials = serde_json::from_str(&self.get("/_sim/credentials")).unwrap();
+        let (members, companies) = (creds.members.len() as u64, creds.onlinepajak.len() as u64);
+        wait_until("the daemon's first cycle", || {
+            let c = self.cost();
+            c.polls >= members && c.walks >= companies
+        });
+    }
+
+    /// Waits until the JSONL log at `events` has as many lines as the journal has entries:
+    /// the daemon has caught up with every step so far.
+    pub fn wait_for_catch_up(&self, events: &std::path::Path) {
+        wait_until("the daemon to catch up with the journal", || {
+            lines(events) >= self.journal().len()
+        });
+    }
+}
+
+/// Complete lines in the file at `path` (0 when it does not exist).
+pub fn lines(path: &std::path::Path) -> usize {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .matches('\n')
+        .count()
+}
+
+/// How long a test waits for a condition before it fails: long, because the machine may be
+/// busy; a condition that holds ends the wait at once.
+pub const PATIENCE: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Polls `done` every 50 ms until it holds; fails the test after [`PATIENCE`].
+pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {PATIENCE:?} waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
 

@@ -225,9 +225,10 @@ impl Api {
     }
 }
 
-/// A short, printable reason from an error body (never the whole body).
+/// A short, printable reason from an error body (never the whole body; masked before it is
+/// shortened).
 fn message_of(body: &[u8]) -> String {
     match error_body(body) {
-        ErrorBody::Client(m) | ErrorBody::Message(m) => m.chars().take(200).collect(),
+        ErrorBody::Client(m) | ErrorBody::Message(m) => crate::redact::clip(&m, 200),
     }
 }

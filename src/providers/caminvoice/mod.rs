@@ -14,7 +14,10 @@
 //!    kept, the cursor stays before it, the next cycle resumes there.
 //!
 //! A refused refresh (not the Basic credentials: those are a config error) counts towards
-//! `revoke_after_refusals`; reaching it emits ENTITY.REVOKED once and stops polling the member.
+//! `revoke_after_refusals`; reaching it emits ENTITY.REVOKED once and stops polling the member
+//! — if CamInvoice accepted the member's refresh token at or after `start`. A member refused
+//! from its first try may have been disconnected before `start` (its webhook went out then):
+//! it is logged and shown as such in `status`, and no event is emitted.
 //!
 //! A hostile provider changes none of this (RELIABILITY.md, "Hostile provider and operator"):
 //! a document listed twice is diffed once; a timestamp beyond `now + MAX_FUTURE_SKEW` never
@@ -159,8 +162,8 @@ impl CamInvoice {
     pub fn new(
         account: &str,
         s: &CamInvoiceSettings,
-        http: &HttpSettings,
-        observer: Arc<crate::metrics::AccountMetrics>,
+        settings: &HttpSettings,
+        http: Http,
     ) -> Result<CamInvoice, String> {
         let secret = s.client_secret.resolve()?;
         let mut members = Vec::new();
@@ -176,8 +179,8 @@ impl CamInvoice {
             .iter()
             .map(|m| (m.endpoint_id.clone(), m.fingerprint.clone()))
             .collect();
-        let member_pool = Arc::new(tokio::sync::Semaphore::new(http.concurrency.max(1)));
-        let http = Http::new(http).with_observer(Arc::clone(&observer));
+        let member_pool = Arc::new(tokio::sync::Semaphore::new(settings.concurrency.max(1)));
+        let metrics = http.metrics(account, "caminvoice");
         Ok(CamInvoice {
             account: account.to_string(),
             api: Api::new(http, &s.base_url, &s.client_id, &secret),
@@ -187,7 +190,7 @@ impl CamInvoice {
             tokens: Mutex::new(HashMap::new()),
             rotated: Mutex::new(HashMap::new()),
             member_pool,
-            metrics: observer,
+            metrics,
         })
     }
 
@@ -820,6 +823,7 @@ impl CamInvoice {
             }
             tracing::info!(member = %m.endpoint_id, "refresh_token changed since the revocation: polling again");
             rec.revoked_token = None;
+            rec.revoked_before_start = false;
             rec.refusals = 0;
         }
 
@@ -868,6 +872,10 @@ impl CamInvoice {
         }
         .await;
 
+        // Every cached access token was issued by an accepted refresh of this member.
+        if let Some(t) = self.tokens.lock().unwrap().get(&idx) {
+            rec.accepted_at = Some(rec.accepted_at.unwrap_or(t.issued_at).max(t.issued_at));
+        }
         let mut batch = Batch::default();
         let result = match run {
             Ok(()) => {
@@ -880,8 +888,19 @@ impl CamInvoice {
                 rec.refusals += 1;
                 let why =
                     format!("CamInvoice refused the refresh token (HTTP {status}: {message})");
-                rec.last_error = Some(why.clone());
-                if rec.refusals >= self.settings.revoke_after_refusals {
+                rec.last_error = Some(why.clone().into());
+                // Connected at or after `start`: CamInvoice accepted its token since then.
+                let seen_connected = [rec.accepted_at, rec.last_success]
+                    .into_iter()
+                    .flatten()
+                    .any(|t| t >= rec.start);
+                if rec.refusals >= self.settings.revoke_after_refusals && !seen_connected {
+                    rec.revoked_token = Some(m.fingerprint.clone());
+                    rec.revoked_before_start = true;
+                    tracing::warn!(member = %m.endpoint_id, refusals = rec.refusals,
+                        "{why}, and it never accepted this member's refresh token since `start`: the member was disconnected before, so its ENTITY.REVOKED webhook went out before pollhook's history begins and none is emitted; polling stops until it is reconnected");
+                    Ok(counts)
+                } else if rec.refusals >= self.settings.revoke_after_refusals {
                     let (payload, id) =
                         diff::revoked(&self.account, &m.endpoint_id, &m.fingerprint);
                     let now = now_ms();
@@ -907,7 +926,10 @@ impl CamInvoice {
                 }
             }
             Err(e) => {
-                rec.last_error = Some(e.to_string());
+                // A cycle cut short by the daemon's shutdown did not fail: keep the last error.
+                if !matches!(&e, Stop::Api(ApiError::Http(h)) if h.is_shutdown()) {
+                    rec.last_error = Some(e.to_string().into());
+                }
                 Err(e.to_string())
             }
         };
@@ -929,7 +951,7 @@ impl CamInvoice {
         let Ok(Some(mut rec)) = self.load_record(store, idx) else {
             return;
         };
-        rec.last_error = Some(why.to_string());
+        rec.last_error = Some(why.into());
         let batch = Batch {
             cursors: vec![self.record_entry(idx, &rec)],
             ..Batch::default()
@@ -992,9 +1014,9 @@ impl Provider for CamInvoice {
         Box::pin(async move {
             let mut report = CycleReport::default();
             if let Err(e) = self.sync_members(&ctx.store) {
-                report.failures.push(format!(
-                    "cannot read the connected members from the state store: {e}"
-                ));
+                report.failures.push(
+                    format!("cannot read the connected members from the state store: {e}").into(),
+                );
             }
             let tasks: Vec<_> = (0..self.member_count())
                 .map(|idx| {
@@ -1028,13 +1050,17 @@ impl Provider for CamInvoice {
                     }
                     Ok(Err(why)) => {
                         report.units += 1;
-                        report.failures.push(format!("member {endpoint}: {why}"));
+                        report
+                            .failures
+                            .push(format!("member {endpoint}: {why}").into());
                     }
                     Err(e) => {
                         // A bug, never a provider's answer: still, the member's status says so.
                         let why = format!("the sync task failed (a bug; please report it): {e}");
                         self.note_failure(idx, &ctx.store, &why).await;
-                        report.failures.push(format!("member {endpoint}: {why}"));
+                        report
+                            .failures
+                            .push(format!("member {endpoint}: {why}").into());
                     }
                 }
             }
@@ -1061,6 +1087,12 @@ impl Provider for CamInvoice {
             let documents = store.count_state(&unit_prefix(&self.account, &m.endpoint_id))?;
             let state = match &rec {
                 None => "never polled".to_string(),
+                Some(r)
+                    if r.revoked_token.as_deref() == Some(m.fingerprint.as_str())
+                        && r.revoked_before_start =>
+                {
+                    "revoked before `start` (CamInvoice refused its refresh token from the first try; no ENTITY.REVOKED emitted: that webhook went out before pollhook's history begins). Reconnect: `pollhook connect`, or a new refresh_token in the config".to_string()
+                }
                 Some(r) if r.revoked_token.as_deref() == Some(m.fingerprint.as_str()) => {
                     "revoked (reconnect: `pollhook connect`, or a new refresh_token in the config)"
                         .to_string()

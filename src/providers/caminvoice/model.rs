@@ -331,8 +331,17 @@ pub struct MemberRecord {
     /// Set when revoked: the fingerprint of the refresh token that was refused.
     #[serde(default)]
     pub revoked_token: Option<String>,
+    /// When CamInvoice last accepted a refresh token of this member: the evidence that the
+    /// member was connected at or after `start` (a later reconnection is later still).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accepted_at: Option<Millis>,
+    /// Revoked with no such evidence: the disconnection may predate `start`, so its
+    /// ENTITY.REVOKED webhook went out before pollhook's history begins, and none was emitted.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub revoked_before_start: bool,
+    /// Masked by [`crate::redact`] when set and again when read back.
     #[serde(default)]
-    pub last_error: Option<String>,
+    pub last_error: Option<crate::redact::Redacted>,
 }
 
 /// A member's refresh token kept in the store (`connections` tree): from `pollhook connect`,

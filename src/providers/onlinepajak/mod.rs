@@ -18,7 +18,7 @@ use self::client::{Api, ApiError};
 use self::model::InvoiceState;
 use super::wire::{addressable, Unusable};
 use super::{unit_prefix, BoxFuture, CycleContext, CycleReport, Provider, UnitStatus};
-use crate::config::{HttpSettings, OnlinePajakSettings, Start};
+use crate::config::{OnlinePajakSettings, Start};
 use crate::event::NewEvent;
 use crate::http::Http;
 use crate::metrics::AccountMetrics;
@@ -52,7 +52,7 @@ struct AccountRecord {
     #[serde(default)]
     last_success: Option<Millis>,
     #[serde(default)]
-    last_error: Option<String>,
+    last_error: Option<crate::redact::Redacted>,
     /// The GCRA limiter's state (epoch ms) at the end of the last cycle.
     #[serde(default)]
     pacer_tat: Millis,
@@ -76,23 +76,17 @@ struct Counts {
 }
 
 impl OnlinePajak {
-    pub fn new(
-        account: &str,
-        s: &OnlinePajakSettings,
-        http: &HttpSettings,
-        observer: Arc<crate::metrics::AccountMetrics>,
-    ) -> Result<OnlinePajak, String> {
+    pub fn new(account: &str, s: &OnlinePajakSettings, http: Http) -> Result<OnlinePajak, String> {
         let token = s.token.resolve()?;
         let pacer = Arc::new(Gcra::per_minute(s.rate_limit, s.rate_burst));
-        let http = Http::new(http)
-            .with_pacer(Arc::clone(&pacer))
-            .with_observer(Arc::clone(&observer));
+        let metrics = http.metrics(account, "onlinepajak");
+        let http = http.with_pacer(Arc::clone(&pacer));
         Ok(OnlinePajak {
             account: account.to_string(),
             api: Api::new(http, &s.base_url, &token, s.raw_auth, s.api.clone()),
             settings: s.clone(),
             pacer,
-            metrics: observer,
+            metrics,
         })
     }
 
@@ -326,7 +320,7 @@ impl Provider for OnlinePajak {
                 Err(e) => {
                     report
                         .failures
-                        .push(format!("npwp {}: {e}", self.settings.npwp));
+                        .push(format!("npwp {}: {e}", self.settings.npwp).into());
                     return report;
                 }
             };
@@ -355,11 +349,17 @@ impl Provider for OnlinePajak {
                         + c.retrieved;
                 }
                 Err(e) => {
-                    rec.last_error = Some(e.to_string());
-                    report.failures.push(format!(
-                        "npwp {}: {e}; nothing is lost, the next cycle retries from the cursor",
-                        self.settings.npwp
-                    ));
+                    // A cycle cut short by the daemon's shutdown did not fail.
+                    if !matches!(e, Stop::Api(ApiError::Http(h)) if h.is_shutdown()) {
+                        rec.last_error = Some(e.to_string().into());
+                    }
+                    report.failures.push(
+                        format!(
+                            "npwp {}: {e}; nothing is lost, the next cycle retries from the cursor",
+                            self.settings.npwp
+                        )
+                        .into(),
+                    );
                 }
             }
             if let Err(e) = ctx
@@ -372,7 +372,7 @@ impl Provider for OnlinePajak {
             {
                 report
                     .failures
-                    .push(format!("npwp {}: {e}", self.settings.npwp));
+                    .push(format!("npwp {}: {e}", self.settings.npwp).into());
             }
             report.requests = ctx.requests.snapshot();
             report.core_requests = report.requests.values().sum();
