@@ -123,6 +123,10 @@ pub enum Command {
         /// Also write the report to this file.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Instead: the daemon's peak memory under each hostile answer (RELIABILITY.md,
+        /// "Memory per answer").
+        #[arg(long)]
+        hostile: bool,
     },
     /// The measured daemon of `bench` (driven over stdin; not for direct use).
     #[command(hide = true)]
@@ -369,20 +373,26 @@ async fn dispatch(command: Command) -> Result<ExitCode, Failure> {
             micro_documents,
             seed,
             out,
+            hostile,
         } => {
             init_logging("warn");
-            let opts = crate::bench::Options {
-                members,
-                documents,
-                changed_percent: changed,
-                latency: latency_ms.into_iter().map(Duration::from_millis).collect(),
-                concurrency,
-                naive_sample,
-                micro_documents,
-                seed,
-                work_dir: std::env::temp_dir(),
-            };
-            let report = crate::bench::run(&opts).await.map_err(Failure::Run)?;
+            let report = if hostile {
+                crate::bench::hostile::run(&std::env::temp_dir(), seed).await
+            } else {
+                crate::bench::run(&crate::bench::Options {
+                    members,
+                    documents,
+                    changed_percent: changed,
+                    latency: latency_ms.into_iter().map(Duration::from_millis).collect(),
+                    concurrency,
+                    naive_sample,
+                    micro_documents,
+                    seed,
+                    work_dir: std::env::temp_dir(),
+                })
+                .await
+            }
+            .map_err(Failure::Run)?;
             println!("{report}");
             if let Some(path) = out {
                 std::fs::write(&path, &report)

@@ -1,5 +1,6 @@
 //! The shared HTTP client: timeouts, retries with exponential backoff and full jitter on 5xx,
-//! 429, timeouts and connection errors, `Retry-After` honoured up to a cap, bounded body size.
+//! 429, timeouts and connection errors, `Retry-After` honoured up to a cap, a body cap per
+//! request (an answer over it is refused unread, never retried).
 //!
 //! Providers build requests; this module decides when to try again, and paces every attempt
 //! through the account's [`Gcra`] limiter when it has one. It never logs headers or
@@ -22,8 +23,6 @@ use std::time::Duration;
 
 /// The longest single backoff step, whatever the retry count.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
-/// Bodies larger than this are refused: no provider answer is legitimately this big.
-const MAX_BODY: usize = 64 * 1024 * 1024;
 
 /// An answer that is not a retryable failure: any 1xx-4xx except 429.
 #[derive(Debug, Clone)]
@@ -43,6 +42,16 @@ pub enum HttpError {
         attempts: u32,
         last: Redacted,
     },
+    /// The answer was larger than the endpoint's cap. Not retried: the same question gets the
+    /// same answer; the caller decides how to go on without it.
+    #[error("{label}: the answer is larger than {limit} bytes{}; not read further", size.map(|s| format!(" ({s} bytes announced)")).unwrap_or_default())]
+    TooLarge {
+        label: String,
+        limit: usize,
+        /// The Content-Length, when the server announced one.
+        size: Option<u64>,
+        attempts: u32,
+    },
     #[error("{label}: not sent: pollhook is shutting down")]
     Stopped { label: String, attempts: u32 },
 }
@@ -51,8 +60,15 @@ impl HttpError {
     /// Requests sent before giving up.
     pub fn attempts(&self) -> u32 {
         match self {
-            HttpError::GaveUp { attempts, .. } | HttpError::Stopped { attempts, .. } => *attempts,
+            HttpError::GaveUp { attempts, .. }
+            | HttpError::TooLarge { attempts, .. }
+            | HttpError::Stopped { attempts, .. } => *attempts,
         }
+    }
+
+    /// Whether the answer was refused for its size.
+    pub fn is_too_large(&self) -> bool {
+        matches!(self, HttpError::TooLarge { .. })
     }
 
     /// Whether the request was cut short by the daemon's shutdown (not a provider failure).
@@ -68,6 +84,8 @@ enum Failure {
         retry_after: Option<Duration>,
     },
     Transport(String),
+    /// Over the cap (the announced size, if any).
+    TooLarge(Option<u64>),
 }
 
 /// Requests sent, by endpoint label (retries included).
@@ -123,6 +141,24 @@ impl Http {
         self
     }
 
+    /// The account's counters this client reports to, if any.
+    pub fn observer(&self) -> Option<&Arc<AccountMetrics>> {
+        self.observer.as_ref()
+    }
+
+    /// The account's counters this client reports to, or detached ones (counted, never
+    /// rendered) when it reports to none.
+    pub fn metrics(&self, account: &str, provider: &'static str) -> Arc<AccountMetrics> {
+        self.observer.clone().unwrap_or_else(|| {
+            Arc::new(AccountMetrics::new(
+                account,
+                provider,
+                self.settings.timeout,
+                self.settings.retry_after_cap,
+            ))
+        })
+    }
+
     /// Reports every completed attempt to `observer`.
     pub fn with_observer(mut self, observer: Arc<AccountMetrics>) -> Http {
         self.observer = Some(observer);
@@ -140,16 +176,15 @@ impl Http {
         &self.settings
     }
 
-    /// Sends the request `make` builds, retrying per the policy. `label` names the endpoint in
-    /// logs and errors (`"GET /api/v1/document/poll"`).
     /// [`send`](Http::send), adding the requests sent (retries included) to `count`.
     pub async fn send_counted(
         &self,
         label: &'static str,
+        limit: usize,
         count: &RequestCount,
         make: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
     ) -> Result<Reply, HttpError> {
-        let result = self.send(label, make).await;
+        let result = self.send(label, limit, make).await;
         count.add(
             label,
             result
@@ -159,9 +194,14 @@ impl Http {
         result
     }
 
+    /// Sends the request `make` builds, retrying per the policy. `label` names the endpoint in
+    /// logs and errors (`"GET /api/v1/document/poll"`). An answer larger than `limit` bytes is
+    /// [`HttpError::TooLarge`] at once (refused on its Content-Length before any of it is read,
+    /// or as soon as the bytes read pass the limit), never retried.
     pub async fn send(
         &self,
         label: &str,
+        limit: usize,
         make: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
     ) -> Result<Reply, HttpError> {
         let mut attempts = 0;
@@ -175,7 +215,7 @@ impl Http {
             }
             attempts += 1;
             let outcome = tokio::select! {
-                o = self.attempt(&make) => o,
+                o = self.attempt(&make, limit) => o,
                 _ = self.stop.wait() => return Err(stopped(attempts)),
             };
             if let Some(o) = &self.observer {
@@ -183,11 +223,11 @@ impl Http {
                     label,
                     match &outcome {
                         Ok((status, _)) | Err(Failure::Status { status, .. }) => Some(*status),
-                        Err(Failure::Transport(_)) => None,
+                        Err(Failure::Transport(_) | Failure::TooLarge(_)) => None,
                     },
                 );
             }
-            let failure = match outcome {
+            let (what, wait) = match outcome {
                 Ok((status, body)) => {
                     return Ok(Reply {
                         status,
@@ -195,25 +235,30 @@ impl Http {
                         attempts,
                     })
                 }
-                Err(f) => f,
-            };
-            let (what, wait) = match &failure {
-                Failure::Status {
+                Err(Failure::TooLarge(size)) => {
+                    return Err(HttpError::TooLarge {
+                        label: label.to_string(),
+                        limit,
+                        size,
+                        attempts,
+                    })
+                }
+                Err(Failure::Status {
                     status,
                     retry_after,
-                } => {
+                }) => {
                     let wait = match retry_after {
-                        Some(ra) if *ra > self.settings.retry_after_cap => {
+                        Some(ra) if ra > self.settings.retry_after_cap => {
                             tracing::warn!(endpoint = label, asked = ?ra, cap = ?self.settings.retry_after_cap,
                                 "Retry-After longer than retry_after_cap; waiting the cap instead");
                             self.settings.retry_after_cap
                         }
-                        Some(ra) => *ra,
+                        Some(ra) => ra,
                         None => self.backoff(attempts),
                     };
                     (format!("HTTP {status}"), wait)
                 }
-                Failure::Transport(e) => (e.clone(), self.backoff(attempts)),
+                Err(Failure::Transport(e)) => (e, self.backoff(attempts)),
             };
             if attempts > self.settings.max_retries {
                 return Err(HttpError::GaveUp {
@@ -234,6 +279,7 @@ impl Http {
     async fn attempt(
         &self,
         make: &impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+        limit: usize,
     ) -> Result<(u16, Vec<u8>), Failure> {
         if let Some(p) = &self.pacer {
             p.acquire().await;
@@ -254,14 +300,21 @@ impl Http {
                 retry_after,
             });
         }
-        let mut body = Vec::new();
+        let announced = resp.content_length();
+        if announced.is_some_and(|n| n > limit as u64) {
+            return Err(Failure::TooLarge(announced));
+        }
+        // Grown at most to the limit: a body never holds more than `limit` bytes of capacity.
+        let mut body = Vec::with_capacity(announced.map_or(0, |n| n as usize));
         loop {
             match resp.chunk().await {
                 Ok(Some(chunk)) => {
-                    if body.len() + chunk.len() > MAX_BODY {
-                        return Err(Failure::Transport(format!(
-                            "response body over {MAX_BODY} bytes"
-                        )));
+                    let len = body.len() + chunk.len();
+                    if len > limit {
+                        return Err(Failure::TooLarge(announced));
+                    }
+                    if len > body.capacity() {
+                        body.reserve_exact(len.max(2 * body.capacity()).min(limit) - body.len());
                     }
                     body.extend_from_slice(&chunk);
                 }
@@ -368,6 +421,83 @@ mod tests {
         assert_eq!(parse_retry_after("soon"), None);
     }
 
+    /// A one-trick HTTP server on 127.0.0.1:0: every connection gets `head`, then, when
+    /// `endless`, 64 KiB chunks until the client hangs up. Returns its URL and a count of the
+    /// connections it accepted.
+    async fn server(
+        head: &'static str,
+        endless: bool,
+    ) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/x", listener.local_addr().unwrap());
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = Arc::clone(&accepted);
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = conn.read(&mut buf).await;
+                    if conn.write_all(head.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    let chunk = format!("10000\r\n{}\r\n", "0".repeat(0x10000));
+                    while endless && conn.write_all(chunk.as_bytes()).await.is_ok() {}
+                });
+            }
+        });
+        (url, accepted)
+    }
+
+    #[tokio::test]
+    async fn an_answer_over_the_cap_is_refused_once_and_not_retried() {
+        let http = Http::new(&HttpSettings {
+            retry_base: Duration::from_millis(1),
+            ..HttpSettings::default()
+        });
+        // Announced: refused on the Content-Length, before the body.
+        let (url, accepted) =
+            server("HTTP/1.1 200 OK\r\nContent-Length: 20000000\r\n\r\n", false).await;
+        let e = http
+            .send("GET /x", 1 << 20, |c| c.get(&url))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                HttpError::TooLarge {
+                    size: Some(20_000_000),
+                    attempts: 1,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert!(
+            e.to_string()
+                .contains("larger than 1048576 bytes (20000000 bytes announced)"),
+            "{e}"
+        );
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // Not announced (chunked, endless): cut as soon as the bytes read pass the cap.
+        let (url, accepted) = server(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            true,
+        )
+        .await;
+        let e = http
+            .send("GET /x", 1 << 20, |c| c.get(&url))
+            .await
+            .unwrap_err();
+        assert!(e.is_too_large() && e.attempts() == 1, "{e:?}");
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // Under the cap: read whole.
+        let (url, _) = server("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n[]", false).await;
+        let r = http.send("GET /x", 2, |c| c.get(&url)).await.unwrap();
+        assert_eq!((r.status, r.body.as_slice()), (200, b"[]".as_slice()));
+    }
+
     /// A port on 127.0.0.1 where nothing listens.
     fn closed_port() -> u16 {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -382,7 +512,10 @@ mod tests {
             ..HttpSettings::default()
         });
         let url = format!("http://127.0.0.1:{port}/api/v1/document/poll?last_synced_at=x");
-        let e = http.send("GET poll", |c| c.get(&url)).await.unwrap_err();
+        let e = http
+            .send("GET poll", 1 << 20, |c| c.get(&url))
+            .await
+            .unwrap_err();
         let text = e.to_string();
         assert!(
             text.ends_with(&format!("connection refused to 127.0.0.1:{port}")),
@@ -430,7 +563,7 @@ mod tests {
         .with_stop(stop);
         let call = tokio::spawn({
             let http = http.clone();
-            async move { http.send("GET x", |c| c.get(&url)).await }
+            async move { http.send("GET x", 1 << 20, |c| c.get(&url)).await }
         });
         until("the request is in flight", || seen.load(SeqCst) == 1).await;
         let began = std::time::Instant::now();
@@ -447,7 +580,7 @@ mod tests {
         );
         // Nothing new once stopped.
         let e = http
-            .send("GET x", |c| c.get("http://127.0.0.1:9/"))
+            .send("GET x", 1 << 20, |c| c.get("http://127.0.0.1:9/"))
             .await
             .unwrap_err();
         assert_eq!(e.attempts(), 0, "{e}");
@@ -460,7 +593,7 @@ mod tests {
             ..HttpSettings::default()
         })
         .with_stop(stop);
-        let call = tokio::spawn(async move { http.send("GET x", |c| c.get(&url)).await });
+        let call = tokio::spawn(async move { http.send("GET x", 1 << 20, |c| c.get(&url)).await });
         until("the first attempt failed", || seen.load(SeqCst) == 1).await;
         let began = std::time::Instant::now();
         trigger.fire();

@@ -10,20 +10,23 @@
 //! - [`scheduler`]: the daemon loop on tokio-cron-scheduler; the shutdown timeline;
 //!   [`shutdown`]: the stop flag HTTP attempts and hooks listen to.
 //! - [`engine`]: one cycle of one account, never two at once; totals.
-//! - [`providers`]: the `Provider` trait; [`providers::caminvoice`] (client, token, model, pure
-//!   diff). [`shard`]: which members this daemon of a fleet polls (`shard = "K/N"`).
-//! - [`http`]: timeouts, retries with backoff and jitter, Retry-After; [`pacing`]: the GCRA
-//!   limiter that keeps an account under its provider's rate limit.
+//! - [`providers`]: the `Provider` trait; [`providers::caminvoice`] and
+//!   [`providers::onlinepajak`] (client, model, pure diff); [`providers::wire`]: answers read
+//!   through shapes, never as a whole tree. [`shard`]: which members this daemon of a fleet
+//!   polls (`shard = "K/N"`).
+//! - [`http`]: timeouts, retries with backoff and jitter, Retry-After, a body cap per request;
+//!   [`pacing`]: the GCRA limiter that keeps an account under its provider's rate limit.
 //! - [`store`]: the only module that touches sled: state, cursors, outbox, acks, in one
 //!   transaction per commit; attempt counts, dead letters, retention pruning; the store's
 //!   identity, `verify`, backups and restores.
 //! - [`event`]: the envelope and deterministic ids.
 //! - [`sinks`]: the dispatchers (batch, and the per-event queue with retries, dead letters and
 //!   ordering), the JSONL, hook, webhook and NATS JetStream sinks, replay, and `events tail`.
-//! - [`sim`]: the CamInvoice simulator with its ground-truth journal; [`demo`] runs both;
+//! - [`sim`]: the provider simulator (with hostile variants) and its ground-truth journal;
+//!   [`demo`] runs it with the daemon;
 //!   [`fidelity`] compares what was emitted with that journal.
-//! - [`time`]: durations and timestamps; [`files`]: private file modes (umask 077, state dir
-//!   0700, files 0600).
+//! - [`time`]: durations and timestamps; the skew allowance that quarantines timestamps from
+//!   the future. [`files`]: private file modes (umask 077, state dir 0700, files 0600).
 //! - [`redact`]: the registry of every secret held, masked out of logs, prints and stored
 //!   error text.
 //! - The service side: [`notify`] (sd_notify READY/STOPPING, the watchdog), [`admin`] (the

@@ -24,6 +24,16 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// checks its jobs twice a second; this covers a busy machine and small clock steps.
 pub const TICK_GRACE: Duration = Duration::from_secs(60);
 
+/// The kinds of absurd provider answers counted by [`AccountMetrics::anomaly`] and rendered as
+/// `pollhook_provider_anomalies_total{kind}` (RELIABILITY.md, "Hostile provider and
+/// operator").
+pub const ANOMALIES: [&str; 4] = [
+    "future_timestamp",
+    "unusable_item",
+    "duplicate_id",
+    "oversized_answer",
+];
+
 /// The daemon's counters and clocks, one [`AccountMetrics`] per account (config order).
 pub struct Metrics {
     started_ms: Millis,
@@ -57,6 +67,9 @@ pub struct AccountState {
     pub last_tick: Option<Millis>,
     /// When a cycle of this account last ended without failures, wall clock.
     pub last_success: Option<Millis>,
+    /// Absurd things the provider answered, by kind (`future_timestamp`, `unusable_item`,
+    /// `duplicate_id`, `oversized_answer`): each handled, counted here.
+    pub anomalies: BTreeMap<&'static str, u64>,
 }
 
 impl AccountMetrics {
@@ -91,6 +104,15 @@ impl AccountMetrics {
             *by_status.entry(status).or_default() += 1;
             s.last_progress = Some(Instant::now());
         });
+    }
+
+    /// The provider answered `n` absurd things of `kind` (handled: see RELIABILITY.md,
+    /// "Hostile provider and operator").
+    pub fn anomaly(&self, kind: &'static str, n: u64) {
+        debug_assert!(ANOMALIES.contains(&kind), "{kind} is not in ANOMALIES");
+        if n > 0 {
+            self.with(|s| *s.anomalies.entry(kind).or_default() += n);
+        }
     }
 
     /// The scheduler ticked this account (the cycle may still be skipped).
@@ -374,6 +396,20 @@ impl Metrics {
                         *n as f64,
                     );
                 }
+            }
+        }
+        out.family(
+            "pollhook_provider_anomalies_total",
+            "counter",
+            "Absurd provider answers handled, by account and kind: future_timestamp (quarantined: never trusted for the cursor), unusable_item (skipped), duplicate_id (diffed once), oversized_answer (over its cap: the list walk stood in, or the item was skipped).",
+        );
+        for (a, s) in &snaps {
+            for kind in ANOMALIES {
+                out.sample(
+                    "pollhook_provider_anomalies_total",
+                    &[("account", &a.name), ("kind", kind)],
+                    s.anomalies.get(kind).copied().unwrap_or(0) as f64,
+                );
             }
         }
         out.family(

@@ -10,6 +10,46 @@ use std::time::Duration;
 /// Milliseconds since the Unix epoch, UTC.
 pub type Millis = i64;
 
+/// How far ahead of this host's clock a provider timestamp may be and still be trusted.
+///
+/// A later one is *quarantined*: it never moves a cursor (a cursor therefore never passes
+/// `now + MAX_FUTURE_SKEW`), and it stands for the moment pollhook saw it wherever an instant
+/// is judged (first sight against `start`, an event's `occurred_at`). Five minutes covers
+/// clocks that drift without NTP; a provider clock further ahead than that, or this host's
+/// clock further behind, makes fresh changes look quarantined: they are still delivered, the
+/// cursor only trails (RELIABILITY.md, "Hostile provider and operator").
+pub const MAX_FUTURE_SKEW: Duration = Duration::from_secs(5 * 60);
+
+/// The latest provider timestamp trusted at `now` (`now + MAX_FUTURE_SKEW`).
+pub fn trust_limit(now: Millis) -> Millis {
+    now.saturating_add(MAX_FUTURE_SKEW.as_millis() as Millis)
+}
+
+/// The instant a provider timestamp stands for in judgments (first sight against `start`, an
+/// event's `occurred_at`): itself, or `now` — when pollhook saw it — if it is quarantined.
+pub fn judged(at: Millis, now: Millis) -> Millis {
+    if at > trust_limit(now) {
+        now
+    } else {
+        at
+    }
+}
+
+/// Whether a provider version stamped `seen` supersedes the stored one stamped `stored`: a
+/// later stamp does; a quarantined stored stamp (beyond `limit`) is superseded by any other,
+/// so that one absurd stamp never freezes an item.
+pub fn supersedes(seen: Millis, stored: Millis, limit: Millis) -> bool {
+    if stored > limit {
+        seen != stored
+    } else {
+        seen > stored
+    }
+}
+
+/// The earliest and latest instants RFC 3339 can write (four-digit years).
+const FIRST_RFC3339: Millis = -62_167_219_200_000; // 0000-01-01T00:00:00.000Z
+const LAST_RFC3339: Millis = 253_402_300_799_999; // 9999-12-31T23:59:59.999Z
+
 /// The current wall-clock time in milliseconds.
 pub fn now_ms() -> Millis {
     Utc::now().timestamp_millis()
@@ -88,11 +128,14 @@ pub fn parse_timestamp(text: &str) -> Option<Millis> {
 }
 
 /// Formats milliseconds as RFC 3339 UTC with milliseconds: `2026-03-07T07:16:07.859Z`.
+/// Always RFC 3339: an instant outside years 0000-9999 is written as the nearest of the two.
 pub fn format_ms(ms: Millis) -> String {
-    match Utc.timestamp_millis_opt(ms).single() {
-        Some(t) => t.to_rfc3339_opts(SecondsFormat::Millis, true),
-        None => format!("@{ms}ms"),
-    }
+    let ms = ms.clamp(FIRST_RFC3339, LAST_RFC3339);
+    Utc.timestamp_millis_opt(ms)
+        .single()
+        .map_or_else(String::new, |t| {
+            t.to_rfc3339_opts(SecondsFormat::Millis, true)
+        })
 }
 
 /// Formats milliseconds as the zone-less, second-precision UTC form CamInvoice's poll
@@ -147,5 +190,49 @@ mod tests {
         assert_eq!(parse_timestamp("2024-03-07 07:16:07.859"), Some(z));
         assert_eq!(parse_timestamp("yesterday"), None);
         assert_eq!(format_naive_seconds(z), "2024-03-07T07:16:07");
+    }
+
+    #[test]
+    fn every_instant_formats_as_rfc3339() {
+        assert_eq!(format_ms(i64::MAX), "9999-12-31T23:59:59.999Z");
+        assert_eq!(format_ms(i64::MIN), "0000-01-01T00:00:00.000Z");
+        assert_eq!(format_ms(LAST_RFC3339), "9999-12-31T23:59:59.999Z");
+        assert_eq!(format_ms(FIRST_RFC3339), "0000-01-01T00:00:00.000Z");
+        assert_eq!(format_ms(0), "1970-01-01T00:00:00.000Z");
+        for ms in [i64::MAX, i64::MIN, 253_402_300_800_000, -62_167_219_200_001] {
+            assert!(DateTime::parse_from_rfc3339(&format_ms(ms)).is_ok(), "{ms}");
+        }
+        assert_eq!(trust_limit(i64::MAX), i64::MAX);
+        assert_eq!(trust_limit(0), 300_000);
+    }
+
+    #[test]
+    fn a_quarantined_stamp_is_judged_as_now_and_superseded_by_any_other() {
+        let now = 1_000_000_000;
+        let limit = trust_limit(now);
+        assert_eq!(
+            judged(now + 1_000, now),
+            now + 1_000,
+            "within the allowance"
+        );
+        assert_eq!(judged(limit, now), limit);
+        assert_eq!(judged(limit + 1, now), now);
+        assert_eq!(judged(i64::MAX, now), now);
+        // (seen, stored) -> supersedes?
+        for (seen, stored, want) in [
+            (5, 4, true),
+            (4, 4, false),
+            (3, 4, false),
+            (now, i64::MAX, true),
+            (i64::MAX, i64::MAX, false),
+            (i64::MAX - 1, i64::MAX, true),
+            (i64::MAX, now, true),
+        ] {
+            assert_eq!(
+                supersedes(seen, stored, limit),
+                want,
+                "{seen} over {stored}"
+            );
+        }
     }
 }

@@ -14,8 +14,10 @@
 //!    once its start-up work is done;
 //! 5. the naive poller (list all, fetch every detail) for one cycle at each L.
 //!
-//! Separately, [`micro`] times diff + commit without HTTP.
+//! Separately, [`micro`] times diff + commit without HTTP, and [`hostile`] (`bench --hostile`)
+//! measures the daemon's peak memory under each hostile answer.
 
+pub mod hostile;
 pub mod measure;
 pub mod micro;
 pub mod naive;
@@ -134,26 +136,7 @@ async fn store_scenarios(
         .await
         .map_err(|e| format!("cannot start the simulator: {e}"))?;
     let creds = sim.credentials();
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let config = dir.join("pollhook.toml");
-    let text = pollhook_config(
-        &creds,
-        &server.base_url(),
-        &dir.join("state"),
-        &dir.join("events.jsonl"),
-        &format_ms(now_ms()),
-        // Only the catch-up cycle at start runs (for the idle measurement).
-        "0 0 0 1 1 *",
-    )
-    .replace(
-        "retry_base = \"100ms\"\n",
-        &format!(
-            "retry_base = \"100ms\"\nconcurrency = {}\npage_size = {PAGE}\n",
-            opts.concurrency
-        ),
-    )
-    .replace("timeout = \"5s\"", "timeout = \"60s\"");
-    std::fs::write(&config, text).map_err(|e| format!("cannot write {}: {e}", config.display()))?;
+    let config = write_config(&sim, &server.base_url(), dir, opts.concurrency)?;
 
     // 1. The baseline: a list walk of every document.
     eprintln!("M={m} N={n}: baseline cycle");
@@ -299,6 +282,34 @@ async fn idle_cpu(config: &Path, sim: &Simulator) -> Result<Option<f64>, String>
     })
 }
 
+/// Writes `dir/pollhook.toml`, the measured daemon's config against the simulator at
+/// `base_url`: its requests in flight, the list page size, a 60 s timeout, and a schedule that
+/// never fires (only the catch-up cycle at start runs, for the idle measurement).
+pub(crate) fn write_config(
+    sim: &Simulator,
+    base_url: &str,
+    dir: &Path,
+    concurrency: usize,
+) -> Result<PathBuf, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let config = dir.join("pollhook.toml");
+    let text = pollhook_config(
+        &sim.credentials(),
+        base_url,
+        &dir.join("state"),
+        &dir.join("events.jsonl"),
+        &format_ms(now_ms()),
+        "0 0 0 1 1 *",
+    )
+    .replace(
+        "retry_base = \"100ms\"\n",
+        &format!("retry_base = \"100ms\"\nconcurrency = {concurrency}\npage_size = {PAGE}\n"),
+    )
+    .replace("timeout = \"5s\"", "timeout = \"60s\"");
+    std::fs::write(&config, text).map_err(|e| format!("cannot write {}: {e}", config.display()))?;
+    Ok(config)
+}
+
 /// `pollhook <subcommand> --config <config>` from this very binary, killed if dropped.
 fn daemon(subcommand: &str, config: &Path) -> Result<Command, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
@@ -310,14 +321,14 @@ fn daemon(subcommand: &str, config: &Path) -> Result<Command, String> {
 }
 
 /// The daemon as a child process, driven over stdin (see [`worker`]).
-struct Worker {
+pub(crate) struct Worker {
     child: Child,
     stdin: ChildStdin,
     stdout: tokio::io::Lines<BufReader<ChildStdout>>,
 }
 
 impl Worker {
-    async fn spawn(config: &Path) -> Result<Worker, String> {
+    pub(crate) async fn spawn(config: &Path) -> Result<Worker, String> {
         let mut child = daemon("bench-worker", config)?
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -332,7 +343,10 @@ impl Worker {
         })
     }
 
-    async fn ask<T: serde::de::DeserializeOwned>(&mut self, cmd: &str) -> Result<T, String> {
+    pub(crate) async fn ask<T: serde::de::DeserializeOwned>(
+        &mut self,
+        cmd: &str,
+    ) -> Result<T, String> {
         self.stdin
             .write_all(format!("{cmd}\n").as_bytes())
             .await
@@ -346,7 +360,7 @@ impl Worker {
         serde_json::from_str(&line).map_err(|e| format!("bench worker said {line:?}: {e}"))
     }
 
-    async fn quit(mut self) -> Result<(), String> {
+    pub(crate) async fn quit(mut self) -> Result<(), String> {
         let _ = self.stdin.write_all(b"quit\n").await;
         let status = self.child.wait().await.map_err(|e| e.to_string())?;
         if status.success() {
@@ -357,7 +371,7 @@ impl Worker {
     }
 }
 
-fn mb(bytes: Option<u64>) -> String {
+pub(crate) fn mb(bytes: Option<u64>) -> String {
     bytes.map_or("?".into(), |b| {
         format!("{:.1}", b as f64 / (1024.0 * 1024.0))
     })

@@ -307,7 +307,8 @@ async fn poll(
     };
     let (items, variant) = sim.with(|w| {
         w.unread.read_each(member);
-        (w.poll(member, since), w.cfg.poll_variant)
+        let items = super::hostile::poll(w, member, w.poll(member, since));
+        (items, w.cfg.poll_variant)
     });
     ok(match variant {
         PollVariant::BareArray => Value::Array(items),
@@ -322,7 +323,10 @@ async fn detail(
     Path(id): Path<String>,
 ) -> Answer {
     let member = check_bearer(&sim, &headers)?;
-    let found = sim.with(|w| w.visible_document(member, &id).map(|d| w.detail_json(d)));
+    let found = sim.with(|w| {
+        w.visible_document(member, &id)
+            .map(|d| super::hostile::detail(w, w.detail_json(d)))
+    });
     ok(found.ok_or_else(|| refuse(StatusCode::NOT_FOUND, "Document not found"))?)
 }
 
@@ -361,6 +365,7 @@ async fn list(
             .into_iter()
             .map(|i| w.detail_json(&w.documents[i]))
             .collect();
+        let data = super::hostile::list(w, member, side, page == 1, data);
         json!({
             "data": data,
             "pagination": {

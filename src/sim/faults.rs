@@ -16,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use super::hostile::{self, Junk};
 use super::Simulator;
 
 /// A fault for the next `count` requests whose route key contains `path_contains`.
@@ -76,6 +77,31 @@ pub enum FaultKind {
     HtmlPage,
     /// 401 `{"message":"Unauthorized"}`, whatever the credentials.
     Unauthorized,
+    /// 200 with `[0,0,0,…]` of about `bytes` bytes, streamed without a Content-Length; the
+    /// request is not handled.
+    ZeroArray {
+        /// Size of the body.
+        bytes: usize,
+    },
+    /// 200 with `[[[…]]]` of about `bytes` bytes, streamed without a Content-Length; the
+    /// request is not handled.
+    NestedArrays {
+        /// Size of the body.
+        bytes: usize,
+    },
+    /// 200 with a JSON array of `count` well-formed poll items of documents that do not exist
+    /// (`phantom-000000000`, …; 90 bytes each), streamed without a Content-Length; the request
+    /// is not handled.
+    Phantoms {
+        /// Items in the array.
+        count: usize,
+    },
+    /// The real answer (the request IS handled) with about `bytes` bytes of nested arrays
+    /// added: an extra member `"padding"` of an object, or an extra first element of an array.
+    Padded {
+        /// Size of the padding.
+        bytes: usize,
+    },
     /// `status` with a `{"message"}` that quotes the request's credentials back, as careless
     /// servers do: the `Authorization` header, its Basic credentials decoded, the request body
     /// (a refresh token), and the base64 of each token found in it. The request is not handled.
@@ -212,6 +238,15 @@ pub(crate) async fn guard(State(g): State<Guard>, req: Request, next: Next) -> R
         ),
         FaultKind::Truncated => truncate(next.run(req).await).await,
         FaultKind::HtmlPage => raw(StatusCode::BAD_GATEWAY, "text/html", HTML_502),
+        FaultKind::ZeroArray { bytes } => json_body(hostile::junk_body(Junk::Zeros, bytes)),
+        FaultKind::NestedArrays { bytes } => json_body(hostile::junk_body(Junk::Nested, bytes)),
+        FaultKind::Phantoms { count } => json_body(hostile::junk_body(Junk::Phantoms, count)),
+        FaultKind::Padded { bytes } => {
+            let (mut parts, body) = next.run(req).await.into_parts();
+            let real = to_bytes(body, usize::MAX).await.unwrap_or_default();
+            parts.headers.remove(header::CONTENT_LENGTH);
+            Response::from_parts(parts, Body::from(hostile::padded(&real, bytes)))
+        }
         FaultKind::EchoCredentials { .. } => unreachable!("answered above"),
         FaultKind::Unauthorized => (
             StatusCode::UNAUTHORIZED,
@@ -267,6 +302,16 @@ async fn truncate(resp: Response) -> Response {
     let half = bytes.slice(..bytes.len() / 2);
     parts.headers.remove(header::CONTENT_LENGTH);
     Response::from_parts(parts, Body::from(half))
+}
+
+/// 200 with `body` as JSON.
+fn json_body(body: Body) -> Response {
+    let mut resp = Response::new(body);
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
 }
 
 fn raw(status: StatusCode, content_type: &'static str, body: &'static str) -> Response {

@@ -23,6 +23,8 @@
 //!   counts of the faults that fired.
 //! - `floor`: the API cost floor from what the simulator changed (documents and invoices not
 //!   yet read by a poll), for grading a poller's requests by the simulator's counters alone.
+//! - `hostile`: a hostile provider — duplicated, reordered and phantom items, poisoned
+//!   timestamps, junk bodies — switchable, never touching the journal.
 //! - `scale`: bulk worlds (thousands of members, millions of documents) and churn on demand,
 //!   for `pollhook bench`.
 //! - `admin`: the unauthenticated `/_sim/...` control routes for out-of-process tests.
@@ -46,6 +48,7 @@ mod admin;
 mod caminvoice;
 mod faults;
 mod floor;
+mod hostile;
 mod onlinepajak;
 mod op_traffic;
 mod op_world;
@@ -66,6 +69,7 @@ use tokio::task::JoinHandle;
 
 pub use faults::{Fault, FaultCounts, FaultKind};
 pub use floor::Cost;
+pub use hostile::Hostility;
 
 use world::World;
 

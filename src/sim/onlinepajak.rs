@@ -176,13 +176,13 @@ async fn bulk_fetch(
         return Err(validation(errors));
     }
     success(sim.with(|w| {
-        let found = w.op.bulk(company, from);
+        let found = super::hostile::op_bulk(w, company, w.op.bulk(company, from));
         let total = found.len();
         let content: Vec<Value> = found
             .into_iter()
             .skip((page - 1).saturating_mul(size))
             .take(size)
-            .map(|inv| w.op.invoice_json(inv))
+            .map(|inv| super::hostile::op_invoice(w, inv, w.op.invoice_json(inv)))
             .collect();
         if content.len() < size {
             // A short page ends the walk: it has read every change of the company.
@@ -207,7 +207,7 @@ async fn retrieve(
 ) -> Answer {
     let company = authenticate(&sim, &headers)?;
     let found = sim.with(|w| match w.op.visible(company, &id) {
-        Some(inv) => Ok(w.op.invoice_json(inv)),
+        Some(inv) => Ok(super::hostile::op_invoice(w, inv, w.op.invoice_json(inv))),
         None => Err(w.op.next_error_id()),
     });
     match found {

@@ -254,6 +254,8 @@ pub struct World {
     pub(crate) unread: Pending,
     /// Which injected faults fired, and how stalls ended.
     pub fault_counts: FaultCounts,
+    /// Hostile answer variants and poisoned timestamps (see [`super::hostile`]).
+    pub hostile: super::hostile::HostileState,
 }
 
 impl World {
@@ -295,6 +297,7 @@ impl World {
             op,
             unread: Pending::new(Utc::now()),
             fault_counts: FaultCounts::default(),
+            hostile: Default::default(),
         };
         let created = world.now();
         for i in 0..world.cfg.members {
@@ -793,6 +796,11 @@ impl World {
         if fault.count > 0 {
             self.faults.push(fault);
         }
+    }
+
+    /// Drops every queued fault.
+    pub fn clear_faults(&mut self) {
+        self.faults.clear();
     }
 
     /// Uses up one application of the first queued fault matching `key`.

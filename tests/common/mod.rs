@@ -2,6 +2,7 @@
 //! instance (engine, store, sinks) configured against it, with ground-truth comparison.
 #![allow(dead_code)]
 
+pub mod hostile;
 pub mod logs;
 pub mod nats;
 pub mod process;

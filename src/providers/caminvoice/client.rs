@@ -21,6 +21,20 @@ pub const DETAIL: &str = "GET /api/v1/document/{id}";
 pub const LIST: &str = "GET /api/v1/document";
 pub const CONNECT: &str = "POST /api/v1/auth/authorize/connect";
 
+/// The largest answer read from each endpoint, in bytes (RELIABILITY.md, "Memory per
+/// answer"): a poll of 100,000 documented items is about 11 MB, a list page of 1,000 entries
+/// about 1.3 MB, a detail about 1 KB, a token answer a few KB. A larger answer is refused
+/// unread ([`HttpError::TooLarge`]): a poll then gives way to the list walk, a detail to the
+/// list entry.
+pub fn body_cap(label: &str) -> usize {
+    match label {
+        POLL => 16 << 20,
+        LIST => 8 << 20,
+        DETAIL => 1 << 20,
+        _ => 256 << 10,
+    }
+}
+
 /// What the connect exchange returns (the access token is not kept: the first cycle refreshes).
 pub struct Connected {
     pub refresh_token: Secret,
@@ -45,6 +59,13 @@ pub enum ApiError {
     Malformed { label: &'static str, why: Malformed },
     #[error("{0}")]
     Http(#[from] HttpError),
+}
+
+impl ApiError {
+    /// Whether the answer was refused for its size.
+    pub fn is_too_large(&self) -> bool {
+        matches!(self, ApiError::Http(e) if e.is_too_large())
+    }
 }
 
 /// The HTTP side of one CamInvoice account.
@@ -82,7 +103,10 @@ impl Api {
             .acquire()
             .await
             .expect("semaphore never closed");
-        Ok(self.http.send_counted(label, count, make).await?)
+        Ok(self
+            .http
+            .send_counted(label, body_cap(label), count, make)
+            .await?)
     }
 
     /// `POST /api/v1/auth/token` with Basic auth.

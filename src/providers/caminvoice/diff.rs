@@ -11,10 +11,13 @@
 //!   not in it, so it appeared after the baseline (and after `start`): it counts as new even if
 //!   its `created_at` is older (e.g. a VALID document the customer could not see yet).
 //! - An observation not newer than the stored one changes nothing (seen twice = one event).
+//! - A timestamp beyond `now + MAX_FUTURE_SKEW` is quarantined (`time::judged`): it is kept as
+//!   the document's version (the same answer again changes nothing) but judged as `now`
+//!   wherever an instant decides; a stored quarantined version is replaced by any other.
 
 use super::model::{DocState, Side};
 use crate::event::event_id;
-use crate::time::Millis;
+use crate::time::{judged, supersedes, trust_limit, Millis};
 use serde::Serialize;
 
 pub const DELIVERED: &str = "DOCUMENT.DELIVERED";
@@ -66,33 +69,48 @@ pub struct Outcome {
     pub emits: Vec<Emit>,
 }
 
+/// Whether an observation stamped `at` (with `status`, when known) may change the stored
+/// `prev`. A stored quarantined stamp cannot say "unchanged": any other stamp, any other
+/// status, or an unknown status (a poll item: fetch the detail) may.
+pub fn changed(prev: &DocState, at: Millis, status: Option<&str>, limit: Millis) -> bool {
+    if prev.updated_at > limit {
+        supersedes(at, prev.updated_at, limit) || status.map_or(true, |s| s != prev.status)
+    } else {
+        supersedes(at, prev.updated_at, limit)
+    }
+}
+
 /// Compares an observation with the stored record. `start` is the member's start instant;
-/// `after_baseline` says the member's baseline list walk completed before this observation.
+/// `after_baseline` says the member's baseline list walk completed before this observation;
+/// `now` is when it was made (timestamps beyond `now + MAX_FUTURE_SKEW` are judged as `now`).
 pub fn diff(
     prev: Option<&DocState>,
     obs: &Observation,
     start: Millis,
     after_baseline: bool,
+    now: Millis,
 ) -> Outcome {
     if let Some(p) = prev {
-        if obs.updated_at <= p.updated_at {
+        if !changed(p, obs.updated_at, Some(obs.status), trust_limit(now)) {
             return Outcome {
                 record: None,
                 emits: vec![],
             };
         }
     }
+    let updated_at = judged(obs.updated_at, now);
+    let created_at = obs.created_at.map(|c| judged(c, now));
     let record = Some(DocState {
         side: obs.side,
         status: obs.status.to_string(),
         updated_at: obs.updated_at,
     });
-    let now = phase(obs.status);
+    let phase_now = phase(obs.status);
     let emits = match (prev, obs.side) {
         // Seen before: only the supplier hears of changes.
         (Some(_), Side::Receive) => vec![],
         (Some(p), Side::Send) if p.status == obs.status => vec![],
-        (Some(p), Side::Send) => match (phase(&p.status), now) {
+        (Some(p), Side::Send) => match (phase(&p.status), phase_now) {
             (Phase::Submitted, Phase::Delivered) => vec![Emit::Delivered],
             (Phase::Submitted, Phase::CustomerSet) => {
                 vec![Emit::Delivered, Emit::StatusUpdated(obs.status.to_string())]
@@ -104,10 +122,10 @@ pub fn diff(
             }
         },
         // First sight of history: a silent baseline.
-        (None, _) if obs.updated_at < start => vec![],
+        (None, _) if updated_at < start => vec![],
         (None, Side::Send) => {
-            let created_after_start = after_baseline || obs.created_at.is_some_and(|c| c >= start);
-            match now {
+            let created_after_start = after_baseline || created_at.is_some_and(|c| c >= start);
+            match phase_now {
                 Phase::Submitted => vec![],
                 Phase::Delivered => vec![Emit::Delivered],
                 Phase::CustomerSet if created_after_start => {
@@ -118,8 +136,8 @@ pub fn diff(
         }
         (None, Side::Receive) => {
             if after_baseline
-                || obs.created_at.is_some_and(|c| c >= start)
-                || now == Phase::Delivered
+                || created_at.is_some_and(|c| c >= start)
+                || phase_now == Phase::Delivered
             {
                 vec![Emit::Received]
             } else {
@@ -223,6 +241,8 @@ mod tests {
     const START: Millis = 1_000_000;
     const BEFORE: Millis = START - 10;
     const AFTER: Millis = START + 10;
+    /// When the observations are made: every stamp of the tables is long before it.
+    const NOW: Millis = START + 100_000_000;
 
     fn st(side: Side, status: &str, at: Millis) -> DocState {
         DocState {
@@ -262,7 +282,7 @@ mod tests {
                 created_at: created,
                 updated_at: updated,
             };
-            let out = diff(prev_state.as_ref(), &obs, START, after_baseline);
+            let out = diff(prev_state.as_ref(), &obs, START, after_baseline, NOW);
             assert_eq!(out.emits, want, "case {i}: {prev:?} -> {status} ({side:?})");
             assert_eq!(out.record.is_some(), stored, "case {i}: stored?");
             if let Some(r) = out.record {
@@ -538,6 +558,80 @@ mod tests {
                 ),
             ],
         );
+    }
+
+    #[test]
+    fn a_timestamp_from_the_future_is_kept_but_judged_as_now() {
+        use Side::{Receive as R, Send as S};
+        let far = i64::MAX;
+        let limit = trust_limit(NOW);
+        check(vec![
+            // first sight: judged at NOW (after start), stored with the provider's stamp
+            (None, S, "DELIVERED", None, far, vec![Delivered], true),
+            (None, R, "DELIVERED", Some(far), far, vec![Received], true),
+            (
+                None,
+                S,
+                "ACCEPTED",
+                Some(far),
+                far,
+                vec![Delivered, su("ACCEPTED")],
+                true,
+            ),
+            // a poisoned version seen again: nothing; a changed status with it: a change
+            (
+                Some(("DELIVERED", far)),
+                S,
+                "DELIVERED",
+                None,
+                far,
+                vec![],
+                false,
+            ),
+            (
+                Some(("DELIVERED", far)),
+                S,
+                "ACCEPTED",
+                None,
+                far,
+                vec![su("ACCEPTED")],
+                true,
+            ),
+            // a sane version after a poisoned one supersedes it
+            (
+                Some(("DELIVERED", far)),
+                S,
+                "PAID",
+                None,
+                AFTER,
+                vec![su("PAID")],
+                true,
+            ),
+            // within the allowance a stamp is trusted: an older one stays older
+            (
+                Some(("PAID", limit)),
+                S,
+                "ACCEPTED",
+                None,
+                AFTER,
+                vec![],
+                false,
+            ),
+        ]);
+        let p = st(S, "DELIVERED", far);
+        assert!(changed(&p, AFTER, None, limit));
+        assert!(
+            changed(&p, far, None, limit),
+            "a poll item: the detail decides"
+        );
+        assert!(!changed(&p, far, Some("DELIVERED"), limit));
+        assert!(changed(&p, far, Some("PAID"), limit));
+        assert!(!changed(
+            &st(S, "PAID", AFTER),
+            AFTER,
+            Some("ACCEPTED"),
+            limit
+        ));
     }
 
     #[test]

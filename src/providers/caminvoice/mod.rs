@@ -18,6 +18,13 @@
 //! — if CamInvoice accepted the member's refresh token at or after `start`. A member refused
 //! from its first try may have been disconnected before `start` (its webhook went out then):
 //! it is logged and shown as such in `status`, and no event is emitted.
+//!
+//! A hostile provider changes none of this (RELIABILITY.md, "Hostile provider and operator"):
+//! a document listed twice is diffed once; a timestamp beyond `now + MAX_FUTURE_SKEW` never
+//! moves the cursor; a poll answer (or a detail) over its size or item cap sends the member to
+//! the list walk for the cycle, after which the poll resumes from the walk's start; unusable
+//! items are skipped and summed up in one line per answer; an id that cannot be a URL path
+//! segment is never requested.
 
 pub mod client;
 pub mod diff;
@@ -25,19 +32,22 @@ pub mod model;
 pub mod token;
 
 use self::client::{Api, ApiError, DETAIL, LIST, POLL};
-use self::diff::{diff, Observation};
+use self::diff::{changed, diff, Observation};
 use self::model::{Connection, Detail, DocState, MemberRecord, Side};
 use self::token::AccessToken;
-use super::wire::segment;
+use super::wire::{addressable, segment, Unusable};
 use super::{
     unit_prefix, BoxFuture, CycleContext, CycleReport, Provider, RequestCount, UnitStatus,
 };
 use crate::config::{CamInvoiceSettings, HttpSettings, Secret, Start};
 use crate::event::NewEvent;
 use crate::http::{Http, Reply};
+use crate::metrics::AccountMetrics;
 use crate::shard::Shard;
 use crate::store::{Batch, Store, StoreError};
-use crate::time::{format_naive_seconds, now_ms, Millis};
+use crate::time::{
+    format_ms, format_naive_seconds, judged, now_ms, trust_limit, Millis, MAX_FUTURE_SKEW,
+};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -46,6 +56,10 @@ use tracing::Instrument;
 /// Documents diffed per commit: large enough to amortize the flush, small enough that a crash
 /// or a failure repeats little work.
 const CHUNK: usize = 256;
+
+/// List pages walked per side in one cycle at most: a guard against a server whose pages
+/// never end.
+const MAX_PAGES: u64 = 100_000;
 
 struct MemberCreds {
     endpoint_id: String,
@@ -71,6 +85,8 @@ pub struct CamInvoice {
     /// Members synced at once (the account's `concurrency`): with a thousand members, an
     /// unbounded start would hold every member's chunk of detail fetches in memory at once.
     member_pool: Arc<tokio::sync::Semaphore>,
+    /// The account's counters (provider anomalies are counted there).
+    metrics: Arc<AccountMetrics>,
 }
 
 /// Why a member's cycle stopped early.
@@ -80,6 +96,28 @@ enum Stop {
     Api(#[from] ApiError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The poll (or a detail it led to) was over its cap: the list walk stands in.
+    #[error("{0}")]
+    Oversized(String),
+}
+
+/// What one pass over a provider answer found wrong, logged as one line each at its end.
+#[derive(Debug, Default)]
+struct Notes {
+    /// Documents skipped (no detail to be had, no status, no side, ...).
+    skipped: Unusable,
+    /// Timestamps quarantined for the first time (beyond `now + MAX_FUTURE_SKEW`).
+    quarantined: Unusable,
+    /// Entries of a document already listed in the same answer.
+    duplicates: u64,
+}
+
+/// What Get Document Detail gave for one document.
+enum Fetched {
+    Found(Detail),
+    /// No detail to be had (404, an id that is not a path segment, an answer over its cap in
+    /// a list walk): the document is skipped for this cycle; the next walk looks again.
+    Gone(&'static str),
 }
 
 /// Tallies of one member's cycle.
@@ -109,8 +147,9 @@ struct Candidate {
     /// `None` when the source did not say: then the detail decides.
     updated_at: Option<Millis>,
     side: Option<Side>,
-    /// A list item that already carries the status: no detail call needed.
-    known: Option<Detail>,
+    /// A list item that already carries the status: no detail call needed. (Boxed: a poll
+    /// answer of 100,000 candidates has none.)
+    known: Option<Box<Detail>>,
 }
 
 /// Identifies a refresh token without revealing it: the first 16 hex digits of its SHA-256.
@@ -142,6 +181,7 @@ impl CamInvoice {
             .map(|m| (m.endpoint_id.clone(), m.fingerprint.clone()))
             .collect();
         let member_pool = Arc::new(tokio::sync::Semaphore::new(settings.concurrency.max(1)));
+        let metrics = http.metrics(account, "caminvoice");
         Ok(CamInvoice {
             account: account.to_string(),
             api: Api::new(http, &s.base_url, &s.client_id, &secret),
@@ -151,6 +191,7 @@ impl CamInvoice {
             tokens: Mutex::new(HashMap::new()),
             rotated: Mutex::new(HashMap::new()),
             member_pool,
+            metrics,
         })
     }
 
@@ -346,51 +387,68 @@ impl CamInvoice {
         Ok(r)
     }
 
-    /// Get Document Detail; `None` when CamInvoice answers 404.
+    /// Get Document Detail. An id that cannot be a URL path segment (`.`, `..`) is never
+    /// requested: `/api/v1/document/..` would reach another path.
     async fn detail(
         &self,
         idx: usize,
         document_id: &str,
         count: &RequestCount,
-    ) -> Result<Option<Detail>, ApiError> {
+    ) -> Result<Fetched, ApiError> {
+        if !addressable(document_id) {
+            return Ok(Fetched::Gone(
+                "its id cannot be sent as a URL path segment (Get Document Detail)",
+            ));
+        }
         let path = format!("/api/v1/document/{}", segment(document_id));
         let r = self.get(idx, DETAIL, &path, count).await?;
         if r.status == 404 {
-            return Ok(None);
+            return Ok(Fetched::Gone("Get Document Detail answers 404"));
         }
         model::detail(&r.body)
-            .map(Some)
+            .map(Fetched::Found)
             .map_err(|why| ApiError::Malformed { label: DETAIL, why })
     }
 
-    /// Details for `ids`, fetched concurrently (the account's in-flight limit applies).
+    /// Details for `ids` (distinct), fetched concurrently (the account's in-flight limit
+    /// applies).
     async fn fetch_details(
         self: &Arc<Self>,
         idx: usize,
         ids: Vec<String>,
         count: &Arc<RequestCount>,
-    ) -> HashMap<String, Result<Option<Detail>, ApiError>> {
+    ) -> HashMap<String, Result<Fetched, ApiError>> {
         let tasks: Vec<_> = ids
             .into_iter()
             .map(|id| {
                 let me = Arc::clone(self);
                 let count = Arc::clone(count);
-                tokio::spawn(async move {
-                    let r = me.detail(idx, &id, &count).await;
-                    (id, r)
-                })
+                let task = tokio::spawn({
+                    let id = id.clone();
+                    async move { me.detail(idx, &id, &count).await }
+                });
+                (id, task)
             })
             .collect();
         let mut out = HashMap::with_capacity(tasks.len());
-        for t in tasks {
-            let (id, r) = t.await.expect("a detail fetch task panicked");
+        for (id, t) in tasks {
+            let r = t.await.unwrap_or_else(|e| {
+                Err(ApiError::Malformed {
+                    label: DETAIL,
+                    why: model::Malformed(format!("the fetch task failed: {e}")),
+                })
+            });
             out.insert(id, r);
         }
         out
     }
 
-    /// Diffs `items` in order and commits them chunk by chunk. With `advance_cursor`, the
-    /// member's poll cursor follows the items fully processed.
+    /// Diffs `items` in order and commits them chunk by chunk. With `advance_cursor` (the
+    /// poll), the member's poll cursor follows the items fully processed, never past
+    /// `now + MAX_FUTURE_SKEW`, and a detail over its cap stops the pass as
+    /// [`Stop::Oversized`]; without (a list walk), such a document is skipped.
+    ///
+    /// A document listed more than once is diffed once, from its newest entry.
     async fn apply(
         self: &Arc<Self>,
         idx: usize,
@@ -399,10 +457,27 @@ impl CamInvoice {
         items: &[Candidate],
         advance_cursor: bool,
     ) -> Result<Counts, Stop> {
-        let member = self.member(idx);
-        let endpoint = &member.endpoint_id;
+        let mut notes = Notes::default();
+        let items = distinct(items, &mut notes);
+        let result = self
+            .apply_distinct(idx, ctx, rec, &items, advance_cursor, &mut notes)
+            .await;
+        self.report(idx, &notes);
+        result
+    }
+
+    async fn apply_distinct(
+        self: &Arc<Self>,
+        idx: usize,
+        ctx: &CycleContext,
+        rec: &mut MemberRecord,
+        items: &[&Candidate],
+        advance_cursor: bool,
+        notes: &mut Notes,
+    ) -> Result<Counts, Stop> {
         let mut total = Counts::default();
         for chunk in items.chunks(CHUNK) {
+            let limit = trust_limit(now_ms());
             let mut prevs = Vec::with_capacity(chunk.len());
             let mut need = Vec::new();
             for c in chunk {
@@ -410,14 +485,15 @@ impl CamInvoice {
                     .store
                     .get_state(&self.doc_key(idx, &c.document_id))?
                     .and_then(|v| DocState::decode(&v));
-                let changed = match (&prev, c.updated_at) {
-                    (Some(p), Some(at)) => at > p.updated_at,
+                let status = c.known.as_ref().and_then(|d| d.status.as_deref());
+                let is_changed = match (&prev, c.updated_at) {
+                    (Some(p), Some(at)) => changed(p, at, status, limit),
                     _ => true,
                 };
-                if changed && c.known.as_ref().and_then(|d| d.status.as_ref()).is_none() {
+                if is_changed && status.is_none() {
                     need.push(c.document_id.clone());
                 }
-                prevs.push((prev, changed));
+                prevs.push((prev, is_changed));
             }
             let mut fetched = self.fetch_details(idx, need, &ctx.requests).await;
 
@@ -425,35 +501,53 @@ impl CamInvoice {
             let mut batch = Batch::default();
             let mut cursor = rec.cursor;
             let mut failure = None;
-            for (c, (prev, changed)) in chunk.iter().zip(prevs) {
-                if changed {
-                    let detail = match c.known.clone().filter(|d| d.status.is_some()) {
-                        Some(d) => Some(d),
-                        None => match fetched
-                            .remove(&c.document_id)
-                            .expect("every needed detail was fetched")
-                        {
-                            Ok(d) => d,
-                            Err(e) => {
-                                failure = Some(e);
+            for (c, (prev, is_changed)) in chunk.iter().zip(prevs) {
+                if is_changed {
+                    let detail = match c.known.as_deref().filter(|d| d.status.is_some()) {
+                        Some(d) => Fetched::Found(d.clone()),
+                        None => match fetched.remove(&c.document_id) {
+                            Some(Ok(d)) => d,
+                            Some(Err(e)) if e.is_too_large() && advance_cursor => {
+                                failure = Some(Stop::Oversized(e.to_string()));
+                                break;
+                            }
+                            Some(Err(e)) if e.is_too_large() => {
+                                self.metrics.anomaly("oversized_answer", 1);
+                                Fetched::Gone("Get Document Detail answered over its size cap")
+                            }
+                            Some(Err(e)) => {
+                                failure = Some(e.into());
+                                break;
+                            }
+                            // Never: the items are distinct. A gap is a failure, not a panic.
+                            None => {
+                                failure = Some(Stop::Api(ApiError::Malformed {
+                                    label: DETAIL,
+                                    why: model::Malformed(format!(
+                                        "no detail was fetched for {:?}",
+                                        c.document_id
+                                    )),
+                                }));
                                 break;
                             }
                         },
                     };
                     match detail {
-                        None => tracing::warn!(member = %endpoint, document = %c.document_id,
-                            "listed by the poll but Get Document Detail answers 404; skipped"),
-                        Some(d) => {
+                        Fetched::Gone(why) => notes
+                            .skipped
+                            .add(1, || format!("document {:?}: {why}", c.document_id)),
+                        Fetched::Found(d) => {
                             if advance_cursor {
                                 total.changed += 1;
                             } else {
                                 total.resynced += 1;
                             }
-                            self.diff_one(idx, c, &d, prev.as_ref(), rec, now, &mut batch);
+                            self.diff_one(idx, c, &d, prev.as_ref(), rec, now, &mut batch, notes);
                         }
                     }
                 }
-                if let Some(at) = c.updated_at {
+                // A quarantined stamp never moves the cursor.
+                if let Some(at) = c.updated_at.filter(|at| *at <= limit) {
                     cursor = Some(cursor.map_or(at, |cur| cur.max(at)));
                 }
             }
@@ -465,10 +559,31 @@ impl CamInvoice {
             total.events += committed.events as u64;
             total.duplicates += committed.duplicates as u64;
             if let Some(e) = failure {
-                return Err(e.into());
+                return Err(e);
             }
         }
         Ok(total)
+    }
+
+    /// Logs what one pass over an answer found wrong, one line per kind, and counts it.
+    fn report(&self, idx: usize, notes: &Notes) {
+        let member = self.member(idx);
+        let endpoint = &member.endpoint_id;
+        if let Some(line) = notes.skipped.summary("document(s) skipped") {
+            tracing::warn!(member = %endpoint, "{line}; the next list walk looks again");
+        }
+        if let Some(line) = notes.quarantined.summary("timestamp(s) quarantined") {
+            tracing::warn!(member = %endpoint,
+                "{line}: more than {} ahead of this host's clock, so never trusted for the cursor and judged as the time pollhook saw them (is either clock wrong?)",
+                crate::time::format_duration(MAX_FUTURE_SKEW));
+        }
+        if notes.duplicates > 0 {
+            tracing::debug!(member = %endpoint, duplicates = notes.duplicates,
+                "documents listed more than once in one answer; each diffed once, from its newest entry");
+        }
+        self.metrics
+            .anomaly("future_timestamp", notes.quarantined.count);
+        self.metrics.anomaly("duplicate_id", notes.duplicates);
     }
 
     /// Diffs and commits documents whose details are already in hand, for member `idx`,
@@ -495,7 +610,7 @@ impl CamInvoice {
                 document_id: d.document_id.clone(),
                 updated_at: d.updated_at,
                 side: Some(Side::Send),
-                known: Some(d),
+                known: Some(Box::new(d)),
             })
             .collect();
         let counts = self
@@ -516,20 +631,27 @@ impl CamInvoice {
         rec: &MemberRecord,
         now: Millis,
         batch: &mut Batch,
+        notes: &mut Notes,
     ) {
         let member = self.member(idx);
         let endpoint = &member.endpoint_id;
+        let id = &c.document_id;
         let Some(status) = d.status.as_deref() else {
-            tracing::warn!(member = %endpoint, document = %c.document_id, "the document detail has no status; skipped");
+            notes
+                .skipped
+                .add(1, || format!("document {id:?}: the detail has no status"));
             return;
         };
         let Some(side) = c.side.or_else(|| d.side_for(endpoint)) else {
-            tracing::warn!(member = %endpoint, document = %c.document_id,
-                "cannot tell whether this member sent or received the document (poll type missing, parties do not match); skipped");
+            notes.skipped.add(1, || format!(
+                "document {id:?}: cannot tell whether this member sent or received it (poll type missing, parties do not match)"
+            ));
             return;
         };
         let Some(updated_at) = d.updated_at.or(c.updated_at) else {
-            tracing::warn!(member = %endpoint, document = %c.document_id, "the document has no updated_at; skipped");
+            notes
+                .skipped
+                .add(1, || format!("document {id:?}: no updated_at"));
             return;
         };
         let obs = Observation {
@@ -538,29 +660,39 @@ impl CamInvoice {
             created_at: d.created_at,
             updated_at,
         };
-        let out = diff(prev, &obs, rec.start, rec.baseline_at.is_some());
+        let out = diff(prev, &obs, rec.start, rec.baseline_at.is_some(), now);
         let Some(record) = out.record else { return };
-        if status_is_unknown(status) {
-            tracing::info!(member = %endpoint, document = %c.document_id, status, "unknown document status, carried through as given");
+        if updated_at > trust_limit(now) {
+            notes.quarantined.add(1, || {
+                format!("document {id:?} updated_at {}", format_ms(updated_at))
+            });
         }
+        if status_is_unknown(status) {
+            tracing::info!(member = %endpoint, document = ?id, status, "unknown document status, carried through as given");
+        }
+        // A quarantined stamp cannot tell two versions apart (a provider may stamp every
+        // change with the same absurd value): the id and `occurred_at` take the moment
+        // pollhook saw the change instead.
+        let at = judged(updated_at, now);
         for emit in out.emits {
             batch.events.push(NewEvent {
-                id: emit.id(&self.account, endpoint, &c.document_id, updated_at),
+                id: emit.id(&self.account, endpoint, id, at),
                 provider: "caminvoice",
                 account: self.account.clone(),
                 event_type: emit.event_type().to_string(),
-                occurred_at: updated_at,
+                occurred_at: at,
                 detected_at: now,
-                subject: format!("{endpoint}/{}", c.document_id),
-                payload: emit.payload(&c.document_id, endpoint),
+                subject: format!("{endpoint}/{id}"),
+                payload: emit.payload(id, endpoint),
             });
         }
-        batch
-            .state
-            .push((self.doc_key(idx, &c.document_id), record.encode()));
+        batch.state.push((self.doc_key(idx, id), record.encode()));
     }
 
-    /// Polls from the cursor minus the overlap window.
+    /// Polls from the cursor minus the overlap window. An answer over its size or item cap is
+    /// [`Stop::Oversized`]; one that lists elements but not one object (`[0,0,…]`) is not the
+    /// documented answer: a failure, nothing moves. Objects without a usable id or timestamp
+    /// are skipped (one warning line) and the cycle goes on.
     async fn poll(
         self: &Arc<Self>,
         idx: usize,
@@ -568,35 +700,35 @@ impl CamInvoice {
         rec: &mut MemberRecord,
     ) -> Result<Counts, Stop> {
         let overlap = self.settings.overlap.as_millis() as i64;
-        let since = rec.cursor.unwrap_or(rec.start) - overlap;
+        let since = rec.cursor.unwrap_or(rec.start).saturating_sub(overlap);
         let path = format!(
             "/api/v1/document/poll?last_synced_at={}",
             format_naive_seconds(since)
         );
-        let r = self.get_collection(idx, POLL, &path, &ctx.requests).await?;
-        let (mut items, bad) =
+        let r = match self.get_collection(idx, POLL, &path, &ctx.requests).await {
+            Err(e) if e.is_too_large() => return Err(Stop::Oversized(e.to_string())),
+            r => r?,
+        };
+        let answer =
             model::poll_items(&r.body).map_err(|why| ApiError::Malformed { label: POLL, why })?;
         drop(r);
-        for b in bad {
-            tracing::warn!(member = %self.member(idx).endpoint_id, "{b}; skipped (the next resync looks again)");
+        self.metrics.anomaly("unusable_item", answer.unusable.count);
+        if answer.over_cap {
+            return Err(Stop::Oversized(format!(
+                "{POLL}: the answer lists {} items, more than {}",
+                answer.listed,
+                model::MAX_POLL_ITEMS
+            )));
         }
-        // Oldest first; a document listed twice keeps its newest entry.
+        if let Some(line) = answer.unusable.summary("unusable poll item(s) skipped") {
+            tracing::warn!(member = %self.member(idx).endpoint_id, "{line}; the next list walk looks again");
+        }
+        // Oldest first (a document listed twice keeps its newest entry: `apply`).
+        let mut items = answer.items;
         items.sort_by_key(|i| i.updated_at);
-        let mut last: HashMap<&str, usize> = HashMap::with_capacity(items.len());
-        for (i, it) in items.iter().enumerate() {
-            last.insert(&it.document_id, i);
-        }
-        let keep: Vec<bool> = items
-            .iter()
-            .enumerate()
-            .map(|(i, it)| last[it.document_id.as_str()] == i)
-            .collect();
-        drop(last);
         let candidates: Vec<Candidate> = items
             .into_iter()
-            .zip(keep)
-            .filter(|(_, keep)| *keep)
-            .map(|(it, _)| Candidate {
+            .map(|it| Candidate {
                 document_id: it.document_id,
                 updated_at: Some(it.updated_at),
                 side: it.side,
@@ -606,29 +738,43 @@ impl CamInvoice {
         self.apply(idx, ctx, rec, &candidates, true).await
     }
 
-    /// Walks the list endpoint, both sides, every page, through the same diff.
+    /// Walks the list endpoint, both sides, every page, through the same diff. A page over
+    /// its cap is asked again as two pages of half the size.
     async fn resync(
         self: &Arc<Self>,
         idx: usize,
         ctx: &CycleContext,
         rec: &mut MemberRecord,
     ) -> Result<Counts, Stop> {
-        let size = self.settings.page_size;
         let mut total = Counts::default();
         for (kind, side) in [
             (self.settings.list_send_type.as_str(), Side::Send),
             ("received", Side::Receive),
         ] {
+            let mut size = u64::from(self.settings.page_size);
             let mut page = 1u64;
-            loop {
+            for _ in 0..MAX_PAGES {
                 let path = format!("/api/v1/document?type={kind}&page={page}&size={size}");
-                let r = self.get_collection(idx, LIST, &path, &ctx.requests).await?;
-                let p = model::list_page(&r.body)
+                let r = match self.get_collection(idx, LIST, &path, &ctx.requests).await {
+                    Err(e) if e.is_too_large() && size > 1 => {
+                        tracing::warn!(member = %self.member(idx).endpoint_id,
+                            "{e}: asking for pages of {} instead", size / 2);
+                        self.metrics.anomaly("oversized_answer", 1);
+                        (page, size) = (2 * page - 1, size / 2);
+                        continue;
+                    }
+                    r => r?,
+                };
+                let model::ListPage {
+                    page: p,
+                    total_pages,
+                } = model::list_page(&r.body)
                     .map_err(|why| ApiError::Malformed { label: LIST, why })?;
-                for b in &p.bad {
-                    tracing::warn!(member = %self.member(idx).endpoint_id, "{b}; skipped");
+                drop(r);
+                self.metrics.anomaly("unusable_item", p.unusable.count);
+                if let Some(line) = p.unusable.summary("unusable list entries skipped") {
+                    tracing::warn!(member = %self.member(idx).endpoint_id, "page {page}: {line}");
                 }
-                let n = p.items.len() as u64;
                 let candidates: Vec<Candidate> = p
                     .items
                     .into_iter()
@@ -636,15 +782,15 @@ impl CamInvoice {
                         document_id: d.document_id.clone(),
                         updated_at: d.updated_at,
                         side: Some(side),
-                        known: Some(d),
+                        known: Some(Box::new(d)),
                     })
                     .collect();
                 total += self.apply(idx, ctx, rec, &candidates, false).await?;
-                let more = match p.total_pages {
+                let more = match total_pages {
                     Some(t) => page < t,
-                    None => n == size as u64,
+                    None => p.listed >= size,
                 };
-                if !more || n == 0 {
+                if !more || p.listed == 0 {
                     break;
                 }
                 page += 1;
@@ -682,9 +828,17 @@ impl CamInvoice {
             rec.refusals = 0;
         }
 
+        if let Some(c) = rec.cursor.filter(|c| *c > trust_limit(now_ms())) {
+            tracing::warn!(member = %m.endpoint_id,
+                "the stored poll cursor {} is ahead of this host's clock by more than {} (a timestamp from the future stored by an older pollhook, or this clock went back): polling from `start` again; documents already seen cost nothing",
+                format_ms(c), crate::time::format_duration(MAX_FUTURE_SKEW));
+            rec.cursor = None;
+        }
+
         let mut counts = Counts::default();
         let run: Result<(), Stop> = async {
             let needs_baseline = rec.baseline_at.is_none();
+            let mut walked = None;
             if needs_baseline || ctx.resync {
                 let began = now_ms();
                 counts += self.resync(idx, &ctx, &mut rec).await?;
@@ -692,8 +846,29 @@ impl CamInvoice {
                 if needs_baseline {
                     rec.baseline_at = Some(began);
                 }
+                walked = Some(began);
             }
-            counts += self.poll(idx, &ctx, &mut rec).await?;
+            match self.poll(idx, &ctx, &mut rec).await {
+                Err(Stop::Oversized(why)) => {
+                    self.metrics.anomaly("oversized_answer", 1);
+                    tracing::warn!(member = %m.endpoint_id,
+                        "{why}: walking the list instead; the poll resumes from the walk's start");
+                    let began = match walked {
+                        Some(began) => began,
+                        None => {
+                            let began = now_ms();
+                            counts += self.resync(idx, &ctx, &mut rec).await?;
+                            rec.last_resync = Some(now_ms());
+                            began
+                        }
+                    };
+                    // The walk saw every document as of its start; a provider clock up to the
+                    // skew allowance behind this one is covered too (the poll adds the overlap).
+                    let resume = began.saturating_sub(MAX_FUTURE_SKEW.as_millis() as i64);
+                    rec.cursor = Some(rec.cursor.map_or(resume, |c| c.max(resume)));
+                }
+                polled => counts += polled?,
+            }
             Ok(())
         }
         .await;
@@ -771,6 +946,45 @@ impl CamInvoice {
     }
 }
 
+impl CamInvoice {
+    /// Records `why` as the member's last error (for `status`), keeping everything else.
+    async fn note_failure(&self, idx: usize, store: &Store, why: &str) {
+        let Ok(Some(mut rec)) = self.load_record(store, idx) else {
+            return;
+        };
+        rec.last_error = Some(why.into());
+        let batch = Batch {
+            cursors: vec![self.record_entry(idx, &rec)],
+            ..Batch::default()
+        };
+        if let Err(e) = store.commit(batch).await {
+            tracing::warn!(member = %self.member(idx).endpoint_id, "cannot record the failure: {e}");
+        }
+    }
+}
+
+/// The candidates with one entry per document — its newest, the later one on a tie — in the
+/// order they came; the others are counted in `notes.duplicates`.
+fn distinct<'c>(items: &'c [Candidate], notes: &mut Notes) -> Vec<&'c Candidate> {
+    let mut best: HashMap<&str, usize> = HashMap::with_capacity(items.len());
+    for (i, c) in items.iter().enumerate() {
+        best.entry(c.document_id.as_str())
+            .and_modify(|b| {
+                if c.updated_at >= items[*b].updated_at {
+                    *b = i;
+                }
+            })
+            .or_insert(i);
+    }
+    notes.duplicates += (items.len() - best.len()) as u64;
+    items
+        .iter()
+        .enumerate()
+        .filter(|(i, c)| best.get(c.document_id.as_str()) == Some(i))
+        .map(|(_, c)| c)
+        .collect()
+}
+
 fn status_is_unknown(status: &str) -> bool {
     !matches!(
         status,
@@ -845,9 +1059,14 @@ impl Provider for CamInvoice {
                             .failures
                             .push(format!("member {endpoint}: {why}").into());
                     }
-                    Err(e) => report
-                        .failures
-                        .push(format!("member {endpoint}: the sync task failed: {e}").into()),
+                    Err(e) => {
+                        // A bug, never a provider's answer: still, the member's status says so.
+                        let why = format!("the sync task failed (a bug; please report it): {e}");
+                        self.note_failure(idx, &ctx.store, &why).await;
+                        report
+                            .failures
+                            .push(format!("member {endpoint}: {why}").into());
+                    }
                 }
             }
             report.requests = ctx.requests.snapshot();

@@ -1,14 +1,25 @@
 //! CamInvoice wire shapes (lenient: unknown fields ignored, every listed variant accepted) and
 //! the compact records pollhook keeps per document and per member.
 //!
-//! Parsing goes through `serde_json::Value` so that a malformed or unexpected answer becomes
-//! a [`Malformed`] error that says what was expected, never a panic, and so that one bad item
-//! does not hide the good ones next to it.
+//! Answers are read through [`wire::read`](crate::providers::wire::read) with a [`Shape`]: only
+//! the fields the diff needs are kept, everything else is skipped unbuilt, so a hostile answer
+//! (millions of `0`s, arrays nested a million deep) costs its body and nothing more. A malformed
+//! or unexpected answer becomes a [`Malformed`] error that says what was expected, never a
+//! panic, and one bad item does not hide the good ones next to it: it is counted in
+//! [`Unusable`], which the caller logs as one line per answer.
 
+use crate::providers::wire::{check_id, read, read_each, Node, Page, Shape, Unusable};
 pub use crate::providers::wire::{json, timestamp, Malformed};
 use crate::time::Millis;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+/// Poll items kept from one answer at most (about 11 MB of the documented items; a poll after
+/// a busy day of 100,000 changes fits). A longer answer is not read further: the member walks
+/// the list instead.
+pub const MAX_POLL_ITEMS: usize = 100_000;
+/// Entries kept from one list page at most (ten times the largest `page_size`).
+pub const MAX_LIST_ITEMS: usize = 10_000;
 
 /// Which side of a document a member is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,14 +40,6 @@ impl Side {
     }
 }
 
-fn string(v: &Value, key: &str) -> Option<String> {
-    match v.get(key)? {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
 /// One item of `GET /document/poll`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PollItem {
@@ -46,59 +49,71 @@ pub struct PollItem {
     pub side: Option<Side>,
 }
 
-/// Parses a poll answer: a bare array (documented) or `{"documents": [...]}`. Items without a
-/// usable `document_id`/`updated_at` are returned as errors beside the good items.
-pub fn poll_items(body: &[u8]) -> Result<(Vec<PollItem>, Vec<String>), Malformed> {
-    // The documented bare array is split into raw items without building a tree of the whole
-    // answer (a poll after a busy day can list 100,000 documents); anything else takes the
-    // general path, which also words the errors.
-    if let Ok(raw) = serde_json::from_slice::<Vec<&serde_json::value::RawValue>>(body) {
-        let mut good = Vec::with_capacity(raw.len());
-        let mut bad = Vec::new();
-        for (i, item) in raw.iter().enumerate() {
-            let v: Value = serde_json::from_str(item.get()).unwrap_or(Value::Null);
-            poll_item(i, &v, &mut good, &mut bad);
-        }
-        return Ok((good, bad));
-    }
-    let v = json(body)?;
-    let items = match &v {
-        Value::Array(a) => a,
-        Value::Object(o) => match o.get("documents").or_else(|| o.get("data")) {
-            Some(Value::Array(a)) => a,
-            _ => {
-                return Err(Malformed(
-                    "expected a JSON array or {\"documents\": [...]}, got an object without `documents`".into(),
-                ))
-            }
-        },
-        _ => return Err(Malformed("expected a JSON array or {\"documents\": [...]}".into())),
-    };
-    let mut good = Vec::with_capacity(items.len());
-    let mut bad = Vec::new();
-    for (i, item) in items.iter().enumerate() {
-        poll_item(i, item, &mut good, &mut bad);
-    }
-    Ok((good, bad))
+/// A poll answer: the usable items, the unusable ones counted, and whether it listed more
+/// than [`MAX_POLL_ITEMS`] (then `items` is incomplete and must not move the cursor).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PollAnswer {
+    pub items: Vec<PollItem>,
+    pub unusable: Unusable,
+    /// Every element the answer listed.
+    pub listed: u64,
+    pub over_cap: bool,
 }
 
-/// Item `i` of a poll answer, into `good` or, unusable, as a line into `bad`.
-fn poll_item(i: usize, item: &Value, good: &mut Vec<PollItem>, bad: &mut Vec<String>) {
-    let id = string(item, "document_id");
-    let at = item.get("updated_at").and_then(timestamp);
-    match (id, at) {
-        (Some(document_id), Some(updated_at)) => good.push(PollItem {
-            document_id,
-            updated_at,
-            side: item
-                .get("type")
-                .and_then(Value::as_str)
-                .and_then(Side::from_poll_type),
-        }),
-        _ => bad.push(format!(
-            "poll item {i} lacks a document_id or a readable updated_at"
-        )),
+const POLL_FIELDS: [&str; 3] = ["document_id", "updated_at", "type"];
+
+/// Parses a poll answer: a bare array (documented) or `{"documents": [...]}` (or `data`).
+/// Items without a usable `document_id`/`updated_at` are counted beside the good items; an
+/// answer whose elements are not even objects (`[0,0,…]`) is [`Malformed`]. Each
+/// item becomes a [`PollItem`] as soon as it is read: an answer costs its body and its items.
+pub fn poll_items(body: &[u8]) -> Result<PollAnswer, Malformed> {
+    let mut items = Vec::new();
+    let mut unusable = Unusable::default();
+    let seen = read_each(
+        body,
+        &["documents", "data"],
+        &Shape::record(POLL_FIELDS),
+        MAX_POLL_ITEMS,
+        |i, mut node| {
+            let (id, at) = (node.take(0).into_text(), node.field(1).timestamp());
+            match (id, at) {
+                (Some(document_id), Some(updated_at)) => match check_id(&document_id) {
+                    Ok(()) => items.push(PollItem {
+                        document_id,
+                        updated_at,
+                        side: node.field(2).as_str().and_then(Side::from_poll_type),
+                    }),
+                    Err(why) => unusable.add(1, || format!("poll item {i}: {why}")),
+                },
+                _ => unusable.add(1, || {
+                    format!("poll item {i} lacks a document_id or a readable updated_at")
+                }),
+            }
+        },
+    )?;
+    if !seen.found {
+        return Err(Malformed(if body.trim_ascii_start().starts_with(b"{") {
+            "expected a JSON array or {\"documents\": [...]}, got an object without `documents`"
+                .into()
+        } else {
+            "expected a JSON array or {\"documents\": [...]}".into()
+        }));
     }
+    if let Some((at, kind)) = seen.first_mismatch {
+        unusable.add(seen.mismatched, || {
+            format!("poll item {at} is {kind}, not an object")
+        });
+    }
+    if seen.is_junk() {
+        return Err(unusable.junk(seen.total(), "a document"));
+    }
+    items.shrink_to_fit();
+    Ok(PollAnswer {
+        items,
+        unusable,
+        listed: seen.total(),
+        over_cap: seen.dropped > 0,
+    })
 }
 
 /// The parts of Get Document Detail (or a list item) the diff needs.
@@ -113,20 +128,37 @@ pub struct Detail {
     pub updated_at: Option<Millis>,
 }
 
+const DETAIL_FIELDS: [&str; 6] = [
+    "document_id",
+    "status",
+    "supplier_id",
+    "customer_id",
+    "created_at",
+    "updated_at",
+];
+
+fn detail_shape() -> Shape {
+    Shape::record(DETAIL_FIELDS)
+}
+
 impl Detail {
-    pub fn from_value(v: &Value) -> Result<Detail, Malformed> {
-        if !v.is_object() {
+    /// A document object read through the detail shape.
+    fn from_node(node: &Node) -> Result<Detail, Malformed> {
+        if !node.is_object() {
             return Err(Malformed("expected a document object".into()));
         }
-        let document_id = string(v, "document_id")
+        let document_id = node
+            .field(0)
+            .text()
             .ok_or_else(|| Malformed("the document has no document_id".into()))?;
+        check_id(&document_id).map_err(Malformed)?;
         Ok(Detail {
             document_id,
-            status: string(v, "status"),
-            supplier_id: string(v, "supplier_id"),
-            customer_id: string(v, "customer_id"),
-            created_at: v.get("created_at").and_then(timestamp),
-            updated_at: v.get("updated_at").and_then(timestamp),
+            status: node.field(1).text(),
+            supplier_id: node.field(2).text(),
+            customer_id: node.field(3).text(),
+            created_at: node.field(4).timestamp(),
+            updated_at: node.field(5).timestamp(),
         })
     }
 
@@ -144,53 +176,43 @@ impl Detail {
 
 /// Parses Get Document Detail: the object itself, or under `data`.
 pub fn detail(body: &[u8]) -> Result<Detail, Malformed> {
-    let v = json(body)?;
-    match v.get("data") {
-        Some(inner) if inner.is_object() && v.get("document_id").is_none() => {
-            Detail::from_value(inner)
-        }
-        _ => Detail::from_value(&v),
+    let mut fields: Vec<(&str, Shape)> = DETAIL_FIELDS.map(|k| (k, Shape::scalar())).to_vec();
+    fields.push(("data", detail_shape()));
+    let node = read(body, &Shape::object(fields))?;
+    let data = node.field(DETAIL_FIELDS.len());
+    if data.is_object() && node.field(0).is_absent() {
+        Detail::from_node(data)
+    } else {
+        Detail::from_node(&node)
     }
 }
 
 /// One page of the list endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListPage {
-    pub items: Vec<Detail>,
-    pub bad: Vec<String>,
+    pub page: Page<Detail>,
     /// From `pagination.total_pages`, when given.
     pub total_pages: Option<u64>,
 }
 
 pub fn list_page(body: &[u8]) -> Result<ListPage, Malformed> {
-    let v = json(body)?;
-    let data = match v.get("data") {
-        Some(Value::Array(a)) => a,
-        _ => {
-            return Err(Malformed(
-                "expected {\"data\": [...], \"pagination\": {...}}".into(),
-            ))
-        }
+    let shape = Shape::object([
+        ("data", Shape::array(detail_shape(), MAX_LIST_ITEMS)),
+        ("pagination", Shape::record(["total_pages"])),
+    ]);
+    let mut node = read(body, &shape)?.into_fields().unwrap_or_default();
+    let total_pages = node.get(1).and_then(|p| p.field(0).count());
+    let Some(data) = node
+        .get_mut(0)
+        .map(std::mem::take)
+        .and_then(Node::into_items)
+    else {
+        return Err(Malformed(
+            "expected {\"data\": [...], \"pagination\": {...}}".into(),
+        ));
     };
-    let mut items = Vec::with_capacity(data.len());
-    let mut bad = Vec::new();
-    for (i, d) in data.iter().enumerate() {
-        match Detail::from_value(d) {
-            Ok(d) => items.push(d),
-            Err(e) => bad.push(format!("list item {i}: {e}")),
-        }
-    }
-    let total_pages = v
-        .get("pagination")
-        .and_then(|p| p.get("total_pages"))
-        .and_then(|t| match t {
-            Value::Number(n) => n.as_u64(),
-            Value::String(s) => s.parse().ok(),
-            _ => None,
-        });
     Ok(ListPage {
-        items,
-        bad,
+        page: data.page("list item", "a document", Detail::from_node)?,
         total_pages,
     })
 }
@@ -206,20 +228,19 @@ pub enum ErrorBody {
 }
 
 pub fn error_body(body: &[u8]) -> ErrorBody {
-    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-    if let Some(e) = v.get("error") {
-        let desc = v
-            .get("error_description")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        let code = e.as_str().unwrap_or("error");
+    let shape = Shape::record(["error", "error_description", "message"]);
+    let v = read(body, &shape).unwrap_or_default();
+    let error = v.field(0);
+    if !error.is_absent() {
+        let desc = v.field(1).as_str().unwrap_or("");
+        let code = error.as_str().unwrap_or("error");
         return ErrorBody::Client(if desc.is_empty() {
             code.to_string()
         } else {
             format!("{code}: {desc}")
         });
     }
-    match v.get("message").and_then(Value::as_str) {
+    match v.field(2).as_str() {
         Some(m) => ErrorBody::Message(m.to_string()),
         None => ErrorBody::Message("(no message)".to_string()),
     }
@@ -372,16 +393,38 @@ mod tests {
     fn poll_accepts_both_wrappers_and_reports_bad_items() {
         let bare = br#"[{"document_id":"d1","updated_at":"2024-03-07T07:16:07.859Z","type":"SEND"},
                         {"document_id":"d2","updated_at":"2024-03-07T07:16:08","type":"RECEIVE","extra":1}]"#;
-        let (items, bad) = poll_items(bare).unwrap();
-        assert_eq!(items.len(), 2);
-        assert!(bad.is_empty());
-        assert_eq!(items[1].side, Some(Side::Receive));
-        let wrapped = br#"{"documents":[{"document_id":"d1","updated_at":"2024-03-07T07:16:07.859Z","type":"MYSTERY"},{"updated_at":"x"}]}"#;
-        let (items, bad) = poll_items(wrapped).unwrap();
-        assert_eq!(items.len(), 1);
-        assert_eq!(items[0].side, None);
-        assert_eq!(bad.len(), 1);
-        assert_eq!(poll_items(b"[]").unwrap().0, vec![]);
+        let a = poll_items(bare).unwrap();
+        assert_eq!(a.items.len(), 2);
+        assert_eq!(a.unusable.count, 0);
+        assert_eq!(a.items[1].side, Some(Side::Receive));
+        let wrapped = br#"{"documents":[{"document_id":"d1","updated_at":"2024-03-07T07:16:07.859Z","type":"MYSTERY"},{"updated_at":"x"},0,0]}"#;
+        let a = poll_items(wrapped).unwrap();
+        assert_eq!(a.items.len(), 1);
+        assert_eq!(a.items[0].side, None);
+        assert_eq!((a.unusable.count, a.listed, a.over_cap), (3, 4, false));
+        assert_eq!(
+            a.unusable.first.as_deref(),
+            Some("poll item 1 lacks a document_id or a readable updated_at")
+        );
+        assert_eq!(poll_items(b"[]").unwrap().items, vec![]);
+        let data = br#"{"data":[{"document_id":"d1","updated_at":1}]}"#;
+        assert_eq!(poll_items(data).unwrap().items.len(), 1);
+        let long = format!(
+            r#"[{{"document_id":"{}","updated_at":1}}]"#,
+            "x".repeat(2000)
+        );
+        let a = poll_items(long.as_bytes()).unwrap();
+        assert_eq!((a.items.len(), a.unusable.count), (0, 1));
+    }
+
+    #[test]
+    fn a_poll_answer_beyond_the_item_cap_says_so() {
+        let item = r#"{"document_id":"d","updated_at":1},"#;
+        let body = format!("[{}0]", item.repeat(MAX_POLL_ITEMS + 1));
+        let a = poll_items(body.as_bytes()).unwrap();
+        assert!(a.over_cap);
+        assert_eq!(a.items.len(), MAX_POLL_ITEMS);
+        assert_eq!(a.listed, MAX_POLL_ITEMS as u64 + 2);
     }
 
     #[test]
@@ -403,6 +446,11 @@ mod tests {
             .0
             .contains("document_id"));
         assert!(list_page(br#"[]"#).is_err());
+        assert!(poll_items(b"[0,0,0]").unwrap_err().0.contains(
+            "listed 3 item(s), none of them a document object (first: poll item 0 is a number"
+        ));
+        assert!(list_page(br#"{"data":[[],[]]}"#).is_err());
+        assert_eq!(poll_items(b"[]").unwrap().listed, 0, "empty is not junk");
     }
 
     #[test]
@@ -413,10 +461,16 @@ mod tests {
         assert_eq!(d.status.as_deref(), Some("ACCEPTED"));
         assert_eq!(d.side_for("KHUID2"), Some(Side::Receive));
         assert_eq!(d.side_for("KHUID9"), None);
-        let p = list_page(br#"{"data":[{"document_id":"a"},{"nope":1}],"pagination":{"page":1,"size":20,"total_counts":2,"total_pages":"3"}}"#).unwrap();
-        assert_eq!(p.items.len(), 1);
-        assert_eq!(p.bad.len(), 1);
+        let p = list_page(br#"{"data":[{"document_id":"a"},{"nope":1},[]],"pagination":{"page":1,"size":20,"total_counts":2,"total_pages":"3"}}"#).unwrap();
+        assert_eq!(p.page.items.len(), 1);
+        assert_eq!((p.page.unusable.count, p.page.listed), (2, 3));
         assert_eq!(p.total_pages, Some(3));
+        let wrapped =
+            detail(br#"{"data":{"document_id":"d2","status":"PAID","x":[[[]]]}}"#).unwrap();
+        assert_eq!(
+            (wrapped.document_id.as_str(), wrapped.status.as_deref()),
+            ("d2", Some("PAID"))
+        );
     }
 
     #[test]

@@ -5,12 +5,13 @@
 //! or REJECTED — from any other state, or as a new revision / document type (a replacement or
 //! a cancellation approved again) — gives one event, `approved` = (status == APPROVED). First
 //! seen already answered: an event only when DJP answered at or after `start` (`approvedAt`,
-//! or `updatedAt` when the API gives no `approvedAt`). Seen twice: nothing.
+//! or `updatedAt` when the API gives no `approvedAt`). Seen twice: nothing. A timestamp beyond
+//! `now + MAX_FUTURE_SKEW` is quarantined: kept as the version, judged as `now`.
 
 use super::api::ApiMap;
 use super::model::{Invoice, InvoiceState};
 use crate::event::event_id;
-use crate::time::{format_ms, parse_timestamp, Millis};
+use crate::time::{format_ms, judged, parse_timestamp, supersedes, trust_limit, Millis};
 use serde::Serialize;
 
 pub const APPROVED_EVENT: &str = "PPN_INVOICE_APPROVED";
@@ -24,7 +25,36 @@ pub struct Outcome {
     pub emit: Option<bool>,
 }
 
-/// Compares an observed invoice (complete: status and `updatedAt` known) with the stored version.
+/// When DJP answered, as judged at `now`: `approvedAt`, else `updatedAt`; a quarantined one
+/// stands for `now`. The event's `occurred_at`, and what first sight is judged by.
+pub fn answered_at(inv: &Invoice, updated_at: Millis, now: Millis) -> Millis {
+    let at = inv
+        .approved_at
+        .as_deref()
+        .and_then(parse_timestamp)
+        .unwrap_or(updated_at);
+    judged(at, now)
+}
+
+/// Whether an observed invoice stamped `updated_at` changes the stored version `prev`. A
+/// stored quarantined stamp cannot say "unchanged": any other stamp, status, revision or
+/// document type does.
+pub fn changed(
+    prev: &InvoiceState,
+    inv: &Invoice,
+    updated_at: Millis,
+    status: &str,
+    limit: Millis,
+) -> bool {
+    supersedes(updated_at, prev.updated_at, limit)
+        || (prev.updated_at > limit
+            && (prev.status != status
+                || prev.revision != inv.revision
+                || prev.document_type != inv.document_type))
+}
+
+/// Compares an observed invoice (complete: status and `updatedAt` known) with the stored
+/// version, at `now`.
 pub fn diff(
     prev: Option<&InvoiceState>,
     inv: &Invoice,
@@ -32,8 +62,9 @@ pub fn diff(
     status: &str,
     start: Millis,
     map: &ApiMap,
+    now: Millis,
 ) -> Outcome {
-    if prev.is_some_and(|p| updated_at <= p.updated_at) {
+    if prev.is_some_and(|p| !changed(p, inv, updated_at, status, trust_limit(now))) {
         return Outcome {
             record: None,
             emit: None,
@@ -54,14 +85,7 @@ pub fn diff(
                 && p.document_type == record.document_type;
             (!same_answer).then_some(approved)
         }
-        (None, Some(approved)) => {
-            let answered_at = inv
-                .approved_at
-                .as_deref()
-                .and_then(parse_timestamp)
-                .unwrap_or(updated_at);
-            (answered_at >= start).then_some(approved)
-        }
+        (None, Some(approved)) => (answered_at(inv, updated_at, now) >= start).then_some(approved),
     };
     Outcome {
         record: Some(record),
@@ -148,6 +172,7 @@ mod tests {
     use super::*;
 
     const START: Millis = 1_000_000;
+    const NOW: Millis = START + 100_000_000;
 
     fn inv(revision: i64, document_type: &str, approved_at: Option<Millis>) -> Invoice {
         Invoice {
@@ -317,10 +342,66 @@ mod tests {
                 status,
                 START,
                 &m,
+                NOW,
             );
             assert_eq!(o.emit, want, "case {i}");
             assert_eq!(o.record.is_some(), stored, "case {i}");
         }
+    }
+
+    #[test]
+    fn a_timestamp_from_the_future_is_kept_but_judged_as_now() {
+        let m = ApiMap::default();
+        let far = i64::MAX;
+        // First sight, answered "in 9999": judged at NOW, after start: emitted.
+        let o = diff(
+            None,
+            &inv(0, "1", Some(253_402_300_799_999)),
+            far,
+            "APPROVED",
+            START,
+            &m,
+            NOW,
+        );
+        assert_eq!(
+            (o.emit, o.record.map(|r| r.updated_at)),
+            (Some(true), Some(far))
+        );
+        assert_eq!(answered_at(&inv(0, "1", None), far, NOW), NOW);
+        assert_eq!(answered_at(&inv(0, "1", Some(START)), far, NOW), START);
+        // The poisoned version again: nothing; a sane one after it: a change.
+        let poisoned = st("APPROVED", 0, "1", far);
+        let o = diff(
+            Some(&poisoned),
+            &inv(0, "1", None),
+            far,
+            "APPROVED",
+            START,
+            &m,
+            NOW,
+        );
+        assert_eq!(o.record, None);
+        let o = diff(
+            Some(&poisoned),
+            &inv(1, "5", None),
+            START + 5,
+            "APPROVED",
+            START,
+            &m,
+            NOW,
+        );
+        assert_eq!(o.emit, Some(true));
+        // A new answer under the same poisoned stamp: a change too.
+        let o = diff(
+            Some(&poisoned),
+            &inv(0, "1", None),
+            far,
+            "REJECTED",
+            START,
+            &m,
+            NOW,
+        );
+        assert_eq!(o.emit, Some(false));
     }
 
     #[test]

@@ -15,15 +15,19 @@ pub mod diff;
 pub mod model;
 
 use self::client::{Api, ApiError};
-use self::model::{Invoice, InvoiceState};
+use self::model::InvoiceState;
+use super::wire::{addressable, Unusable};
 use super::{unit_prefix, BoxFuture, CycleContext, CycleReport, Provider, UnitStatus};
 use crate::config::{OnlinePajakSettings, Start};
 use crate::event::NewEvent;
 use crate::http::Http;
+use crate::metrics::AccountMetrics;
 use crate::pacing::Gcra;
 use crate::shard::Shard;
 use crate::store::{Batch, Store, StoreError};
-use crate::time::{now_ms, Millis};
+use crate::time::{
+    format_duration, format_ms, now_ms, supersedes, trust_limit, Millis, MAX_FUTURE_SKEW,
+};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -36,6 +40,8 @@ pub struct OnlinePajak {
     settings: OnlinePajakSettings,
     api: Api,
     pacer: Arc<Gcra>,
+    /// The account's counters (provider anomalies are counted there).
+    metrics: Arc<AccountMetrics>,
 }
 
 /// The account's progress, kept in the store's `cursors` tree.
@@ -74,12 +80,14 @@ impl OnlinePajak {
     pub fn new(account: &str, s: &OnlinePajakSettings, http: Http) -> Result<OnlinePajak, String> {
         let token = s.token.resolve()?;
         let pacer = Arc::new(Gcra::per_minute(s.rate_limit, s.rate_burst));
+        let metrics = http.metrics(account, "onlinepajak");
         let http = http.with_pacer(Arc::clone(&pacer));
         Ok(OnlinePajak {
             account: account.to_string(),
             api: Api::new(http, &s.base_url, &token, s.raw_auth, s.api.clone()),
             settings: s.clone(),
             pacer,
+            metrics,
         })
     }
 
@@ -111,56 +119,86 @@ impl OnlinePajak {
         )
     }
 
-    /// Walks Bulk Fetch from the cursor and commits page by page.
+    /// Walks Bulk Fetch from the cursor and commits page by page. A page over its cap is asked
+    /// again at half the size; a timestamp beyond `now + MAX_FUTURE_SKEW` neither moves the
+    /// cursor nor the keyset.
     async fn walk(&self, ctx: &CycleContext, rec: &mut AccountRecord) -> Result<Counts, Stop> {
-        let size = self.settings.page_size;
+        let mut size = self.settings.page_size;
         let first_page = self.api.map.first_page;
-        let mut from = rec.cursor.unwrap_or(rec.start) - self.settings.overlap.as_millis() as i64;
+        let overlap = self.settings.overlap.as_millis() as i64;
+        let mut from = rec.cursor.unwrap_or(rec.start).saturating_sub(overlap);
         let mut page_no = first_page;
         let mut counts = Counts::default();
         for _ in 0..MAX_PAGES {
-            let page = self
+            let page = match self
                 .api
                 .bulk_fetch(from, page_no, size, &ctx.requests)
-                .await?;
+                .await
+            {
+                Err(e) if e.is_too_large() && size > 1 => {
+                    tracing::warn!(account = %self.account, "{e}: asking for pages of {} instead", size / 2);
+                    self.metrics.anomaly("oversized_answer", 1);
+                    (size, page_no) = (size / 2, first_page);
+                    continue;
+                }
+                page => page?.page,
+            };
             counts.pages += 1;
-            let n = page.items.len();
+            self.metrics.anomaly("unusable_item", page.unusable.count);
+            if let Some(line) = page.unusable.summary("unusable invoice(s) skipped") {
+                tracing::warn!(account = %self.account, "{line}");
+            }
+            let mut notes = Notes::default();
             let mut last_at = None;
             let mut batch = Batch::default();
             let now = now_ms();
-            for item in &page.items {
-                let listed = match Invoice::from_value(item, &self.api.map) {
-                    Ok(i) => i,
-                    Err(e) => {
-                        tracing::warn!(account = %self.account, "{e}; skipped");
-                        continue;
-                    }
-                };
-                last_at = listed.updated_at.or(last_at);
+            let limit = trust_limit(now);
+            for listed in page.items {
+                if let Some(at) = listed.updated_at.filter(|at| *at <= limit) {
+                    last_at = Some(at);
+                }
                 let key = self.invoice_key(&listed.id);
                 let prev = ctx
                     .store
                     .get_state(&key)?
                     .and_then(|v| InvoiceState::decode(&v));
+                // Not newer: skipped unread (a quarantined stored stamp says nothing: the diff
+                // compares the whole version).
                 if let (Some(p), Some(at)) = (&prev, listed.updated_at) {
-                    if at <= p.updated_at {
+                    if p.updated_at <= limit && !supersedes(at, p.updated_at, limit) {
                         continue;
                     }
                 }
                 let inv = if listed.is_complete() {
                     listed
+                } else if !addressable(&listed.id) {
+                    notes.skipped.add(1, || format!("invoice {:?}: incomplete, and its id cannot be sent as a URL path segment (Retrieve)", listed.id));
+                    continue;
                 } else {
                     counts.retrieved += 1;
-                    match self.api.retrieve(&listed.id, &ctx.requests).await? {
-                        Some(full) if full.is_complete() => full,
-                        Some(_) => {
-                            tracing::warn!(account = %self.account, invoice = %listed.id, "the invoice has no approval status or updatedAt even when retrieved; skipped (check [accounts.api] field names)");
+                    match self.api.retrieve(&listed.id, &ctx.requests).await {
+                        Ok(Some(full)) if full.is_complete() => full,
+                        Ok(Some(_)) => {
+                            notes.skipped.add(1, || format!("invoice {:?}: no approval status or updatedAt even when retrieved (check [accounts.api] field names)", listed.id));
                             continue;
                         }
-                        None => {
-                            tracing::warn!(account = %self.account, invoice = %listed.id, "listed by Bulk Fetch but Retrieve answers 404; skipped");
+                        Ok(None) => {
+                            notes.skipped.add(1, || {
+                                format!(
+                                    "invoice {:?}: listed by Bulk Fetch but Retrieve answers 404",
+                                    listed.id
+                                )
+                            });
                             continue;
                         }
+                        Err(e) if e.is_too_large() => {
+                            self.metrics.anomaly("oversized_answer", 1);
+                            notes
+                                .skipped
+                                .add(1, || format!("invoice {:?}: {e}", listed.id));
+                            continue;
+                        }
+                        Err(e) => return Err(e.into()),
                     }
                 };
                 let (Some(status), Some(updated_at)) =
@@ -175,9 +213,15 @@ impl OnlinePajak {
                     &status,
                     rec.start,
                     &self.api.map,
+                    now,
                 );
                 let Some(record) = out.record else { continue };
                 counts.changed += 1;
+                if updated_at > limit {
+                    notes.quarantined.add(1, || {
+                        format!("invoice {:?} updatedAt {}", inv.id, format_ms(updated_at))
+                    });
+                }
                 if let Some(approved) = out.emit {
                     let npwp = if inv.npwp.is_empty() {
                         &self.settings.npwp
@@ -189,11 +233,7 @@ impl OnlinePajak {
                         provider: "onlinepajak",
                         account: self.account.clone(),
                         event_type: diff::APPROVED_EVENT.to_string(),
-                        occurred_at: inv
-                            .approved_at
-                            .as_deref()
-                            .and_then(crate::time::parse_timestamp)
-                            .unwrap_or(updated_at),
+                        occurred_at: diff::answered_at(&inv, updated_at, now),
                         detected_at: now,
                         subject: format!("{}/{}", self.settings.npwp, inv.id),
                         payload: diff::payload(
@@ -205,15 +245,18 @@ impl OnlinePajak {
                         ),
                     });
                 }
-                rec.cursor = Some(rec.cursor.map_or(updated_at, |c| c.max(updated_at)));
+                if updated_at <= limit {
+                    rec.cursor = Some(rec.cursor.map_or(updated_at, |c| c.max(updated_at)));
+                }
                 batch.state.push((key, record.encode()));
             }
+            self.report(&notes);
             rec.pacer_tat = self.pacer.tat_ms();
             batch.cursors.push(self.record_entry(rec));
             let c = ctx.store.commit(batch).await?;
             counts.events += c.events as u64;
             counts.duplicates += c.duplicates as u64;
-            if n < size as usize {
+            if page.listed < u64::from(size) {
                 return Ok(counts);
             }
             match last_at {
@@ -221,13 +264,34 @@ impl OnlinePajak {
                     from = at;
                     page_no = first_page;
                 }
-                // A full page of one instant (or without timestamps): the next page of it.
+                // A full page of one instant (or without trusted timestamps): the next page.
                 _ => page_no += 1,
             }
         }
         tracing::warn!(account = %self.account, "stopped after {MAX_PAGES} pages in one cycle; the next cycle goes on from the cursor");
         Ok(counts)
     }
+
+    /// Logs what one page held that was wrong, one line per kind, and counts it.
+    fn report(&self, notes: &Notes) {
+        if let Some(line) = notes.skipped.summary("invoice(s) skipped") {
+            tracing::warn!(account = %self.account, "{line}; the next cycle looks again");
+        }
+        if let Some(line) = notes.quarantined.summary("timestamp(s) quarantined") {
+            tracing::warn!(account = %self.account,
+                "{line}: more than {} ahead of this host's clock, so never trusted for the cursor and judged as the time pollhook saw them (is either clock wrong?)",
+                format_duration(MAX_FUTURE_SKEW));
+        }
+        self.metrics
+            .anomaly("future_timestamp", notes.quarantined.count);
+    }
+}
+
+/// What one page held that was wrong, logged as one line per kind.
+#[derive(Debug, Default)]
+struct Notes {
+    skipped: Unusable,
+    quarantined: Unusable,
 }
 
 impl Provider for OnlinePajak {
@@ -264,6 +328,12 @@ impl Provider for OnlinePajak {
                     return report;
                 }
             };
+            if let Some(c) = rec.cursor.filter(|c| *c > trust_limit(now_ms())) {
+                tracing::warn!(account = %self.account,
+                    "the stored cursor {} is ahead of this host's clock by more than {} (a timestamp from the future stored by an older pollhook, or this clock went back): fetching from `start` again; invoices already seen cost nothing",
+                    format_ms(c), format_duration(MAX_FUTURE_SKEW));
+                rec.cursor = None;
+            }
             self.pacer.restore(rec.pacer_tat);
             let result = self.walk(&ctx, &mut rec).await;
             rec.pacer_tat = self.pacer.tat_ms();

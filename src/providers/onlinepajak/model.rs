@@ -3,83 +3,122 @@
 //!
 //! The envelope has four known forms: success `{"success": {code, message}, "data": ...}`,
 //! one error `{"error": {code, message, errorId}}`, several `{"errors": [{code, message}]}`,
-//! and the gateway's `{"message": "Unauthorized" | "Invalid signature"}`. Parsing never panics;
-//! a shape that fits none of them is [`Malformed`], with what was expected.
+//! and the gateway's `{"message": "Unauthorized" | "Invalid signature"}`. Parsing never panics
+//! and never builds a tree of the answer ([`wire::read`](crate::providers::wire::read)): only
+//! the mapped invoice fields are kept; a shape that fits none of the forms is [`Malformed`],
+//! with what was expected; an invoice that cannot be read is counted in [`Unusable`].
 
 use super::api::ApiMap;
-use crate::providers::wire::{json, timestamp, Malformed};
+pub use crate::providers::wire::Malformed;
+use crate::providers::wire::{check_id, read, Node, Page, Shape};
 use crate::time::Millis;
-use serde_json::Value;
+
+/// Invoices kept from one Bulk Fetch page at most (ten times the largest `page_size`).
+pub const MAX_PAGE_ITEMS: usize = 10_000;
 
 /// What an error envelope says, for messages.
 pub fn error_text(body: &[u8]) -> String {
-    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-    let code_msg = |e: &Value| {
-        let code = e
-            .get("code")
-            .map(|c| c.to_string().trim_matches('"').to_string())
-            .unwrap_or_default();
-        let msg = e.get("message").and_then(Value::as_str).unwrap_or("");
+    let code_msg = Shape::record(["code", "message", "errorId"]);
+    let shape = Shape::object([
+        ("error", code_msg.clone()),
+        ("errors", Shape::array(code_msg, 20)),
+        ("message", Shape::scalar()),
+    ]);
+    let v = read(body, &shape).unwrap_or_default();
+    let code_msg = |e: &Node| {
+        let code = match e.field(0) {
+            Node::Null => "null".to_string(),
+            c => c.text_or_empty(),
+        };
+        let msg = e.field(1).as_str().unwrap_or("");
         let id = e
-            .get("errorId")
-            .and_then(Value::as_str)
+            .field(2)
+            .as_str()
             .map(|i| format!(" (errorId {i})"))
             .unwrap_or_default();
         format!("{code} {msg}{id}").trim().to_string()
     };
-    if let Some(e) = v.get("error") {
-        return code_msg(e);
+    if !v.field(0).is_absent() {
+        return code_msg(v.field(0));
     }
-    if let Some(Value::Array(errs)) = v.get("errors") {
-        return errs.iter().map(code_msg).collect::<Vec<_>>().join("; ");
+    if let Node::Array(errs) = v.field(1) {
+        return errs
+            .kept
+            .iter()
+            .map(|(_, e)| code_msg(e))
+            .collect::<Vec<_>>()
+            .join("; ");
     }
-    match v.get("message").and_then(Value::as_str) {
+    match v.field(2).as_str() {
         Some(m) => m.to_string(),
         None => "(no error message)".to_string(),
     }
 }
 
-/// The `data` of a success envelope.
-pub fn success_data(body: &[u8]) -> Result<Value, Malformed> {
-    let mut v = json(body)?;
-    if v.get("error").is_some() || v.get("errors").is_some() {
+/// `data` of a success envelope read through `data`; an error envelope (with a success
+/// status) or a missing `data` is [`Malformed`].
+fn success_data(body: &[u8], data: Shape) -> Result<Node, Malformed> {
+    let shape = Shape::object([
+        ("data", data),
+        ("error", Shape::default()),
+        ("errors", Shape::default()),
+    ]);
+    let mut v = read(body, &shape)?.into_fields().unwrap_or_default();
+    if v.len() < 3 {
+        return Err(Malformed(
+            "expected {\"success\": {...}, \"data\": ...}".into(),
+        ));
+    }
+    if !v[1].is_absent() || !v[2].is_absent() {
         return Err(Malformed(format!(
             "an error envelope with a success status: {}",
             error_text(body)
         )));
     }
-    match v.get_mut("data").map(Value::take) {
-        Some(d) if !d.is_null() => Ok(d),
-        _ => Err(Malformed(
+    match std::mem::take(&mut v[0]) {
+        Node::Absent | Node::Null => Err(Malformed(
             "expected {\"success\": {...}, \"data\": ...}".into(),
         )),
+        d => Ok(d),
     }
 }
 
 /// One page of Bulk Fetch.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Page {
-    pub items: Vec<Value>,
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BulkPage {
+    pub page: Page<Invoice>,
     pub total_pages: Option<u64>,
 }
 
-pub fn page(body: &[u8], map: &ApiMap) -> Result<Page, Malformed> {
-    let data = success_data(body)?;
-    let items = match data.get(&map.content) {
-        Some(Value::Array(a)) => a.clone(),
-        _ => {
-            return Err(Malformed(format!(
-                "expected data.{} to be an array of invoices",
-                map.content
-            )))
-        }
+pub fn page(body: &[u8], map: &ApiMap) -> Result<BulkPage, Malformed> {
+    let data = Shape::object([
+        (
+            map.content.as_str(),
+            Shape::array(invoice_shape(map), MAX_PAGE_ITEMS),
+        ),
+        (map.total_pages.as_str(), Shape::scalar()),
+    ]);
+    let mut data = success_data(body, data)?.into_fields().unwrap_or_default();
+    let total_pages = data.get(1).and_then(Node::count);
+    let Some(items) = data
+        .get_mut(0)
+        .map(std::mem::take)
+        .and_then(Node::into_items)
+    else {
+        return Err(Malformed(format!(
+            "expected data.{} to be an array of invoices",
+            map.content
+        )));
     };
-    let total_pages = data.get(&map.total_pages).and_then(|t| match t {
-        Value::Number(n) => n.as_u64(),
-        Value::String(s) => s.parse().ok(),
-        _ => None,
-    });
-    Ok(Page { items, total_pages })
+    Ok(BulkPage {
+        page: items.page("invoice", "an invoice", |n| Invoice::from_node(n, map))?,
+        total_pages,
+    })
+}
+
+/// Retrieve's answer: the envelope's `data` is the invoice.
+pub fn retrieved(body: &[u8], map: &ApiMap) -> Result<Invoice, Malformed> {
+    Invoice::from_node(&success_data(body, invoice_shape(map))?, map)
 }
 
 /// An invoice as the diff and the payload need it. Text fields absent or null read as "".
@@ -103,59 +142,80 @@ pub struct Invoice {
     pub updated_at: Option<Millis>,
 }
 
-fn text(v: &Value, key: &str) -> String {
-    match v.get(key) {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Number(n)) => n.to_string(),
-        Some(Value::Bool(b)) => b.to_string(),
-        _ => String::new(),
-    }
+/// The mapped invoice fields, in the order [`Invoice::from_node`] reads them.
+fn invoice_shape(map: &ApiMap) -> Shape {
+    Shape::record(
+        [
+            &map.id,
+            &map.document_number,
+            &map.client_reference_id,
+            &map.commercial_invoice_number,
+            &map.tax_period,
+            &map.revision,
+            &map.document_type,
+            &map.approval_status,
+            &map.djp_response_message,
+            &map.pdf_download_link,
+            &map.created_by,
+            &map.npwp,
+            &map.approved_at,
+            &map.updated_at,
+        ]
+        .map(String::as_str),
+    )
 }
 
 impl Invoice {
-    pub fn from_value(v: &Value, map: &ApiMap) -> Result<Invoice, Malformed> {
+    /// A bare INVOICE object (outside any envelope).
+    pub fn parse(body: &[u8], map: &ApiMap) -> Result<Invoice, Malformed> {
+        Invoice::from_node(&read(body, &invoice_shape(map))?, map)
+    }
+
+    fn from_node(v: &Node, map: &ApiMap) -> Result<Invoice, Malformed> {
         if !v.is_object() {
             return Err(Malformed("expected an invoice object".into()));
         }
-        let id = text(v, &map.id);
+        let id = v.field(0).text_or_empty();
         if id.is_empty() {
             return Err(Malformed(format!("an invoice without `{}`", map.id)));
         }
-        let revision = match v.get(&map.revision) {
-            None | Some(Value::Null) => 0,
-            Some(Value::Number(n)) => n.as_i64().unwrap_or(0),
-            Some(Value::String(s)) => s.trim().parse().map_err(|_| {
+        check_id(&id).map_err(Malformed)?;
+        let revision = match v.field(5) {
+            Node::Absent | Node::Null => 0,
+            Node::Number(n) => n.as_i64().unwrap_or(0),
+            Node::Str(s) => s.trim().parse().map_err(|_| {
                 Malformed(format!(
                     "invoice {id}: `{}` is not a number: {s:?}",
                     map.revision
                 ))
             })?,
-            Some(other) => {
+            other => {
                 return Err(Malformed(format!(
-                    "invoice {id}: `{}` is not a number: {other}",
-                    map.revision
+                    "invoice {id}: `{}` is not a number: {}",
+                    map.revision,
+                    other.kind()
                 )))
             }
         };
-        let approved_at = match v.get(&map.approved_at) {
-            Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
-            Some(Value::Number(n)) => Some(n.to_string()),
+        let approved_at = match v.field(12) {
+            Node::Str(s) if !s.is_empty() => Some(s.clone()),
+            Node::Number(n) => Some(n.to_string()),
             _ => None,
         };
         Ok(Invoice {
-            document_number: text(v, &map.document_number),
-            client_reference_id: text(v, &map.client_reference_id),
-            commercial_invoice_number: text(v, &map.commercial_invoice_number),
-            tax_period: text(v, &map.tax_period),
+            document_number: v.field(1).text_or_empty(),
+            client_reference_id: v.field(2).text_or_empty(),
+            commercial_invoice_number: v.field(3).text_or_empty(),
+            tax_period: v.field(4).text_or_empty(),
             revision,
-            document_type: text(v, &map.document_type),
-            approval_status: Some(text(v, &map.approval_status)).filter(|s| !s.is_empty()),
-            djp_response_message: text(v, &map.djp_response_message),
-            pdf_download_link: text(v, &map.pdf_download_link),
-            created_by: text(v, &map.created_by),
-            npwp: text(v, &map.npwp),
+            document_type: v.field(6).text_or_empty(),
+            approval_status: Some(v.field(7).text_or_empty()).filter(|s| !s.is_empty()),
+            djp_response_message: v.field(8).text_or_empty(),
+            pdf_download_link: v.field(9).text_or_empty(),
+            created_by: v.field(10).text_or_empty(),
+            npwp: v.field(11).text_or_empty(),
             approved_at,
-            updated_at: v.get(&map.updated_at).and_then(timestamp),
+            updated_at: v.field(13).timestamp(),
             id,
         })
     }
@@ -220,7 +280,22 @@ mod tests {
             r#"{{"success":{{"code":"00","message":"ok"}},"data":{{"content":[{INVOICE}],"page":1,"size":100,"totalPages":3,"totalElements":250}}}}"#
         );
         let p = page(ok.as_bytes(), &ApiMap::default()).unwrap();
-        assert_eq!((p.items.len(), p.total_pages), (1, Some(3)));
+        assert_eq!((p.page.items.len(), p.total_pages), (1, Some(3)));
+        let odd =
+            format!(r#"{{"success":{{}},"data":{{"content":[{INVOICE},0,{{"id":""}},[[[]]]]}}}}"#);
+        let p = page(odd.as_bytes(), &ApiMap::default()).unwrap();
+        assert_eq!(
+            (p.page.items.len(), p.page.unusable.count, p.page.listed),
+            (1, 3, 4)
+        );
+        let one = format!(r#"{{"success":{{}},"data":{INVOICE}}}"#);
+        assert_eq!(
+            retrieved(one.as_bytes(), &ApiMap::default())
+                .unwrap()
+                .revision,
+            0
+        );
+        assert!(retrieved(br#"{"success":{},"data":null}"#, &ApiMap::default()).is_err());
         assert_eq!(
             error_text(br#"{"error":{"code":"10","message":"Invoice not found","errorId":"e1"}}"#),
             "10 Invoice not found (errorId e1)"
@@ -233,10 +308,13 @@ mod tests {
             error_text(br#"{"message":"Invalid signature"}"#),
             "Invalid signature"
         );
-        assert!(success_data(br#"{"error":{"code":"90","message":"x"}}"#)
-            .unwrap_err()
-            .0
-            .contains("error envelope"));
+        assert!(retrieved(
+            br#"{"error":{"code":"90","message":"x"}}"#,
+            &ApiMap::default()
+        )
+        .unwrap_err()
+        .0
+        .contains("an error envelope with a success status: 90 x"));
         assert!(
             page(br#"{"success":{},"data":{"items":[]}}"#, &ApiMap::default())
                 .unwrap_err()
@@ -251,8 +329,8 @@ mod tests {
 
     #[test]
     fn an_invoice_reads_through_the_map() {
-        let v: Value = serde_json::from_str(INVOICE).unwrap();
-        let inv = Invoice::from_value(&v, &ApiMap::default()).unwrap();
+        let v = INVOICE.as_bytes();
+        let inv = Invoice::parse(v, &ApiMap::default()).unwrap();
         assert_eq!(inv.approval_status.as_deref(), Some("APPROVED"));
         assert_eq!(inv.approved_at.as_deref(), Some("2019-08-28T11:55:37.151Z"));
         assert!(inv.is_complete());
@@ -260,17 +338,17 @@ mod tests {
             approval_status: "status".into(),
             ..ApiMap::default()
         };
-        let inv = Invoice::from_value(&v, &renamed).unwrap();
+        let inv = Invoice::parse(v, &renamed).unwrap();
         assert_eq!(
             inv.approval_status, None,
             "renamed field absent: Retrieve needed"
         );
         assert!(!inv.is_complete());
-        let bad: Value = serde_json::from_str(r#"{"id":"x","revision":"two"}"#).unwrap();
-        assert!(Invoice::from_value(&bad, &ApiMap::default()).is_err());
-        let s: Value =
-            serde_json::from_str(r#"{"id":"x","revision":"2","documentType":5}"#).unwrap();
-        let inv = Invoice::from_value(&s, &ApiMap::default()).unwrap();
+        let bad = br#"{"id":"x","revision":"two"}"#;
+        assert!(Invoice::parse(bad, &ApiMap::default()).is_err());
+        assert!(Invoice::parse(br#"{"id":"x","revision":[1]}"#, &ApiMap::default()).is_err());
+        let s = br#"{"id":"x","revision":"2","documentType":5}"#;
+        let inv = Invoice::parse(s, &ApiMap::default()).unwrap();
         assert_eq!(
             (inv.revision, inv.document_type.as_str(), inv.npwp.as_str()),
             (2, "5", "")
