@@ -13,7 +13,11 @@ pub fn cursors(rig: &Rig) -> Vec<(String, String, Option<i64>)> {
     let e = rig.engine();
     let mut out = Vec::new();
     for (i, account) in e.accounts().into_iter().enumerate() {
-        for u in e.provider(i).status(e.store(), pollhook::shard::Shard::ALL).unwrap() {
+        for u in e
+            .provider(i)
+            .status(e.store(), pollhook::shard::Shard::ALL)
+            .unwrap()
+        {
             out.push((account.clone(), u.unit, u.cursor));
         }
     }
