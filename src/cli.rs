@@ -84,6 +84,7 @@ pub enum Command {
         #[arg(long, required_unless_present = "print_url")]
         auth_token: Option<String>,
     },
+    #[cfg(feature = "sim")]
     /// Run the simulator and the daemon against it, print events as they are emitted, then a summary.
     Demo {
         /// How long the traffic runs.
@@ -93,6 +94,7 @@ pub enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    #[cfg(feature = "sim")]
     /// Benchmark the daemon against the simulator at scale (members x documents x changes x
     /// latency), beside a naive poller; prints Markdown tables (BENCHMARKS.md). Takes long:
     /// narrow it with the options.
@@ -128,12 +130,14 @@ pub enum Command {
         #[arg(long)]
         hostile: bool,
     },
+    #[cfg(feature = "sim")]
     /// The measured daemon of `bench` (driven over stdin; not for direct use).
     #[command(hide = true)]
     BenchWorker {
         #[arg(long)]
         config: PathBuf,
     },
+    #[cfg(feature = "sim")]
     /// Run the CamInvoice simulator alone.
     Simulate {
         #[arg(long, default_value = "127.0.0.1:8700")]
@@ -356,6 +360,7 @@ async fn dispatch(command: Command) -> Result<ExitCode, Failure> {
             init_logging("warn");
             store_cmd::run(command).await
         }
+        #[cfg(feature = "sim")]
         Command::Demo { duration, seed } => {
             init_logging("warn");
             crate::demo::run(duration, seed)
@@ -363,6 +368,7 @@ async fn dispatch(command: Command) -> Result<ExitCode, Failure> {
                 .map_err(Failure::Run)?;
             Ok(ExitCode::SUCCESS)
         }
+        #[cfg(feature = "sim")]
         Command::Bench {
             members,
             documents,
@@ -400,6 +406,7 @@ async fn dispatch(command: Command) -> Result<ExitCode, Failure> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        #[cfg(feature = "sim")]
         Command::BenchWorker { config } => {
             let config = Config::load(&config)?;
             crate::logging::init(config.daemon.log_format, &config.daemon.log_level);
@@ -408,6 +415,7 @@ async fn dispatch(command: Command) -> Result<ExitCode, Failure> {
                 .map_err(Failure::Run)?;
             Ok(ExitCode::SUCCESS)
         }
+        #[cfg(feature = "sim")]
         Command::Simulate {
             listen,
             seed,
@@ -415,11 +423,11 @@ async fn dispatch(command: Command) -> Result<ExitCode, Failure> {
             manual,
         } => {
             init_logging("info");
-            let cfg = crate::sim::SimConfig {
+            let cfg = pollhook_sim::SimConfig {
                 seed,
-                ..crate::sim::SimConfig::default()
+                ..pollhook_sim::SimConfig::default()
             };
-            crate::sim::run_standalone(listen, cfg, (!manual).then_some(step))
+            pollhook_sim::run_standalone(listen, cfg, (!manual).then_some(step))
                 .await
                 .map_err(|e| Failure::Run(format!("simulator on {listen}: {e}")))?;
             Ok(ExitCode::SUCCESS)

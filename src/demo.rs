@@ -9,9 +9,9 @@
 //! (which polling cannot see: README, "What polling cannot see").
 
 use crate::config::Config;
-use crate::fidelity::{self, Emitted};
-use crate::sim::{pollhook_config, Cost, SimConfig, Simulator};
 use crate::time::{format_ms, now_ms};
+use pollhook_sim::fidelity::{self, Emitted};
+use pollhook_sim::{pollhook_config, Cost, SimConfig, Simulator};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -37,14 +37,15 @@
 //! ARCHITECTURE.md is the map: data flow, invariants, and why things are where they are.
 
 pub mod admin;
+#[cfg(feature = "sim")]
 pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod connect;
+#[cfg(feature = "sim")]
 pub mod demo;
 pub mod engine;
 pub mod event;
-pub mod fidelity;
 pub mod files;
 pub mod http;
 pub mod logging;
@@ -56,7 +57,6 @@ pub mod redact;
 pub mod scheduler;
 pub mod shard;
 pub mod shutdown;
-pub mod sim;
 pub mod sinks;
 pub mod store;
 pub mod time;

@@ -5,7 +5,7 @@
 mod common;
 
 use common::process::{lines, wait_until, Killed, SimProcess, BIN};
-use pollhook::fidelity;
+use pollhook_sim::fidelity;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 

@@ -12,7 +12,7 @@
 //!
 //!     POLLHOOK_CRASH_KILLS=300 cargo test --release --test crash -- --nocapture
 
-use pollhook::fidelity;
+use pollhook_sim::fidelity;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

@@ -4,8 +4,8 @@
 mod common;
 
 use common::{run_rounds, steady_sim, Rig};
-use pollhook::sim::pollhook_config;
 use pollhook::sinks;
+use pollhook_sim::pollhook_config;
 use std::path::Path;
 use std::process::Command;
 
@@ -68,7 +68,7 @@ fn with_file_limit(blocks: u64, args: &[&str]) -> std::process::Output {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_under_the_store_is_a_clear_error_and_the_next_run_recovers() {
-    let sim = pollhook::sim::Simulator::new(steady_sim(72));
+    let sim = pollhook_sim::Simulator::new(steady_sim(72));
     let server = sim.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let events = dir.path().join("events.jsonl");
@@ -102,10 +102,10 @@ async fn a_full_disk_under_the_store_is_a_clear_error_and_the_next_run_recovers(
     // The condition clears: everything comes through, once.
     let o = run(&["once", "--config", c]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let truth = pollhook::fidelity::expected(&sim.journal(), &sim.credentials(), 0);
+    let truth = pollhook_sim::fidelity::expected(&sim.journal(), &sim.credentials(), 0);
     let emitted =
-        pollhook::fidelity::read_jsonl(&std::fs::read_to_string(&events).unwrap()).unwrap();
-    let r = pollhook::fidelity::compare(&truth, &emitted);
+        pollhook_sim::fidelity::read_jsonl(&std::fs::read_to_string(&events).unwrap()).unwrap();
+    let r = pollhook_sim::fidelity::compare(&truth, &emitted);
     assert!(r.expected > 0 && r.perfect(), "{r:#?}");
 }
 

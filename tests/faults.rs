@@ -8,7 +8,7 @@ mod common;
 
 use common::logs::Logs;
 use common::{both_providers, run_rounds, steady_sim, Rig};
-use pollhook::sim::{Fault, FaultKind};
+use pollhook_sim::{Fault, FaultKind};
 
 fn fault(path: &str, count: u32, kind: FaultKind) -> Fault {
     Fault {

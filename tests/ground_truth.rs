@@ -6,8 +6,11 @@
 mod common;
 
 use common::{quiet_sim, run_rounds, steady_sim, Rig};
-use pollhook::fidelity;
-use pollhook::sim::{Cost, Fault, FaultKind, PollTimezone, PollVariant, SimConfig, TokenVariant};
+use pollhook_sim::fidelity;
+use pollhook_sim::{
+    pollhook_config, Cost, Fault, FaultKind, PollTimezone, PollVariant, SimConfig, Simulator,
+    TokenVariant,
+};
 
 /// One traffic step and one cycle; the cycle's cost as the simulator counted it. Asserts that
 /// it was at the floor: one poll per connected member, and one detail call per document the
@@ -284,4 +287,65 @@ async fn when_changes_outrun_the_schedule_only_overwritten_status_updates_are_lo
             "lost a once-per-document event: {m}"
         );
     }
+}
+
+// The simulator's printed config (`pollhook_sim::pollhook_config`) is read by the daemon's
+// config parser: these checks live here because the simulator crate does not depend on
+// `pollhook`.
+
+#[test]
+fn the_printed_config_lists_every_member_and_company_and_validates() {
+    let sim = Simulator::new(SimConfig::default());
+    let creds = sim.credentials();
+    let text = pollhook_config(
+        &creds,
+        "http://127.0.0.1:9",
+        "/tmp/s".as_ref(),
+        "/tmp/e.jsonl".as_ref(),
+        "now",
+        "*/5 * * * * *",
+    );
+    assert!(text.contains("provider = \"caminvoice\""));
+    assert!(text.contains("base_url = \"http://127.0.0.1:9\""));
+    assert_eq!(text.matches("[[accounts.members]]").count(), 4);
+    for m in &creds.members {
+        assert!(text.contains(&format!("refresh_token = \"{}\"", m.refresh_token)));
+    }
+    // One OnlinePajak account per company, after the CamInvoice account, before the sink.
+    assert_eq!(creds.onlinepajak.len(), 2);
+    let mut expected = String::new();
+    for (i, c) in creds.onlinepajak.iter().enumerate() {
+        expected.push_str(&format!(
+            "\n[[accounts]]\nname = \"op-{i}\"\nprovider = \"onlinepajak\"\n\
+             base_url = \"http://127.0.0.1:9/v2.0\"\nnpwp = \"{}\"\ntoken = \"{}\"\n",
+            c.npwp, c.token
+        ));
+    }
+    let sink = text.find("\n[[sinks]]").unwrap();
+    assert!(text[..sink].ends_with(&expected), "{text}");
+    assert!(text.find("provider = \"caminvoice\"").unwrap() < text.find(&expected).unwrap());
+    pollhook::config::Config::parse(&text, "sim.toml".as_ref()).unwrap();
+}
+
+#[test]
+fn without_companies_there_is_no_onlinepajak_traffic_nor_account() {
+    let sim = Simulator::new(SimConfig {
+        op_companies: 0,
+        ..SimConfig::default()
+    });
+    for _ in 0..10 {
+        sim.step();
+    }
+    assert_eq!(sim.op_invoice_count(), 0);
+    assert!(sim.credentials().onlinepajak.is_empty());
+    let text = pollhook_config(
+        &sim.credentials(),
+        "http://127.0.0.1:9",
+        "/tmp/s".as_ref(),
+        "/tmp/e.jsonl".as_ref(),
+        "now",
+        "*/5 * * * * *",
+    );
+    assert!(!text.contains("onlinepajak"));
+    pollhook::config::Config::parse(&text, "sim.toml".as_ref()).unwrap();
 }

@@ -10,7 +10,7 @@ use common::hostile::{
     assert_perfect_but_dated, capture_logs, compare_without, document_of, logs,
 };
 use common::{both_providers, run_rounds, steady_sim, Rig};
-use pollhook::sim::{Fault, FaultKind, Hostility, SimConfig};
+use pollhook_sim::{Fault, FaultKind, Hostility, SimConfig};
 use serde_json::json;
 
 const YEAR_9999: &str = "9999-12-31T23:59:59.999Z";

@@ -152,7 +152,7 @@ fn run_with_hook(
     let daemon =
         Daemon::start(Command::new(BIN).args(["run", "--config", config.to_str().unwrap()]));
     let members =
-        serde_json::from_str::<pollhook::sim::SimCredentials>(&sim.get("/_sim/credentials"))
+        serde_json::from_str::<pollhook_sim::SimCredentials>(&sim.get("/_sim/credentials"))
             .unwrap()
             .members
             .len() as u64;
@@ -173,7 +173,7 @@ fn credentials_a_provider_echoes_reach_no_log_no_status_and_no_store_file() {
     let sim = SimProcess::start(71);
     let dir = tempfile::tempdir().unwrap();
     let (config, _) = sim.write_config(dir.path(), "*/5 * * * * *", "");
-    let creds: pollhook::sim::SimCredentials =
+    let creds: pollhook_sim::SimCredentials =
         serde_json::from_str(&sim.get("/_sim/credentials")).unwrap();
     // The first refresh is refused with every credential quoted back; the first poll (a
     // Bearer GET, after a successful refresh) is answered 400 quoting the access token.
@@ -584,7 +584,7 @@ async fn a_member_revoked_before_start_emits_nothing_and_status_says_so() {
 fn config_warnings_are_printed_by_check_config_run_and_once_with_their_location() {
     let sim = SimProcess::start(76);
     let dir = tempfile::tempdir().unwrap();
-    let creds: pollhook::sim::SimCredentials =
+    let creds: pollhook_sim::SimCredentials =
         serde_json::from_str(&sim.get("/_sim/credentials")).unwrap();
     // The first member again, in a second account.
     let extra = format!(

@@ -10,7 +10,7 @@ mod common;
 
 use common::hostile::{assert_cursors_bounded, assert_nothing_twice, compare_without};
 use common::Rig;
-use pollhook::sim::{Fault, FaultKind, Hostility, SimConfig};
+use pollhook_sim::{Fault, FaultKind, Hostility, SimConfig};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 use std::time::Duration;

@@ -4,8 +4,8 @@
 mod common;
 
 use common::{both_providers, run_rounds, Rig};
-use pollhook::fidelity;
-use pollhook::sim::{Fault, FaultKind};
+use pollhook_sim::fidelity;
+use pollhook_sim::{Fault, FaultKind};
 use std::time::Instant;
 
 fn ppn(rig: &Rig) -> Vec<serde_json::Value> {

@@ -9,8 +9,8 @@
 mod common;
 
 use common::tool::{require_tool, require_tool_in, version_in, Tool, SYSTEMD_ANALYZE};
-use pollhook::sim::{pollhook_config, SimConfig, SimServer, Simulator};
 use pollhook::time::{format_ms, now_ms};
+use pollhook_sim::{pollhook_config, SimConfig, SimServer, Simulator};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};

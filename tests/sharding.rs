@@ -6,11 +6,11 @@
 use pollhook::admin::StatusReport;
 use pollhook::config::Config;
 use pollhook::engine::Engine;
-use pollhook::fidelity::{self, Emitted};
-use pollhook::sim::{pollhook_config, SimConfig, Simulator};
 use pollhook::sinks;
 use pollhook::store::Store;
 use pollhook::time::{format_ms, now_ms};
+use pollhook_sim::fidelity::{self, Emitted};
+use pollhook_sim::{pollhook_config, SimConfig, Simulator};
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;

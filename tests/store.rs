@@ -10,8 +10,8 @@ mod common;
 
 use common::process::Killed;
 use common::steady_sim;
-use pollhook::fidelity;
-use pollhook::sim::{pollhook_config, SimServer, Simulator};
+use pollhook_sim::fidelity;
+use pollhook_sim::{pollhook_config, SimServer, Simulator};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};

@@ -11,8 +11,8 @@
 use super::worker::CycleFigures;
 use super::{mb, Worker};
 use crate::providers::caminvoice::client::LIST;
-use crate::sim::{Fault, FaultKind, SimConfig, Simulator};
 use crate::time::now_ms;
+use pollhook_sim::{Fault, FaultKind, SimConfig, Simulator};
 use std::fmt::Write as _;
 use std::path::Path;
 

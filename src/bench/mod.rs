@@ -25,8 +25,8 @@ pub mod sample;
 pub mod worker;
 
 use crate::providers::caminvoice::client::TOKEN;
-use crate::sim::{pollhook_config, Simulator};
 use crate::time::{format_ms, now_ms};
+use pollhook_sim::{pollhook_config, Simulator};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

@@ -8,7 +8,7 @@
 //! documents at 50 ms a request takes far longer than the benchmark should); the rest is
 //! extrapolated at the measured rates, and the report marks such times with `~`.
 
-use crate::sim::SimCredentials;
+use pollhook_sim::SimCredentials;
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Instant;

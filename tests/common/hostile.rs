@@ -3,8 +3,8 @@
 //! capture of the warnings the library logs.
 
 use super::Rig;
-use pollhook::fidelity::{self, Emitted};
 use pollhook::time::{now_ms, parse_timestamp, MAX_FUTURE_SKEW};
+use pollhook_sim::fidelity::{self, Emitted};
 use std::io::Write;
 use std::sync::{Mutex, OnceLock};
 

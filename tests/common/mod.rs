@@ -10,12 +10,12 @@ pub mod tool;
 
 use pollhook::config::Config;
 use pollhook::engine::{Engine, Tick};
-use pollhook::fidelity::{self, Emitted, Expected};
 use pollhook::providers::CycleReport;
-use pollhook::sim::{pollhook_config, SimConfig, SimServer, Simulator};
 use pollhook::sinks;
 use pollhook::store::Store;
 use pollhook::time::now_ms;
+use pollhook_sim::fidelity::{self, Emitted, Expected};
+use pollhook_sim::{pollhook_config, SimConfig, SimServer, Simulator};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! `pollhook simulate` as a separate process, and other child processes of the tests.
 
-use pollhook::fidelity::{self, Expected};
-use pollhook::sim::{Cost, JournalEntry, SimCredentials};
+use pollhook_sim::fidelity::{self, Expected};
+use pollhook_sim::{Cost, JournalEntry, SimCredentials};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 

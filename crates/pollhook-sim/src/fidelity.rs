@@ -6,10 +6,46 @@
 //! `type`, `provider` and `account` the webhook belongs to, and `occurred_at`, the instant of
 //! the change. Also counted: events nobody expected, duplicate event ids, and documents whose
 //! events came in another order than the provider's.
+//!
+//! It reads the daemon's output with its own small [`Envelope`] struct and its own time
+//! helpers: the oracle shares no code with the daemon it grades (this crate does not depend on
+//! `pollhook`).
 
-use crate::sim::{pollhook_recipient, JournalEntry, SimCredentials};
-use crate::time::{format_ms, parse_timestamp, Millis};
+use crate::{pollhook_recipient, JournalEntry, SimCredentials};
+use chrono::{DateTime, SecondsFormat};
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+
+/// Milliseconds since the Unix epoch.
+pub type Millis = i64;
+
+/// The fields of an envelope line that fidelity checks (the daemon's contract with its
+/// consumers: README, "Event envelope").
+#[derive(Debug, Deserialize)]
+struct Envelope {
+    id: String,
+    provider: String,
+    account: String,
+    #[serde(rename = "type")]
+    event_type: String,
+    occurred_at: String,
+    payload: Box<RawValue>,
+}
+
+/// RFC 3339 UTC with milliseconds, as the envelope writes instants.
+pub fn format_ms(ms: Millis) -> String {
+    DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
+
+/// An RFC 3339 instant in milliseconds.
+fn parse_ms(text: &str) -> Option<Millis> {
+    DateTime::parse_from_rfc3339(text.trim())
+        .ok()
+        .map(|t| t.timestamp_millis())
+}
 
 /// One emitted event as read back from a JSONL log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,7 +64,7 @@ pub fn read_jsonl(text: &str) -> Result<Vec<Emitted>, String> {
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, l)| {
-            let env: crate::event::Envelope = serde_json::from_str(l)
+            let env: Envelope = serde_json::from_str(l)
                 .map_err(|e| format!("line {}: not an envelope: {e}", i + 1))?;
             Ok(Emitted {
                 id: env.id,
@@ -43,7 +79,7 @@ pub fn read_jsonl(text: &str) -> Result<Vec<Emitted>, String> {
 }
 
 /// One ground-truth webhook, with the envelope a daemon configured by
-/// [`crate::sim::pollhook_config`] must give it.
+/// [`crate::pollhook_config`] must give it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Expected {
     pub provider: String,
@@ -220,7 +256,7 @@ fn check_envelope(t: &Expected, e: &Emitted, out: &mut Vec<Mismatch>) {
             differ(field, want, got);
         }
     }
-    let on_time = match parse_timestamp(&e.occurred_at) {
+    let on_time = match parse_ms(&e.occurred_at) {
         Some(at) if t.event_type == "ENTITY.REVOKED" => at >= t.at,
         Some(at) => at == t.at,
         None => false,

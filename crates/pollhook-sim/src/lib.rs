@@ -1,14 +1,15 @@
 //! The provider API simulator (CamInvoice and OnlinePajak): pollhook's test oracle and demo
-//! counterpart.
+//! counterpart, in a crate of its own.
 //!
-//! This module owns stateful, seeded fakes of the CamInvoice API (see
+//! This crate owns stateful, seeded fakes of the CamInvoice API (see
 //! `providers/caminvoice.md`) and of the OnlinePajak API's assumed contract (see
 //! `providers/onlinepajak.md`, served under `/v2.0`), and the *ground-truth journal*: every
 //! webhook either provider would have POSTed for the traffic the simulator generated, one entry
 //! per recipient, payload bytes exactly as documented. pollhook's tests compare the daemon's
 //! output with that journal, so the journal is built here from the simulator's own state
-//! changes and never from the daemon's diff code. Nothing in `sim` may depend on the daemon's
-//! modules.
+//! changes and never from the daemon's diff code. This crate does not depend on `pollhook`
+//! (the compiler keeps the oracle from sharing the daemon's code), and the daemon builds
+//! without it (`cargo check --no-default-features`: only `demo`, `bench` and `simulate` use it).
 //!
 //! # Layout
 //! - `world`: the CamInvoice state (businesses, documents, tokens), the journal, counters and
@@ -28,6 +29,7 @@
 //! - `scale`: bulk worlds (thousands of members, millions of documents) and churn on demand,
 //!   for `pollhook bench`.
 //! - `admin`: the unauthenticated `/_sim/...` control routes for out-of-process tests.
+//! - [`fidelity`]: compares what a daemon emitted (its JSONL envelopes) with the journal.
 //!
 //! # Time
 //! Document and invoice timestamps, journal instants and the OnlinePajak rate-limit window
@@ -47,6 +49,7 @@
 mod admin;
 mod caminvoice;
 mod faults;
+pub mod fidelity;
 mod floor;
 mod hostile;
 mod onlinepajak;
@@ -611,40 +614,6 @@ mod ts_millis {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_printed_config_lists_every_member_and_company_and_validates() {
-        let sim = Simulator::new(SimConfig::default());
-        let creds = sim.credentials();
-        let text = pollhook_config(
-            &creds,
-            "http://127.0.0.1:9",
-            "/tmp/s".as_ref(),
-            "/tmp/e.jsonl".as_ref(),
-            "now",
-            "*/5 * * * * *",
-        );
-        assert!(text.contains("provider = \"caminvoice\""));
-        assert!(text.contains("base_url = \"http://127.0.0.1:9\""));
-        assert_eq!(text.matches("[[accounts.members]]").count(), 4);
-        for m in &creds.members {
-            assert!(text.contains(&format!("refresh_token = \"{}\"", m.refresh_token)));
-        }
-        // One OnlinePajak account per company, after the CamInvoice account, before the sink.
-        assert_eq!(creds.onlinepajak.len(), 2);
-        let mut expected = String::new();
-        for (i, c) in creds.onlinepajak.iter().enumerate() {
-            expected.push_str(&format!(
-                "\n[[accounts]]\nname = \"op-{i}\"\nprovider = \"onlinepajak\"\n\
-                 base_url = \"http://127.0.0.1:9/v2.0\"\nnpwp = \"{}\"\ntoken = \"{}\"\n",
-                c.npwp, c.token
-            ));
-        }
-        let sink = text.find("\n[[sinks]]").unwrap();
-        assert!(text[..sink].ends_with(&expected), "{text}");
-        assert!(text.find("provider = \"caminvoice\"").unwrap() < text.find(&expected).unwrap());
-        crate::config::Config::parse(&text, "sim.toml".as_ref()).unwrap();
-    }
-
     /// The CamInvoice journal of a seed, as it was before OnlinePajak joined the simulator:
     /// (entries, sha256 of "endpoint payload" lines) after 40 back-to-back steps.
     fn caminvoice_digest(cfg: SimConfig) -> (usize, String) {
@@ -694,29 +663,6 @@ mod tests {
                 "c979c39a1179d63bd9f9821fb88fefb519b28770327c52c78ee10fbb45d66230".to_string()
             )
         );
-    }
-
-    #[test]
-    fn without_companies_there_is_no_onlinepajak_traffic_nor_account() {
-        let sim = Simulator::new(SimConfig {
-            op_companies: 0,
-            ..SimConfig::default()
-        });
-        for _ in 0..10 {
-            sim.step();
-        }
-        assert_eq!(sim.op_invoice_count(), 0);
-        assert!(sim.credentials().onlinepajak.is_empty());
-        let text = pollhook_config(
-            &sim.credentials(),
-            "http://127.0.0.1:9",
-            "/tmp/s".as_ref(),
-            "/tmp/e.jsonl".as_ref(),
-            "now",
-            "*/5 * * * * *",
-        );
-        assert!(!text.contains("onlinepajak"));
-        crate::config::Config::parse(&text, "sim.toml".as_ref()).unwrap();
     }
 
     #[test]

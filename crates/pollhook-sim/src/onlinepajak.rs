@@ -701,7 +701,7 @@ mod tests {
         let (i, id, npwp) = f.sim.with(|w| {
             let now = w.now();
             let i =
-                w.op.create(0, crate::sim::op_world::OpDocType::Normal, now, true);
+                w.op.create(0, crate::op_world::OpDocType::Normal, now, true);
             w.op.submit(i, now, true);
             (
                 i,
@@ -712,7 +712,7 @@ mod tests {
         f.sim.with(|w| {
             let now = w.now();
             w.op_answer(i, true, now);
-            w.op.revise(i, crate::sim::op_world::OpDocType::Replacement, now, true);
+            w.op.revise(i, crate::op_world::OpDocType::Replacement, now, true);
         });
         let (_, inv) = f.bearer(&format!("/invoices/sale/{id}"), 0).await;
         assert_eq!(inv["data"]["revision"], 1);

@@ -742,7 +742,7 @@ mod tests {
         f.sim.with(|w| {
             let d = w.documents.len() - 1;
             let at = w.now();
-            w.set_status(d, crate::sim::world::Status::Delivered, at, true)
+            w.set_status(d, crate::world::Status::Delivered, at, true)
         });
         let (_, items) = f.get("/api/v1/document/poll", &customer).await;
         assert!(polled(items).contains(&format!("{valid_id} RECEIVE")));
