@@ -11,6 +11,7 @@
 use crate::config::{Config, Sink};
 use crate::connect::{self, Connected};
 use crate::engine::Engine;
+use crate::metrics::Outbox;
 use crate::providers::UnitStatus;
 use crate::store::StoreError;
 use crate::time::{format_duration, format_ms, now_ms};
@@ -243,8 +244,17 @@ async fn healthz(State(s): State<AdminState>) -> Response {
 }
 
 async fn metrics(State(s): State<AdminState>) -> Response {
-    let sinks: Vec<String> = s.config.sinks.iter().map(|k| k.name.clone()).collect();
-    let text = s.engine.metrics().render(s.engine.store(), &sinks);
+    let store = s.engine.store();
+    let outbox = Outbox {
+        last_seq: store.last_seq(),
+        acked: s
+            .config
+            .sinks
+            .iter()
+            .filter_map(|k| Some((k.name.clone(), store.acked(&k.name).ok()?)))
+            .collect(),
+    };
+    let text = s.engine.metrics().render(&outbox);
     (
         [(
             header::CONTENT_TYPE,

@@ -67,6 +67,8 @@ impl Engine {
     /// [`Engine::new`], whose providers send nothing more once `stop` is set.
     pub fn with_stop(store: Arc<Store>, config: &Config, stop: &Stop) -> Result<Engine, String> {
         let metrics = Arc::new(Metrics::new(config));
+        // The store reports the events it commits; the metrics count them by type.
+        store.report_to(Arc::clone(&metrics) as Arc<dyn crate::store::CommitObserver>);
         let mut runners = Vec::new();
         for (idx, a) in config.accounts.iter().enumerate() {
             let provider = providers::build(a, Arc::clone(metrics.account(idx)), stop)
@@ -249,7 +251,8 @@ async fn join_all<F: std::future::Future>(futs: impl Iterator<Item = F>) -> Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::providers::{BoxFuture, UnitStatus};
+    use crate::providers::UnitStatus;
+    use futures_util::future::BoxFuture;
     use crate::store::StoreError;
     use std::sync::atomic::AtomicUsize;
 

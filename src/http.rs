@@ -13,7 +13,6 @@
 //! keeps what it committed; the next start does the rest).
 
 use crate::config::HttpSettings;
-use crate::metrics::AccountMetrics;
 use crate::pacing::Gcra;
 use crate::redact::Redacted;
 use crate::shutdown::Stop;
@@ -104,6 +103,14 @@ impl RequestCount {
     }
 }
 
+/// Told of every completed attempt: an account's metrics implement it (request counters, and
+/// the progress the watchdog's rule reads). Defined here so that `http` knows no metrics type.
+pub trait Observer: Send + Sync {
+    /// One attempt of `endpoint` completed: `status` is `None` when no answer came (timeout,
+    /// refused connection, a body over its cap).
+    fn request(&self, endpoint: &str, status: Option<u16>);
+}
+
 /// An HTTP client with one retry policy.
 #[derive(Clone)]
 pub struct Http {
@@ -112,7 +119,7 @@ pub struct Http {
     /// Every attempt, retries included, waits for a slot here when set.
     pacer: Option<Arc<Gcra>>,
     /// Told of every completed attempt (metrics, and the watchdog's progress).
-    observer: Option<Arc<AccountMetrics>>,
+    observer: Option<Arc<dyn Observer>>,
     /// Once set, nothing more is sent.
     stop: Stop,
 }
@@ -141,26 +148,8 @@ impl Http {
         self
     }
 
-    /// The account's counters this client reports to, if any.
-    pub fn observer(&self) -> Option<&Arc<AccountMetrics>> {
-        self.observer.as_ref()
-    }
-
-    /// The account's counters this client reports to, or detached ones (counted, never
-    /// rendered) when it reports to none.
-    pub fn metrics(&self, account: &str, provider: &'static str) -> Arc<AccountMetrics> {
-        self.observer.clone().unwrap_or_else(|| {
-            Arc::new(AccountMetrics::new(
-                account,
-                provider,
-                self.settings.timeout,
-                self.settings.retry_after_cap,
-            ))
-        })
-    }
-
     /// Reports every completed attempt to `observer`.
-    pub fn with_observer(mut self, observer: Arc<AccountMetrics>) -> Http {
+    pub fn with_observer(mut self, observer: Arc<dyn Observer>) -> Http {
         self.observer = Some(observer);
         self
     }

@@ -1,13 +1,14 @@
 //! What the running daemon knows about itself: counters for `/metrics`, the freshness rule of
 //! `/healthz`, and the progress rule that decides whether the systemd watchdog is fed.
 //!
-//! The engine reports ticks and cycles, `http` reports every attempt, the store counts committed
-//! events; this module only records and judges. It never does I/O and never sleeps: the
-//! admin endpoint renders it and the watchdog task (`notify`) asks it. The two rules are pure
+//! The engine reports ticks and cycles, `http` reports every attempt (this module's
+//! [`AccountMetrics`] is its `Observer`), the store reports the events it commits (through its
+//! `CommitObserver`); this module only records and judges. It never does I/O and never
+//! sleeps: the admin endpoint renders it, handing over what it read from the store
+//! ([`Outbox`]), and the watchdog task (`notify`) asks it. The two rules are pure
 //! functions ([`stall`], [`stale`]) of a snapshot and the clock, tested by tables.
 
 use crate::config::{Config, Schedule};
-use crate::store::Store;
 use crate::time::{format_ms, now_ms, Millis};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -40,6 +41,17 @@ pub struct Metrics {
     schedule: Schedule,
     healthz_periods: u32,
     accounts: Vec<Arc<AccountMetrics>>,
+    /// Events committed to the outbox by this process, by type (the store reports them).
+    committed: Mutex<BTreeMap<String, u64>>,
+}
+
+/// What `/metrics` shows of the store, read by the caller: the greatest committed seq and
+/// each configured sink's ack.
+#[derive(Debug, Clone, Default)]
+pub struct Outbox {
+    pub last_seq: u64,
+    /// (sink, last acked seq), for the sinks whose ack could be read.
+    pub acked: Vec<(String, u64)>,
 }
 
 /// One account's counters, shared with its HTTP client.
@@ -94,6 +106,7 @@ impl AccountMetrics {
     }
 
     /// One HTTP attempt completed: `status` is `None` when no answer came (timeout, refused).
+    /// (Also this account's [`http::Observer`](crate::http::Observer).)
     pub fn request(&self, endpoint: &str, status: Option<u16>) {
         let status = status.map_or_else(|| "error".to_string(), |s| s.to_string());
         self.with(|s| {
@@ -142,6 +155,12 @@ impl AccountMetrics {
 
     pub fn snapshot(&self) -> AccountState {
         self.with(|s| s.clone())
+    }
+}
+
+impl crate::http::Observer for AccountMetrics {
+    fn request(&self, endpoint: &str, status: Option<u16>) {
+        AccountMetrics::request(self, endpoint, status);
     }
 }
 
@@ -260,6 +279,7 @@ impl Metrics {
             schedule,
             healthz_periods,
             accounts,
+            committed: Mutex::default(),
         }
     }
 
@@ -323,8 +343,8 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition (format 0.0.4) of every counter, plus what the store
-    /// knows: events committed by type and each sink's backlog.
-    pub fn render(&self, store: &Store, sinks: &[String]) -> String {
+    /// knows (`outbox`): the last seq and each sink's backlog.
+    pub fn render(&self, outbox: &Outbox) -> String {
         let mut out = Exposition::default();
         let snaps: Vec<(&AccountMetrics, AccountState)> = self
             .accounts
@@ -431,10 +451,15 @@ impl Metrics {
             "counter",
             "Events committed to the outbox by this process, by event type.",
         );
-        for (t, n) in store.committed_by_type() {
+        let committed = self
+            .committed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for (t, n) in committed {
             out.sample("pollhook_events_total", &[("type", &t)], n as f64);
         }
-        let last = store.last_seq();
+        let last = outbox.last_seq;
         out.family(
             "pollhook_outbox_last_seq",
             "gauge",
@@ -446,16 +471,28 @@ impl Metrics {
             "gauge",
             "Events committed but not yet delivered to the sink.",
         );
-        for name in sinks {
-            if let Ok(acked) = store.acked(name) {
-                out.sample(
-                    "pollhook_sink_backlog",
-                    &[("sink", name)],
-                    last.saturating_sub(acked) as f64,
-                );
-            }
+        for (name, acked) in &outbox.acked {
+            out.sample(
+                "pollhook_sink_backlog",
+                &[("sink", name)],
+                last.saturating_sub(*acked) as f64,
+            );
         }
         out.text
+    }
+}
+
+impl crate::store::CommitObserver for Metrics {
+    fn committed(&self, types: &[&str]) {
+        let mut by_type = self.committed.lock().unwrap_or_else(|p| p.into_inner());
+        for t in types {
+            match by_type.get_mut(*t) {
+                Some(n) => *n += 1,
+                None => {
+                    by_type.insert(t.to_string(), 1);
+                }
+            }
+        }
     }
 }
 

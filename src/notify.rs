@@ -15,12 +15,10 @@
 //!
 //! So systemd restarts pollhook `WatchdogSec` after the first stall is detected, or when the
 //! whole runtime hangs (the pinging task stops running). This module never decides health
-//! itself; `metrics` does.
+//! itself: [`watchdog`] is given the rule's verdict as a function (the daemon passes
+//! `Metrics::stalls`). It depends on nothing else in pollhook; starting and stopping the
+//! service side (admin endpoint, watchdog task, READY) is the daemon's (`scheduler::service`).
 
-use crate::admin::Admin;
-use crate::config::Config;
-use crate::engine::Engine;
-use crate::metrics::Metrics;
 use std::io;
 use std::os::unix::net::UnixDatagram;
 use std::sync::Arc;
@@ -101,10 +99,11 @@ pub fn watchdog_period() -> Option<Duration> {
     (usec > 0).then(|| Duration::from_micros(usec))
 }
 
-/// Feeds the watchdog every half `period` while `metrics` reports no stall, until `stop`.
+/// Feeds the watchdog every half `period` while `stalls` finds nothing stalled, until `stop`.
+/// `stalls` is the progress rule's verdict: one line per stalled account, empty when healthy.
 pub async fn watchdog(
     notifier: Arc<Notifier>,
-    metrics: Arc<Metrics>,
+    stalls: impl Fn() -> Vec<String>,
     period: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -119,7 +118,7 @@ pub async fn watchdog(
         if *stop.borrow() {
             return;
         }
-        let stalls = metrics.stalls();
+        let stalls = stalls();
         if stalls.is_empty() {
             if stalled {
                 tracing::info!("progress again: the watchdog is fed");
@@ -132,78 +131,6 @@ pub async fn watchdog(
             let why = stalls.join("; ");
             tracing::error!("stalled: {why}; the systemd watchdog is no longer fed, so systemd restarts pollhook unless it recovers within WatchdogSec");
             notifier.send(&format!("STATUS=stalled: {why}"));
-        }
-    }
-}
-
-/// The daemon's service side, started once the store is open, before the scheduler: the
-/// admin endpoint (if configured), the watchdog task (under `WatchdogSec=`), and `READY=1`.
-pub struct Service {
-    notifier: Arc<Notifier>,
-    watchdog: Option<tokio::task::JoinHandle<()>>,
-    admin: Option<Admin>,
-    stopping: bool,
-}
-
-impl Service {
-    /// Binds the admin endpoint, starts feeding the watchdog, and tells systemd it is ready.
-    pub async fn start(
-        config: &Config,
-        engine: &Arc<Engine>,
-        stop: watch::Receiver<bool>,
-    ) -> Result<Service, String> {
-        let notifier = Arc::new(Notifier::from_env());
-        let admin = match config.daemon.admin_listen {
-            None => None,
-            Some(listen) => Some(
-                Admin::start(
-                    listen,
-                    Arc::new(config.clone()),
-                    Arc::clone(engine),
-                    stop.clone(),
-                )
-                .await
-                .map_err(|e| format!("admin_listen {listen}: {e}"))?,
-            ),
-        };
-        let watchdog = watchdog_period().map(|period| {
-            tracing::info!(period = ?period, "feeding the systemd watchdog while cycles make progress");
-            tokio::spawn(watchdog(
-                Arc::clone(&notifier),
-                Arc::clone(engine.metrics()),
-                period,
-                stop,
-            ))
-        });
-        notifier.send(&format!(
-            "READY=1\nSTATUS=polling {} account(s)",
-            engine.accounts().len()
-        ));
-        Ok(Service {
-            notifier,
-            watchdog,
-            admin,
-            stopping: false,
-        })
-    }
-
-    /// Shutdown began: `STOPPING=1`, and the watchdog is no longer fed (systemd stops
-    /// watching a stopping service).
-    pub fn stopping(&mut self) {
-        if !self.stopping {
-            self.stopping = true;
-            self.notifier.send("STOPPING=1");
-        }
-        if let Some(w) = self.watchdog.take() {
-            w.abort();
-        }
-    }
-
-    /// Waits for the admin endpoint to close (after the stop flag) and removes `admin.addr`.
-    pub async fn finish(mut self) {
-        self.stopping();
-        if let Some(a) = self.admin.take() {
-            a.finish().await;
         }
     }
 }

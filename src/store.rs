@@ -107,6 +107,13 @@ pub struct Committed {
     pub duplicates: usize,
 }
 
+/// Told of the events each commit appended (the daemon's metrics count them by type): the
+/// store reports what it wrote and keeps no counters of its own.
+pub trait CommitObserver: Send + Sync {
+    /// `types`: the event type of each event appended to the outbox, in commit order.
+    fn committed(&self, types: &[&str]);
+}
+
 /// sled's directory inside the state dir.
 pub const SLED_DIR: &str = "store";
 
@@ -126,8 +133,8 @@ pub struct Store {
     dead: Tree,
     meta: Tree,
     connections: Tree,
-    /// Events committed by this process, by type (for `/metrics`).
-    committed_types: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
+    /// Told of every commit's new events ([`Store::report_to`]).
+    observer: std::sync::RwLock<Option<std::sync::Arc<dyn CommitObserver>>>,
     /// The next sequence number; holding the lock makes the holder the only committer.
     next_seq: Mutex<u64>,
     /// The greatest seq that is committed and flushed.
@@ -268,7 +275,7 @@ impl Store {
             attempts: tree("attempts")?,
             dead: tree("dead")?,
             connections: tree("connections")?,
-            committed_types: Default::default(),
+            observer: Default::default(),
             outbox,
             meta: store_meta,
             db,
@@ -440,14 +447,14 @@ impl Store {
         .expect("the commit task panicked")?;
         *next = new_next;
         drop(next);
-        let mut types = self
-            .committed_types
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        for ev in &kept {
-            *types.entry(ev.event_type.clone()).or_default() += 1;
+        if let Some(o) = self
+            .observer
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            o.committed(&kept.iter().map(|e| e.event_type.as_str()).collect::<Vec<_>>());
         }
-        drop(types);
         let last = new_next - 1;
         self.durable.fetch_max(last, Ordering::SeqCst);
         self.notify.send_if_modified(|v| {
@@ -623,12 +630,9 @@ impl Store {
         Ok(out)
     }
 
-    /// Events this process committed to the outbox, by type.
-    pub fn committed_by_type(&self) -> std::collections::BTreeMap<String, u64> {
-        self.committed_types
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+    /// Reports every later commit's new events to `observer` (replacing any before it).
+    pub fn report_to(&self, observer: std::sync::Arc<dyn CommitObserver>) {
+        *self.observer.write().unwrap_or_else(|p| p.into_inner()) = Some(observer);
     }
 
     /// Writes one connection record (`account \0 member` -> provider-encoded bytes) and

@@ -52,7 +52,7 @@ async fn a_document_from_the_year_9999_does_not_hide_later_documents() {
 /// `pollhook_provider_anomalies_total{kind="future_timestamp"}` of the CamInvoice account.
 fn quarantined(rig: &Rig) -> u64 {
     let e = rig.engine();
-    let text = e.metrics().render(e.store(), &[]);
+    let text = e.metrics().render(&pollhook::metrics::Outbox::default());
     let line = text
         .lines()
         .find(|l| {

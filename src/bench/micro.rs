@@ -67,7 +67,8 @@ pub async fn diff_and_commit(
         &account.name,
         settings,
         &account.http,
-        crate::http::Http::new(&account.http).with_observer(Arc::clone(metrics.account(0))),
+        crate::http::Http::new(&account.http),
+        Arc::clone(metrics.account(0)),
     )?);
     let store = Arc::new(Store::open(&config.daemon.state_dir).map_err(|e| e.to_string())?);
     let ctx = CycleContext {

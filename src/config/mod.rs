@@ -11,6 +11,7 @@
 mod error;
 pub mod secret;
 mod sinks;
+pub mod subject;
 
 pub use error::ConfigError;
 pub use secret::{Secret, SecretError, SecretSource};

@@ -5,7 +5,7 @@
 //! rejects the keys of the other kinds. Pure: no I/O, no secret is resolved here (an inline
 //! webhook secret's format is checked because its value is in the file anyway).
 
-use super::{Checker, ConfigError, SecretRef, SecretSource};
+use super::{subject, Checker, ConfigError, SecretRef, SecretSource};
 use base64::Engine as _;
 use serde::Deserialize;
 use std::collections::BTreeSet;
@@ -138,7 +138,7 @@ pub struct NatsSettings {
     pub servers: Vec<String>,
     /// The stream the events must land in (checked at start).
     pub stream: String,
-    pub subject: crate::sinks::nats::subject::Template,
+    pub subject: subject::Template,
     pub body: Body,
     pub auth: NatsAuth,
     /// A PEM file of CA certificates to trust (besides the system's).
@@ -674,11 +674,11 @@ fn nats(ck: &Checker, s: &Spanned<RawSink>) -> Result<NatsSettings, ConfigError>
         }
     };
     let subject = match &r.subject {
-        None => crate::sinks::nats::subject::Template::parse(
-            crate::sinks::nats::subject::DEFAULT_TEMPLATE,
+        None => subject::Template::parse(
+            subject::DEFAULT_TEMPLATE,
         )
         .expect("the default template is valid"),
-        Some(v) => crate::sinks::nats::subject::Template::parse(v.get_ref()).map_err(|why| {
+        Some(v) => subject::Template::parse(v.get_ref()).map_err(|why| {
             ck.err(
                 v.span(),
                 format!("`subject`: {why}"),

@@ -17,12 +17,8 @@ use crate::shutdown::Stop;
 use crate::store::{Store, StoreError};
 use crate::time::Millis;
 use std::collections::BTreeMap;
-use std::future::Future;
-use std::pin::Pin;
+use futures_util::future::BoxFuture;
 use std::sync::Arc;
-
-/// A boxed future, so the trait stays object-safe.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// What one cycle may use.
 #[derive(Clone)]
@@ -94,15 +90,16 @@ pub trait Provider: Send + Sync + 'static {
     fn status(&self, store: &Store, shard: Shard) -> Result<Vec<UnitStatus>, StoreError>;
 }
 
-/// Builds the provider client for `account`; its HTTP attempts are reported to `observer`,
-/// and it sends nothing once `stop` is set. Fails when a secret cannot be resolved.
+/// Builds the provider client for `account`; its HTTP attempts and the anomalies it meets are
+/// counted in `metrics`, and it sends nothing once `stop` is set. Fails when a secret cannot
+/// be resolved.
 pub fn build(
     account: &Account,
-    observer: Arc<AccountMetrics>,
+    metrics: Arc<AccountMetrics>,
     stop: &Stop,
 ) -> Result<Arc<dyn Provider>, String> {
     let http = crate::http::Http::new(&account.http)
-        .with_observer(observer)
+        .with_observer(Arc::clone(&metrics) as Arc<dyn crate::http::Observer>)
         .with_stop(stop.clone());
     match &account.provider {
         ProviderSettings::CamInvoice(s) => Ok(Arc::new(caminvoice::CamInvoice::new(
@@ -110,11 +107,13 @@ pub fn build(
             s,
             &account.http,
             http,
+            metrics,
         )?)),
         ProviderSettings::OnlinePajak(s) => Ok(Arc::new(onlinepajak::OnlinePajak::new(
             &account.name,
             s,
             http,
+            metrics,
         )?)),
     }
 }

@@ -16,7 +16,7 @@
 
 use super::{Endpoint, Job, Outcome};
 use crate::config::{HookSettings, HookStdin};
-use crate::providers::BoxFuture;
+use futures_util::future::BoxFuture;
 use crate::shutdown::Stop;
 use crate::time::format_duration;
 use std::collections::BTreeSet;

@@ -10,27 +10,37 @@
 //! state dir) is refused, with nothing written or acknowledged, and [`check`] refuses it at
 //! start-up already. [`tail`] and [`after`] read files for `store reset` and `store restore`.
 //!
-//! Rotation: [`reopen_all`] (SIGHUP, after logrotate moved the file) makes every JSONL sink
-//! reopen its path before its next write; with `rotate_bytes` the sink itself renames a file
+//! Rotation: a [`Reopen`] handle (fired by the daemon at SIGHUP, after logrotate moved the
+//! file) makes every JSONL sink built with it reopen its path before its next write; with `rotate_bytes` the sink itself renames a file
 //! that reached the size to `path.1` (`path.1` to `path.2`, ..., keeping `rotate_keep`). Either
 //! way the last seq written is carried over, so nothing is written twice across a rotation.
 //! This module never deletes a file other than the oldest rotated one it made.
 
 use super::{Sink, SinkError};
 use crate::event::StoredEvent;
-use crate::providers::BoxFuture;
+use futures_util::future::BoxFuture;
 use crate::store::{Origin, StoreError};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
-/// Bumped by [`reopen_all`]; each sink reopens its file when it sees a new value.
-static REOPEN: AtomicU64 = AtomicU64::new(0);
+/// The "reopen your files" signal, handed explicitly to the JSONL sinks that obey it (the
+/// daemon fires it at SIGHUP). A generation counter: each sink reopens its file when it sees
+/// a new value. Cheap to clone; every clone is the same signal.
+#[derive(Clone, Debug, Default)]
+pub struct Reopen(Arc<AtomicU64>);
 
-/// Makes every JSONL sink in this process reopen its path before its next write (SIGHUP).
-pub fn reopen_all() {
-    REOPEN.fetch_add(1, Ordering::SeqCst);
+impl Reopen {
+    /// Makes every sink holding this handle reopen its path before its next write.
+    pub fn fire(&self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn generation(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
 }
 
 /// Appends envelopes to a file.
@@ -43,7 +53,8 @@ pub struct JsonlSink {
     written: u64,
     /// `rotate_bytes` and `rotate_keep`.
     rotate: Option<(u64, u32)>,
-    /// The [`REOPEN`] value the open file belongs to.
+    /// What tells it to reopen its file, and the generation the open file belongs to.
+    reopen: Reopen,
     generation: u64,
     /// The store it delivers from; the tail of the file must be its own (`None` only in unit
     /// tests that call `deliver` directly: the file is then trusted).
@@ -60,7 +71,8 @@ impl JsonlSink {
             open: None,
             written: 0,
             rotate: None,
-            generation: REOPEN.load(Ordering::SeqCst),
+            reopen: Reopen::default(),
+            generation: 0,
             origin: None,
             mode: crate::files::FILE_MODE,
         }
@@ -69,6 +81,13 @@ impl JsonlSink {
     /// Gives the file (and rotated ones, which it was) `mode` (default 0600).
     pub fn mode(mut self, mode: u32) -> JsonlSink {
         self.mode = mode;
+        self
+    }
+
+    /// Reopens the file before the next write whenever `reopen` fires (SIGHUP).
+    pub fn reopen_on(mut self, reopen: &Reopen) -> JsonlSink {
+        self.generation = reopen.generation();
+        self.reopen = reopen.clone();
         self
     }
 
@@ -392,7 +411,7 @@ impl Sink for JsonlSink {
     ) -> BoxFuture<'a, Result<(), SinkError>> {
         Box::pin(async move {
             let path = self.path.clone();
-            let generation = REOPEN.load(Ordering::SeqCst);
+            let generation = self.reopen.generation();
             let mut opened = self.open.take();
             if generation != self.generation {
                 tracing::info!(sink = %self.name, path = %path.display(), "reopening the JSONL file");
@@ -551,10 +570,11 @@ mod tests {
     async fn sighup_reopens_the_path_after_logrotate_moved_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("e.jsonl");
-        let mut s = JsonlSink::new("j", &path);
+        let hup = Reopen::default();
+        let mut s = JsonlSink::new("j", &path).reopen_on(&hup);
         s.deliver(&[ev(1), ev(2)]).await.unwrap();
         std::fs::rename(&path, dir.path().join("e.jsonl.1")).unwrap();
-        reopen_all();
+        hup.fire();
         // Event 2 is offered again (not acked yet): it is in the rotated file, so not rewritten.
         s.deliver(&[ev(2), ev(3)]).await.unwrap();
         assert_eq!(lines(&dir.path().join("e.jsonl.1")), vec![1, 2]);

@@ -24,7 +24,7 @@ pub mod webhook;
 
 use crate::config::{Delivery, Filter, Sink as SinkConfig, SinkKind};
 use crate::event::{Envelope, StoredEvent};
-use crate::providers::BoxFuture;
+use futures_util::future::BoxFuture;
 use crate::shutdown::Stop;
 use crate::store::{Origin, Store, StoreError};
 use std::sync::Arc;
@@ -176,19 +176,25 @@ pub enum BuildError {
 /// Builds the sink a config entry describes. Resolves webhook and NATS secrets (the error
 /// names the config location and the source, never a value). Connects to nothing.
 pub fn build(cfg: &SinkConfig) -> Result<Runner, BuildError> {
-    build_with_stop(cfg, &Stop::never())
+    build_with(cfg, &Stop::never(), &jsonl::Reopen::default())
 }
 
 /// [`build`], for the daemon: a hook sink terminates its running hooks (SIGTERM, then
-/// SIGKILL) and starts none once `stop` is set.
-pub fn build_with_stop(cfg: &SinkConfig, stop: &Stop) -> Result<Runner, BuildError> {
+/// SIGKILL) and starts none once `stop` is set; a JSONL sink reopens its file whenever
+/// `reopen` fires (SIGHUP).
+pub fn build_with(
+    cfg: &SinkConfig,
+    stop: &Stop,
+    reopen: &jsonl::Reopen,
+) -> Result<Runner, BuildError> {
     Ok(match &cfg.kind {
         SinkKind::Jsonl(j) => Runner::batch(
             cfg.filter.clone(),
             Box::new(
                 jsonl::JsonlSink::new(&cfg.name, &j.path)
                     .rotate(j.rotate_bytes, j.rotate_keep)
-                    .mode(j.mode),
+                    .mode(j.mode)
+                    .reopen_on(reopen),
             ),
         ),
         SinkKind::Hook(h) => Runner::queue(

@@ -491,7 +491,7 @@ mod tests {
     }
 
     impl Endpoint for Scripted {
-        fn deliver(&self, job: Job) -> crate::providers::BoxFuture<'_, Outcome> {
+        fn deliver(&self, job: Job) -> futures_util::future::BoxFuture<'_, Outcome> {
             use std::sync::atomic::Ordering::SeqCst;
             Box::pin(async move {
                 let n = self.now.fetch_add(1, SeqCst) + 1;

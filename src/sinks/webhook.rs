@@ -13,7 +13,7 @@
 
 use super::{BuildError, Endpoint, Job, Outcome};
 use crate::config::{whsec_key, WebhookSettings};
-use crate::providers::BoxFuture;
+use futures_util::future::BoxFuture;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;

@@ -37,8 +37,9 @@ use self::model::{Connection, Detail, DocState, MemberRecord, Side};
 use self::token::AccessToken;
 use super::wire::{addressable, segment, Unusable};
 use super::{
-    unit_prefix, BoxFuture, CycleContext, CycleReport, Provider, RequestCount, UnitStatus,
+    unit_prefix, CycleContext, CycleReport, Provider, RequestCount, UnitStatus,
 };
+use futures_util::future::BoxFuture;
 use crate::config::{CamInvoiceSettings, HttpSettings, Secret, Start};
 use crate::event::NewEvent;
 use crate::http::{Http, Reply};
@@ -165,6 +166,7 @@ impl CamInvoice {
         s: &CamInvoiceSettings,
         settings: &HttpSettings,
         http: Http,
+        metrics: Arc<AccountMetrics>,
     ) -> Result<CamInvoice, String> {
         let secret = s.client_secret.resolve()?;
         let mut members = Vec::new();
@@ -181,7 +183,6 @@ impl CamInvoice {
             .map(|m| (m.endpoint_id.clone(), m.fingerprint.clone()))
             .collect();
         let member_pool = Arc::new(tokio::sync::Semaphore::new(settings.concurrency.max(1)));
-        let metrics = http.metrics(account, "caminvoice");
         Ok(CamInvoice {
             account: account.to_string(),
             api: Api::new(http, &s.base_url, &s.client_id, &secret),

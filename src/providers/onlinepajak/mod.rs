@@ -17,7 +17,8 @@ pub mod model;
 use self::client::{Api, ApiError};
 use self::model::InvoiceState;
 use super::wire::{addressable, Unusable};
-use super::{unit_prefix, BoxFuture, CycleContext, CycleReport, Provider, UnitStatus};
+use super::{unit_prefix, CycleContext, CycleReport, Provider, UnitStatus};
+use futures_util::future::BoxFuture;
 use crate::config::{OnlinePajakSettings, Start};
 use crate::event::NewEvent;
 use crate::http::Http;
@@ -77,10 +78,14 @@ struct Counts {
 }
 
 impl OnlinePajak {
-    pub fn new(account: &str, s: &OnlinePajakSettings, http: Http) -> Result<OnlinePajak, String> {
+    pub fn new(
+        account: &str,
+        s: &OnlinePajakSettings,
+        http: Http,
+        metrics: Arc<AccountMetrics>,
+    ) -> Result<OnlinePajak, String> {
         let token = s.token.resolve()?;
         let pacer = Arc::new(Gcra::per_minute(s.rate_limit, s.rate_burst));
-        let metrics = http.metrics(account, "onlinepajak");
         let http = http.with_pacer(Arc::clone(&pacer));
         Ok(OnlinePajak {
             account: account.to_string(),

@@ -6,7 +6,7 @@
 //! once — many PubAcks pending — while a document's next event is published only after the
 //! previous one's PubAck, so each document's events keep their order in the stream.
 //!
-//! Message: subject from the template ([`subject`]), body the payload (or the envelope line),
+//! Message: subject from the template (`config::subject`), body the payload (or the envelope line),
 //! headers `Nats-Msg-Id` = the event id (JetStream drops a repeat within the stream's
 //! `duplicate_window`; a duplicate PubAck counts as delivered), `Pollhook-Provider`,
 //! `Pollhook-Account`, `Pollhook-Type`.
@@ -28,11 +28,9 @@
 //! Secrets (token, password, nkey seed, creds) are resolved at build and handed only to the
 //! client's connect options.
 
-pub mod subject;
-
 use super::{BuildError, Endpoint, Job, Outcome};
-use crate::config::{Body, NatsAuth, NatsSettings, Secret};
-use crate::providers::BoxFuture;
+use crate::config::{subject, Body, NatsAuth, NatsSettings, Secret};
+use futures_util::future::BoxFuture;
 use crate::store::Store;
 use crate::time::{now_ms, parse_timestamp, Millis};
 use async_nats::jetstream::{self, consumer, context::PublishErrorKind, stream};

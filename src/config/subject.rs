@@ -1,5 +1,6 @@
-//! NATS subjects of the NATS sink: the `subject` template, how values become subject tokens,
-//! and whether a stream's subject filter captures every subject the template can produce.
+//! NATS subjects of the NATS sink (`[[sinks]] subject`, parsed with the config): the template,
+//! how values become subject tokens, and whether a stream's subject filter captures every
+//! subject the template can produce.
 //!
 //! A template is dot-separated tokens; each is literal text or exactly one placeholder:
 //! `{provider}`, `{account}`, `{type}`. A placeholder always renders as ONE token: characters

@@ -13,6 +13,8 @@
 //! Two housekeeping tasks run beside them: SIGHUP makes JSONL sinks reopen their files
 //! (logrotate), and the outbox is pruned of events past `retention` at start and hourly.
 
+mod service;
+
 use crate::config::Config;
 use crate::engine::{Engine, Totals};
 use crate::shutdown::Stop;
@@ -80,14 +82,16 @@ pub async fn run(
     let engine = open_with_stop(&config, &polls_stopped)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     // The admin endpoint, the watchdog, READY=1: the config is valid and the store open.
-    let mut service = crate::notify::Service::start(&config, &engine, stop_rx.clone())
+    let mut service = service::Service::start(&config, &engine, stop_rx.clone())
         .await
         .map_err(DaemonError::Setup)?;
 
+    // Fired at every SIGHUP: JSONL sinks reopen their files (logrotate).
+    let reopen = sinks::jsonl::Reopen::default();
     let mut runners = Vec::new();
     for s in &config.sinks {
         runners.push(
-            sinks::build_with_stop(s, &hooks_stopped)
+            sinks::build_with(s, &hooks_stopped, &reopen)
                 .map_err(|e| DaemonError::Setup(e.to_string()))?,
         );
     }
@@ -95,9 +99,10 @@ pub async fn run(
         .into_iter()
         .map(|r| tokio::spawn(sinks::run(Arc::clone(engine.store()), r, stop_rx.clone())))
         .collect();
-    let hup = tokio::spawn(reopen_on_sighup(tokio::signal::unix::signal(
-        tokio::signal::unix::SignalKind::hangup(),
-    )));
+    let hup = tokio::spawn(reopen_on_sighup(
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()),
+        reopen,
+    ));
     let pruner = {
         let (store, config, mut stop) =
             (Arc::clone(engine.store()), config.clone(), stop_rx.clone());
@@ -199,10 +204,13 @@ pub async fn prune(store: &Store, config: &Config) {
     }
 }
 
-/// Makes JSONL sinks reopen their files on every SIGHUP (logrotate's `postrotate`). The
-/// handler is installed by the caller before anything else starts, so an early SIGHUP cannot
-/// kill the daemon.
-async fn reopen_on_sighup(hup: std::io::Result<tokio::signal::unix::Signal>) {
+/// Fires `reopen` (the JSONL sinks' reopen signal) on every SIGHUP (logrotate's
+/// `postrotate`). The handler is installed by the caller before anything else starts, so an
+/// early SIGHUP cannot kill the daemon.
+async fn reopen_on_sighup(
+    hup: std::io::Result<tokio::signal::unix::Signal>,
+    reopen: sinks::jsonl::Reopen,
+) {
     let Ok(mut hup) = hup else {
         tracing::warn!(
             "cannot install the SIGHUP handler; JSONL files will not be reopened on SIGHUP"
@@ -211,7 +219,7 @@ async fn reopen_on_sighup(hup: std::io::Result<tokio::signal::unix::Signal>) {
     };
     while hup.recv().await.is_some() {
         tracing::info!("SIGHUP received: JSONL sinks reopen their files before their next write");
-        sinks::jsonl::reopen_all();
+        reopen.fire();
     }
 }
 
