@@ -570,8 +570,7 @@ fn check_config(config: &Config) -> Result<ExitCode, Failure> {
                     o.rate_limit, o.rate_burst
                 );
                 println!("  overlap          {}", format_duration(o.overlap));
-                let defaults = crate::providers::onlinepajak::api::ApiMap::default();
-                if o.api != defaults {
+                if !o.api.is_empty() {
                     println!("  api              overrides the assumed paths/fields (see [accounts.api])");
                 }
             }

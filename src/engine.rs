@@ -252,8 +252,8 @@ async fn join_all<F: std::future::Future>(futs: impl Iterator<Item = F>) -> Vec<
 mod tests {
     use super::*;
     use crate::providers::UnitStatus;
-    use futures_util::future::BoxFuture;
     use crate::store::StoreError;
+    use futures_util::future::BoxFuture;
     use std::sync::atomic::AtomicUsize;
 
     /// A provider whose cycle takes a while and counts how many run at once.

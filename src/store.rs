@@ -453,7 +453,12 @@ impl Store {
             .unwrap_or_else(|p| p.into_inner())
             .as_ref()
         {
-            o.committed(&kept.iter().map(|e| e.event_type.as_str()).collect::<Vec<_>>());
+            o.committed(
+                &kept
+                    .iter()
+                    .map(|e| e.event_type.as_str())
+                    .collect::<Vec<_>>(),
+            );
         }
         let last = new_next - 1;
         self.durable.fetch_max(last, Ordering::SeqCst);

@@ -6,13 +6,17 @@
 //! ([`Config::resolve_secrets`] checks them all, for `check-config`).
 //!
 //! Provider-specific keys live flat in `[[accounts]]` (so serde keeps exact spans for every
-//! error) and each provider's builder rejects keys that belong to another provider.
+//! error); each provider's builder names the keys it takes (an allow-list, as each sink kind
+//! has), and any other provider's key is a located error: a new provider edits no other
+//! provider's list.
 
+mod api;
 mod error;
 pub mod secret;
 mod sinks;
 pub mod subject;
 
+pub use api::ApiOverrides;
 pub use error::ConfigError;
 pub use secret::{Secret, SecretError, SecretSource};
 pub use sinks::{
@@ -206,8 +210,9 @@ pub struct OnlinePajakSettings {
     pub rate_burst: u32,
     pub page_size: u32,
     pub overlap: Duration,
-    /// Every assumed path and field name, with the config's overrides applied.
-    pub api: crate::providers::onlinepajak::api::ApiMap,
+    /// `[accounts.api]`: overrides of the assumed paths and field names (the provider applies
+    /// them to its table of assumptions).
+    pub api: ApiOverrides,
 }
 
 /// A secret as configured, with where it was configured (for error messages).
@@ -302,11 +307,62 @@ struct RawAccount {
     auth_scheme: Option<Spanned<String>>,
     rate_limit: Option<Spanned<i64>>,
     rate_burst: Option<Spanned<i64>>,
-    api: Option<Spanned<crate::providers::onlinepajak::api::ApiMap>>,
+    api: Option<Spanned<ApiOverrides>>,
     // both
     overlap: Option<Spanned<String>>,
     page_size: Option<Spanned<i64>>,
 }
+
+impl RawAccount {
+    /// The provider-specific keys this entry sets, with their spans (every key but name,
+    /// provider, base_url and the HTTP keys, which every provider takes).
+    fn provider_keys(&self) -> Vec<(&'static str, Range<usize>)> {
+        fn s<T>(v: &Option<Spanned<T>>) -> Option<Range<usize>> {
+            v.as_ref().map(Spanned::span)
+        }
+        [
+            ("client_id", s(&self.client_id)),
+            ("client_secret", s(&self.client_secret)),
+            ("members", s(&self.members)),
+            ("list_send_type", s(&self.list_send_type)),
+            ("revoke_after_refusals", s(&self.revoke_after_refusals)),
+            ("npwp", s(&self.npwp)),
+            ("token", s(&self.token)),
+            ("auth_scheme", s(&self.auth_scheme)),
+            ("rate_limit", s(&self.rate_limit)),
+            ("rate_burst", s(&self.rate_burst)),
+            ("api", s(&self.api)),
+            ("overlap", s(&self.overlap)),
+            ("page_size", s(&self.page_size)),
+        ]
+        .into_iter()
+        .filter_map(|(k, span)| span.map(|sp| (k, sp)))
+        .collect()
+    }
+}
+
+/// The provider-specific keys of a CamInvoice account.
+const CAMINVOICE_KEYS: &[&str] = &[
+    "client_id",
+    "client_secret",
+    "members",
+    "list_send_type",
+    "revoke_after_refusals",
+    "overlap",
+    "page_size",
+];
+
+/// The provider-specific keys of an OnlinePajak account.
+const ONLINEPAJAK_KEYS: &[&str] = &[
+    "npwp",
+    "token",
+    "auth_scheme",
+    "rate_limit",
+    "rate_burst",
+    "api",
+    "overlap",
+    "page_size",
+];
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -479,19 +535,17 @@ impl Checker<'_> {
         Ok(s.get_ref().trim_end_matches('/').to_string())
     }
 
-    /// A key that does not belong to this account's provider.
-    fn forbid<T>(
-        &self,
-        v: &Option<Spanned<T>>,
-        key: &str,
-        provider: &str,
-    ) -> Result<(), ConfigError> {
-        match v {
+    /// Refuses a provider-specific key that is not in `allowed` (another provider's key).
+    fn only(&self, a: &RawAccount, provider: &str, allowed: &[&str]) -> Result<(), ConfigError> {
+        match a.provider_keys().into_iter().find(|(k, _)| !allowed.contains(k)) {
             None => Ok(()),
-            Some(s) => Err(self.err(
-                s.span(),
+            Some((key, span)) => Err(self.err(
+                span,
                 format!("`{key}` does not apply to provider \"{provider}\""),
-                "remove it, or check `provider`; config.toml.example lists each provider's keys",
+                format!(
+                    "remove it, or check `provider`; a {provider} account takes name, provider, base_url, the HTTP keys (timeout, max_retries, retry_base, retry_after_cap, concurrency) and {}; config.toml.example lists each provider's keys",
+                    allowed.join(", ")
+                ),
             )),
         }
     }
@@ -866,13 +920,7 @@ fn caminvoice(
     a: &RawAccount,
     table: Range<usize>,
 ) -> Result<CamInvoiceSettings, ConfigError> {
-    let p = "caminvoice";
-    ck.forbid(&a.npwp, "npwp", p)?;
-    ck.forbid(&a.token, "token", p)?;
-    ck.forbid(&a.auth_scheme, "auth_scheme", p)?;
-    ck.forbid(&a.rate_limit, "rate_limit", p)?;
-    ck.forbid(&a.rate_burst, "rate_burst", p)?;
-    ck.forbid(&a.api, "api", p)?;
+    ck.only(a, "caminvoice", CAMINVOICE_KEYS)?;
     let help = "CamInvoice accounts need base_url, client_id and client_secret; members are [[accounts.members]] entries or connected with `pollhook connect`";
     let client_id = ck.require(&a.client_id, "client_id", table.clone(), help)?;
     let client_secret = ck.require(&a.client_secret, "client_secret", table.clone(), help)?;
@@ -937,12 +985,7 @@ fn onlinepajak(
     a: &RawAccount,
     table: Range<usize>,
 ) -> Result<OnlinePajakSettings, ConfigError> {
-    let p = "onlinepajak";
-    ck.forbid(&a.client_id, "client_id", p)?;
-    ck.forbid(&a.client_secret, "client_secret", p)?;
-    ck.forbid(&a.members, "members", p)?;
-    ck.forbid(&a.list_send_type, "list_send_type", p)?;
-    ck.forbid(&a.revoke_after_refusals, "revoke_after_refusals", p)?;
+    ck.only(a, "onlinepajak", ONLINEPAJAK_KEYS)?;
     let help = "OnlinePajak accounts need base_url (e.g. https://openapi.onlinepajak.com/v2.0), npwp and token";
     let npwp = ck.require(&a.npwp, "npwp", table.clone(), help)?;
     if npwp.get_ref().trim().is_empty() || !is_key_part(npwp.get_ref()) {

@@ -207,10 +207,10 @@ fn an_onlinepajak_account_beside_a_caminvoice_one() {
     assert_eq!(o.npwp, "12.312.312.0-001.123");
     assert!(o.raw_auth);
     assert_eq!((o.rate_limit, o.rate_burst, o.page_size), (90, 5, 100));
-    assert_eq!(o.api.approval_status, "status");
+    assert_eq!(o.api.approval_status.as_deref(), Some("status"));
     assert_eq!(
-        o.api.updated_at, "updatedAt",
-        "what the override leaves alone stays assumed"
+        o.api.updated_at, None,
+        "what the override leaves alone stays the provider's assumption (api.rs)"
     );
     assert_eq!(c.accounts[1].http.retry_base, Duration::from_secs(5));
     assert_eq!(c.secrets().len(), 3);

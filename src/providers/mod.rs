@@ -16,8 +16,8 @@ use crate::shard::Shard;
 use crate::shutdown::Stop;
 use crate::store::{Store, StoreError};
 use crate::time::Millis;
-use std::collections::BTreeMap;
 use futures_util::future::BoxFuture;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// What one cycle may use.

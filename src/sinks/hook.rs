@@ -16,9 +16,9 @@
 
 use super::{Endpoint, Job, Outcome};
 use crate::config::{HookSettings, HookStdin};
-use futures_util::future::BoxFuture;
 use crate::shutdown::Stop;
 use crate::time::format_duration;
+use futures_util::future::BoxFuture;
 use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::process::{ExitStatus, Stdio};

@@ -18,8 +18,8 @@
 
 use super::{Sink, SinkError};
 use crate::event::StoredEvent;
-use futures_util::future::BoxFuture;
 use crate::store::{Origin, StoreError};
+use futures_util::future::BoxFuture;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};

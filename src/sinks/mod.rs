@@ -24,9 +24,9 @@ pub mod webhook;
 
 use crate::config::{Delivery, Filter, Sink as SinkConfig, SinkKind};
 use crate::event::{Envelope, StoredEvent};
-use futures_util::future::BoxFuture;
 use crate::shutdown::Stop;
 use crate::store::{Origin, Store, StoreError};
+use futures_util::future::BoxFuture;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;

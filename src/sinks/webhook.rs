@@ -13,8 +13,8 @@
 
 use super::{BuildError, Endpoint, Job, Outcome};
 use crate::config::{whsec_key, WebhookSettings};
-use futures_util::future::BoxFuture;
 use base64::Engine as _;
+use futures_util::future::BoxFuture;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::time::Duration;

@@ -36,10 +36,7 @@ use self::diff::{changed, diff, Observation};
 use self::model::{Connection, Detail, DocState, MemberRecord, Side};
 use self::token::AccessToken;
 use super::wire::{addressable, segment, Unusable};
-use super::{
-    unit_prefix, CycleContext, CycleReport, Provider, RequestCount, UnitStatus,
-};
-use futures_util::future::BoxFuture;
+use super::{unit_prefix, CycleContext, CycleReport, Provider, RequestCount, UnitStatus};
 use crate::config::{CamInvoiceSettings, HttpSettings, Secret, Start};
 use crate::event::NewEvent;
 use crate::http::{Http, Reply};
@@ -49,6 +46,7 @@ use crate::store::{Batch, Store, StoreError};
 use crate::time::{
     format_ms, format_naive_seconds, judged, now_ms, trust_limit, Millis, MAX_FUTURE_SKEW,
 };
+use futures_util::future::BoxFuture;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};

@@ -3,16 +3,16 @@
 //!
 //! OnlinePajak publishes only part of its API (see shared/providers/onlinepajak.md): the Bulk
 //! Fetch and Retrieve shapes below are this project's working contract. Every entry can be
-//! overridden from the config (`[accounts.api]`), so a run against the real sandbox can correct
-//! a path or a field name without touching the client or the diff. The defaults ARE the
-//! assumptions; `Default` is the table.
+//! overridden from the config (`[accounts.api]`, read as plain [`ApiOverrides`]), so a run
+//! against the real sandbox can correct a path or a field name without touching the client or
+//! the diff. The defaults ARE the assumptions; `Default` is the table, and
+//! [`ApiMap::with_overrides`] lays the config's overrides over it.
 
-use serde::Deserialize;
+use crate::config::ApiOverrides;
 use std::collections::BTreeMap;
 
 /// Paths, parameters and field names of the OnlinePajak invoice API.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiMap {
     /// Bulk Fetch of sale invoices, relative to `base_url`.
     pub list_path: String,
@@ -90,6 +90,73 @@ impl Default for ApiMap {
 }
 
 impl ApiMap {
+    /// The assumed table with the config's overrides applied: each override replaces the
+    /// entry it names (a `types` table replaces the whole mapping).
+    pub fn with_overrides(o: &ApiOverrides) -> ApiMap {
+        // Destructured whole: an override added to the config without being applied here
+        // does not compile.
+        let ApiOverrides {
+            list_path,
+            retrieve_path,
+            page_param,
+            size_param,
+            updated_from_param,
+            sort_param,
+            sort_value,
+            first_page,
+            content,
+            total_pages,
+            id,
+            document_number,
+            client_reference_id,
+            commercial_invoice_number,
+            tax_period,
+            revision,
+            document_type,
+            approval_status,
+            djp_response_message,
+            pdf_download_link,
+            created_by,
+            npwp,
+            approved_at,
+            updated_at,
+            approved_value,
+            rejected_value,
+            types,
+        } = o.clone();
+        let d = ApiMap::default();
+        ApiMap {
+            list_path: list_path.unwrap_or(d.list_path),
+            retrieve_path: retrieve_path.unwrap_or(d.retrieve_path),
+            page_param: page_param.unwrap_or(d.page_param),
+            size_param: size_param.unwrap_or(d.size_param),
+            updated_from_param: updated_from_param.unwrap_or(d.updated_from_param),
+            sort_param: sort_param.unwrap_or(d.sort_param),
+            sort_value: sort_value.unwrap_or(d.sort_value),
+            first_page: first_page.unwrap_or(d.first_page),
+            content: content.unwrap_or(d.content),
+            total_pages: total_pages.unwrap_or(d.total_pages),
+            id: id.unwrap_or(d.id),
+            document_number: document_number.unwrap_or(d.document_number),
+            client_reference_id: client_reference_id.unwrap_or(d.client_reference_id),
+            commercial_invoice_number: commercial_invoice_number
+                .unwrap_or(d.commercial_invoice_number),
+            tax_period: tax_period.unwrap_or(d.tax_period),
+            revision: revision.unwrap_or(d.revision),
+            document_type: document_type.unwrap_or(d.document_type),
+            approval_status: approval_status.unwrap_or(d.approval_status),
+            djp_response_message: djp_response_message.unwrap_or(d.djp_response_message),
+            pdf_download_link: pdf_download_link.unwrap_or(d.pdf_download_link),
+            created_by: created_by.unwrap_or(d.created_by),
+            npwp: npwp.unwrap_or(d.npwp),
+            approved_at: approved_at.unwrap_or(d.approved_at),
+            updated_at: updated_at.unwrap_or(d.updated_at),
+            approved_value: approved_value.unwrap_or(d.approved_value),
+            rejected_value: rejected_value.unwrap_or(d.rejected_value),
+            types: types.unwrap_or(d.types),
+        }
+    }
+
     /// The webhook's `type` for a `documentType`.
     pub fn type_name<'a>(&'a self, document_type: &'a str) -> &'a str {
         self.types
@@ -117,7 +184,8 @@ mod tests {
 
     #[test]
     fn overrides_replace_only_what_they_name() {
-        let m: ApiMap = toml::from_str("list_path = \"/sales\"\napproval_status = \"status\"\n[types]\n\"2\" = \"credit_note\"\n").unwrap();
+        let o: ApiOverrides = toml::from_str("list_path = \"/sales\"\napproval_status = \"status\"\n[types]\n\"2\" = \"credit_note\"\n").unwrap();
+        let m = ApiMap::with_overrides(&o);
         assert_eq!(m.list_path, "/sales");
         assert_eq!(m.approval_status, "status");
         assert_eq!(m.updated_at, "updatedAt");
@@ -127,7 +195,11 @@ mod tests {
             "1",
             "a types table replaces the whole mapping"
         );
-        assert!(toml::from_str::<ApiMap>("list_pth = \"/x\"").is_err());
+        assert!(toml::from_str::<ApiOverrides>("list_pth = \"/x\"").is_err());
+        assert_eq!(
+            ApiMap::with_overrides(&ApiOverrides::default()),
+            ApiMap::default()
+        );
     }
 
     #[test]

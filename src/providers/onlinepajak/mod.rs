@@ -18,7 +18,6 @@ use self::client::{Api, ApiError};
 use self::model::InvoiceState;
 use super::wire::{addressable, Unusable};
 use super::{unit_prefix, CycleContext, CycleReport, Provider, UnitStatus};
-use futures_util::future::BoxFuture;
 use crate::config::{OnlinePajakSettings, Start};
 use crate::event::NewEvent;
 use crate::http::Http;
@@ -29,6 +28,7 @@ use crate::store::{Batch, Store, StoreError};
 use crate::time::{
     format_duration, format_ms, now_ms, supersedes, trust_limit, Millis, MAX_FUTURE_SKEW,
 };
+use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -89,7 +89,13 @@ impl OnlinePajak {
         let http = http.with_pacer(Arc::clone(&pacer));
         Ok(OnlinePajak {
             account: account.to_string(),
-            api: Api::new(http, &s.base_url, &token, s.raw_auth, s.api.clone()),
+            api: Api::new(
+                http,
+                &s.base_url,
+                &token,
+                s.raw_auth,
+                api::ApiMap::with_overrides(&s.api),
+            ),
             settings: s.clone(),
             pacer,
             metrics,

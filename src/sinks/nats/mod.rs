@@ -30,10 +30,10 @@
 
 use super::{BuildError, Endpoint, Job, Outcome};
 use crate::config::{subject, Body, NatsAuth, NatsSettings, Secret};
-use futures_util::future::BoxFuture;
 use crate::store::Store;
 use crate::time::{now_ms, parse_timestamp, Millis};
 use async_nats::jetstream::{self, consumer, context::PublishErrorKind, stream};
+use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
