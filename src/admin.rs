@@ -6,12 +6,13 @@
 //!
 //! The bound address is written to `<state_dir>/admin.addr` (port 0 picks a free port), which
 //! is how the CLI finds the daemon; the file is removed at shutdown. This module reads the
-//! engine and the store; it never changes state except through `connect::exchange`.
+//! engine and the store; it never changes state except through CamInvoice's
+//! `connect::exchange`.
 
 use crate::config::{Config, Sink};
-use crate::connect::{self, Connected};
 use crate::engine::Engine;
 use crate::metrics::Outbox;
+use crate::providers::caminvoice::connect::{self, Connected};
 use crate::providers::UnitStatus;
 use crate::store::StoreError;
 use crate::time::{format_duration, format_ms, now_ms};
@@ -290,15 +291,14 @@ async fn connect_member(
             "connect is accepted from this host only",
         );
     }
-    let (account, settings) = match connect::caminvoice_account(&s.config, &req.account) {
-        Ok(a) => a,
-        Err(e) => return json_error(StatusCode::NOT_FOUND, e.to_string()),
-    };
+    if let Err(e) = connect::check_account(&s.config, &req.account) {
+        return json_error(StatusCode::NOT_FOUND, e.to_string());
+    }
     let token = match connect::auth_token_from(&req.auth_token) {
         Ok(t) => t,
         Err(e) => return json_error(StatusCode::BAD_REQUEST, e.to_string()),
     };
-    match connect::exchange(account, settings, s.engine.store(), &token).await {
+    match connect::exchange(&s.config, &req.account, s.engine.store(), &token).await {
         Ok(c) => Json(c).into_response(),
         Err(e) => json_error(StatusCode::BAD_GATEWAY, e.to_string()),
     }

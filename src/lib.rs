@@ -41,7 +41,6 @@ pub mod admin;
 pub mod bench;
 pub mod cli;
 pub mod config;
-pub mod connect;
 #[cfg(feature = "sim")]
 pub mod demo;
 pub mod engine;

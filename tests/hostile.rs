@@ -284,26 +284,20 @@ async fn a_detail_over_its_cap_sends_the_member_to_the_list_walk() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cursor_stored_in_the_future_is_reset_and_nothing_is_missed() {
     use pollhook::providers::caminvoice::model::MemberRecord;
-    use pollhook::store::Batch;
+    use pollhook::store::{Batch, Unit};
     let rig = Rig::new(steady_sim(151)).await;
     rig.cycle().await;
     // As an older pollhook (or this clock before it went back) left it: cursors in 9999.
     let store = rig.engine().store();
-    let mut cursors = Vec::new();
+    let mut batch = Batch::default();
     for m in rig.sim.credentials().members {
-        let key = format!("sim-kh\0{}", m.endpoint_id).into_bytes();
+        let unit = Unit::new("sim-kh", &m.endpoint_id);
         let mut rec: MemberRecord =
-            serde_json::from_slice(&store.get_cursor(&key).unwrap().unwrap()).unwrap();
+            serde_json::from_slice(&store.get_cursor(unit).unwrap().unwrap()).unwrap();
         rec.cursor = Some(253_402_300_799_999);
-        cursors.push((key, serde_json::to_vec(&rec).unwrap()));
+        batch.put_cursor(unit, serde_json::to_vec(&rec).unwrap());
     }
-    store
-        .commit(Batch {
-            cursors,
-            ..Batch::default()
-        })
-        .await
-        .unwrap();
+    store.commit(batch).await.unwrap();
     for _ in 0..5 {
         rig.sim.step();
         let r = rig.cycle().await;

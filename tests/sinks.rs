@@ -59,13 +59,7 @@ fn event(n: u32, doc: &str) -> NewEvent {
 }
 
 async fn commit(store: &Store, events: Vec<NewEvent>) {
-    store
-        .commit(Batch {
-            events,
-            ..Batch::default()
-        })
-        .await
-        .unwrap();
+    store.commit(Batch::of_events(events)).await.unwrap();
 }
 
 /// Writes an sh script into `dir` and returns its argv as TOML.

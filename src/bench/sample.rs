@@ -52,10 +52,7 @@ pub async fn commit_all(store: &Store, events: Vec<NewEvent>, per_commit: usize)
     let began = Instant::now();
     for chunk in events.chunks(per_commit.max(1)) {
         store
-            .commit(Batch {
-                events: chunk.to_vec(),
-                ..Batch::default()
-            })
+            .commit(Batch::of_events(chunk.to_vec()))
             .await
             .expect("commit");
     }

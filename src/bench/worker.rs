@@ -115,7 +115,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
                 store.flush().await.map_err(|e| e.to_string())?;
                 serde_json::to_string(&SizeFigures {
                     bytes: store.size_on_disk().map_err(|e| e.to_string())?,
-                    documents: store.count_state(b"").map_err(|e| e.to_string())? as u64,
+                    documents: store.count_all_state().map_err(|e| e.to_string())? as u64,
                 })
             }
             "quit" => break,

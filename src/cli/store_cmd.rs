@@ -15,14 +15,14 @@ use std::process::ExitCode;
 
 pub(super) async fn run(command: StoreCommand) -> Result<ExitCode, Failure> {
     match command {
-        StoreCommand::Verify { config } => verify(&Config::load(&config)?).await,
-        StoreCommand::Backup { file, config } => backup(&Config::load(&config)?, &file).await,
+        StoreCommand::Verify { config } => verify(&config.load()?).await,
+        StoreCommand::Backup { file, config } => backup(&config.load()?, &file).await,
         StoreCommand::Restore {
             file,
             config,
             force,
-        } => restore(&Config::load(&config)?, &file, force),
-        StoreCommand::Reset { config, yes } => reset(&Config::load(&config)?, yes),
+        } => restore(&config.load()?, &file, force),
+        StoreCommand::Reset { config, yes } => reset(&config.load()?, yes),
     }
 }
 

@@ -118,16 +118,6 @@ pub fn build(
     }
 }
 
-/// The store key prefix of one unit: `account \0 unit \0`.
-pub fn unit_prefix(account: &str, unit: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(account.len() + unit.len() + 2);
-    k.extend_from_slice(account.as_bytes());
-    k.push(0);
-    k.extend_from_slice(unit.as_bytes());
-    k.push(0);
-    k
-}
-
 /// For `store verify`: checks that a record in the store decodes the way its account's provider
 /// writes it (`Ok(false)`: the config has no such account, the record is not judged).
 pub fn record_check(accounts: &[Account]) -> crate::store::verify::RecordCheck {

@@ -622,10 +622,7 @@ mod tests {
 
     async fn commit(store: &crate::store::Store, events: Vec<crate::event::NewEvent>) {
         store
-            .commit(crate::store::Batch {
-                events,
-                ..Default::default()
-            })
+            .commit(crate::store::Batch::of_events(events))
             .await
             .unwrap();
     }

@@ -443,10 +443,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         store
-            .commit(Batch {
-                events: (1..=3).map(ev).collect(),
-                ..Batch::default()
-            })
+            .commit(Batch::of_events((1..=3).map(ev).collect()))
             .await
             .unwrap();
         let recording = Recording::default();
@@ -468,13 +465,7 @@ mod tests {
         events[1].event_type = "DOCUMENT.DELIVERED".into();
         events[3].account = "other".into();
         events[3].event_type = "DOCUMENT.RECEIVED".into();
-        store
-            .commit(Batch {
-                events,
-                ..Batch::default()
-            })
-            .await
-            .unwrap();
+        store.commit(Batch::of_events(events)).await.unwrap();
         let recording = Recording::default();
         let filter = Filter {
             events: vec!["DOCUMENT.*".into()],

@@ -552,13 +552,7 @@ mod tests {
     async fn store_with(events: Vec<NewEvent>) -> (tempfile::TempDir, Arc<Store>) {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open(dir.path()).unwrap());
-        store
-            .commit(Batch {
-                events,
-                ..Batch::default()
-            })
-            .await
-            .unwrap();
+        store.commit(Batch::of_events(events)).await.unwrap();
         (dir, store)
     }
 

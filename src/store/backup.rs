@@ -17,6 +17,7 @@
 //! puts the restored one in its place.
 
 use super::identity::{self, DirLock};
+use super::DbError;
 use super::{
     decode_seq, Mode, Origin, Store, StoreError, NEXT_SEQ, SCHEMA_VERSION, SLED_DIR, STORE_ID,
 };
@@ -364,7 +365,7 @@ impl Staged {
         let io = |e: std::io::Error| {
             BackupError::Store(StoreError::Open {
                 dir: state_dir.to_path_buf(),
-                source: sled::Error::Io(e),
+                source: DbError::io(e),
             })
         };
         // Check the file before touching the state dir.
@@ -473,7 +474,7 @@ impl Staged {
     pub fn install(mut self) -> Result<Option<PathBuf>, StoreError> {
         let io = |e: std::io::Error| StoreError::Open {
             dir: self.state_dir.clone(),
-            source: sled::Error::Io(e),
+            source: DbError::io(e),
         };
         let db = self.db.take().expect("loaded");
         let id = db
@@ -589,7 +590,13 @@ mod tests {
         assert_eq!(s.id(), id);
         assert_eq!(s.last_seq(), 3);
         assert_eq!(s.acked("j").unwrap(), 3);
-        assert_eq!(s.get_state(b"a\0m\0d1").unwrap().unwrap().as_ref(), b"rec");
+        assert_eq!(
+            s.get_state(crate::store::Unit::new("a", "m"), "d1")
+                .unwrap()
+                .unwrap()
+                .as_slice(),
+            b"rec"
+        );
         assert_eq!(s.read_outbox(0, 10).unwrap().len(), 3);
     }
 

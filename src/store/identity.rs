@@ -11,7 +11,7 @@
 //! `store reset` / `store restore` while they move directories: it does not depend on sled
 //! being able to open what is there.
 
-use super::StoreError;
+use super::{DbError, StoreError};
 use sha2::{Digest, Sha256};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
@@ -49,7 +49,7 @@ impl DirLock {
     fn try_acquire(state_dir: &Path) -> Result<DirLock, StoreError> {
         let open_err = |e: std::io::Error| StoreError::Open {
             dir: state_dir.to_path_buf(),
-            source: sled::Error::Io(e),
+            source: DbError::io(e),
         };
         let file = OpenOptions::new()
             .create(true)

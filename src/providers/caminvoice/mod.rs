@@ -27,6 +27,7 @@
 //! segment is never requested.
 
 pub mod client;
+pub mod connect;
 pub mod diff;
 pub mod model;
 pub mod token;
@@ -36,13 +37,13 @@ use self::diff::{changed, diff, Observation};
 use self::model::{Connection, Detail, DocState, MemberRecord, Side};
 use self::token::AccessToken;
 use super::wire::{addressable, segment, Unusable};
-use super::{unit_prefix, CycleContext, CycleReport, Provider, RequestCount, UnitStatus};
+use super::{CycleContext, CycleReport, Provider, RequestCount, UnitStatus};
 use crate::config::{CamInvoiceSettings, HttpSettings, Secret, Start};
 use crate::event::NewEvent;
 use crate::http::{Http, Reply};
 use crate::metrics::AccountMetrics;
 use crate::shard::Shard;
-use crate::store::{Batch, Store, StoreError};
+use crate::store::{Batch, Store, StoreError, Unit};
 use crate::time::{
     format_ms, format_naive_seconds, judged, now_ms, trust_limit, Millis, MAX_FUTURE_SKEW,
 };
@@ -266,7 +267,7 @@ impl CamInvoice {
         };
         let value = serde_json::to_vec(&conn).expect("a connection record serializes");
         store
-            .put_connection(&self.account, &m.endpoint_id, value)
+            .put_connection(Unit::new(&self.account, &m.endpoint_id), value)
             .await?;
         self.members.write().unwrap_or_else(|p| p.into_inner())[idx] = Arc::new(MemberCreds {
             endpoint_id: m.endpoint_id.clone(),
@@ -278,38 +279,31 @@ impl CamInvoice {
         Ok(())
     }
 
-    fn record_key(&self, idx: usize) -> Vec<u8> {
-        let mut k = unit_prefix(&self.account, &self.member(idx).endpoint_id);
-        k.pop();
-        k
-    }
-
-    fn doc_key(&self, idx: usize, document_id: &str) -> Vec<u8> {
-        let mut k = unit_prefix(&self.account, &self.member(idx).endpoint_id);
-        k.extend_from_slice(document_id.as_bytes());
-        k
-    }
-
     fn load_record(&self, store: &Store, idx: usize) -> Result<Option<MemberRecord>, StoreError> {
-        Ok(match store.get_cursor(&self.record_key(idx))? {
-            None => None,
-            Some(v) => match serde_json::from_slice(&v) {
-                Ok(r) => Some(r),
-                Err(e) => {
-                    return Err(StoreError::Corrupt(format!(
-                        "member record of {}: {e}",
-                        self.member(idx).endpoint_id
-                    )))
-                }
+        let m = self.member(idx);
+        Ok(
+            match store.get_cursor(Unit::new(&self.account, &m.endpoint_id))? {
+                None => None,
+                Some(v) => match serde_json::from_slice(&v) {
+                    Ok(r) => Some(r),
+                    Err(e) => {
+                        return Err(StoreError::Corrupt(format!(
+                            "member record of {}: {e}",
+                            self.member(idx).endpoint_id
+                        )))
+                    }
+                },
             },
-        })
+        )
     }
 
-    fn record_entry(&self, idx: usize, rec: &MemberRecord) -> (Vec<u8>, Vec<u8>) {
-        (
-            self.record_key(idx),
+    /// Adds the member's record to `batch`.
+    fn put_record(&self, batch: &mut Batch, idx: usize, rec: &MemberRecord) {
+        let m = self.member(idx);
+        batch.put_cursor(
+            Unit::new(&self.account, &m.endpoint_id),
             serde_json::to_vec(rec).expect("member record serializes"),
-        )
+        );
     }
 
     /// A usable access token, refreshed ahead of expiry or when `force`d (after a 401).
@@ -475,6 +469,7 @@ impl CamInvoice {
         notes: &mut Notes,
     ) -> Result<Counts, Stop> {
         let mut total = Counts::default();
+        let member = self.member(idx);
         for chunk in items.chunks(CHUNK) {
             let limit = trust_limit(now_ms());
             let mut prevs = Vec::with_capacity(chunk.len());
@@ -482,7 +477,10 @@ impl CamInvoice {
             for c in chunk {
                 let prev = ctx
                     .store
-                    .get_state(&self.doc_key(idx, &c.document_id))?
+                    .get_state(
+                        Unit::new(&self.account, &member.endpoint_id),
+                        &c.document_id,
+                    )?
                     .and_then(|v| DocState::decode(&v));
                 let status = c.known.as_ref().and_then(|d| d.status.as_deref());
                 let is_changed = match (&prev, c.updated_at) {
@@ -553,7 +551,7 @@ impl CamInvoice {
             if advance_cursor {
                 rec.cursor = cursor;
             }
-            batch.cursors.push(self.record_entry(idx, rec));
+            self.put_record(&mut batch, idx, rec);
             let committed = ctx.store.commit(batch).await?;
             total.events += committed.events as u64;
             total.duplicates += committed.duplicates as u64;
@@ -685,7 +683,7 @@ impl CamInvoice {
                 payload: emit.payload(id, endpoint),
             });
         }
-        batch.state.push((self.doc_key(idx, id), record.encode()));
+        batch.put_state(Unit::new(&self.account, endpoint), id, record.encode());
     }
 
     /// Polls from the cursor minus the overlap window. An answer over its size or item cap is
@@ -933,7 +931,7 @@ impl CamInvoice {
                 Err(e.to_string())
             }
         };
-        batch.cursors.push(self.record_entry(idx, &rec));
+        self.put_record(&mut batch, idx, &rec);
         match ctx.store.commit(batch).await {
             Ok(c) => counts.events += c.events as u64,
             Err(e) => return Err(e.to_string()),
@@ -952,10 +950,8 @@ impl CamInvoice {
             return;
         };
         rec.last_error = Some(why.into());
-        let batch = Batch {
-            cursors: vec![self.record_entry(idx, &rec)],
-            ..Batch::default()
-        };
+        let mut batch = Batch::default();
+        self.put_record(&mut batch, idx, &rec);
         if let Err(e) = store.commit(batch).await {
             tracing::warn!(member = %self.member(idx).endpoint_id, "cannot record the failure: {e}");
         }
@@ -1091,7 +1087,7 @@ impl Provider for CamInvoice {
                 continue;
             }
             let rec = self.load_record(store, idx)?;
-            let documents = store.count_state(&unit_prefix(&self.account, &m.endpoint_id))?;
+            let documents = store.count_state(Unit::new(&self.account, &m.endpoint_id))?;
             let state = match &rec {
                 None => "never polled".to_string(),
                 Some(r)

@@ -17,14 +17,14 @@ pub mod model;
 use self::client::{Api, ApiError};
 use self::model::InvoiceState;
 use super::wire::{addressable, Unusable};
-use super::{unit_prefix, CycleContext, CycleReport, Provider, UnitStatus};
+use super::{CycleContext, CycleReport, Provider, UnitStatus};
 use crate::config::{OnlinePajakSettings, Start};
 use crate::event::NewEvent;
 use crate::http::Http;
 use crate::metrics::AccountMetrics;
 use crate::pacing::Gcra;
 use crate::shard::Shard;
-use crate::store::{Batch, Store, StoreError};
+use crate::store::{Batch, Store, StoreError, Unit};
 use crate::time::{
     format_duration, format_ms, now_ms, supersedes, trust_limit, Millis, MAX_FUTURE_SKEW,
 };
@@ -102,20 +102,13 @@ impl OnlinePajak {
         })
     }
 
-    fn record_key(&self) -> Vec<u8> {
-        let mut k = unit_prefix(&self.account, &self.settings.npwp);
-        k.pop();
-        k
-    }
-
-    fn invoice_key(&self, id: &str) -> Vec<u8> {
-        let mut k = unit_prefix(&self.account, &self.settings.npwp);
-        k.extend_from_slice(id.as_bytes());
-        k
+    /// The company: the unit the store keys this account's records by.
+    fn unit(&self) -> Unit<'_> {
+        Unit::new(&self.account, &self.settings.npwp)
     }
 
     fn load_record(&self, store: &Store) -> Result<Option<AccountRecord>, StoreError> {
-        match store.get_cursor(&self.record_key())? {
+        match store.get_cursor(self.unit())? {
             None => Ok(None),
             Some(v) => serde_json::from_slice(&v).map(Some).map_err(|e| {
                 StoreError::Corrupt(format!("record of account {}: {e}", self.account))
@@ -123,11 +116,12 @@ impl OnlinePajak {
         }
     }
 
-    fn record_entry(&self, rec: &AccountRecord) -> (Vec<u8>, Vec<u8>) {
-        (
-            self.record_key(),
+    /// Adds the account's record to `batch`.
+    fn put_record(&self, batch: &mut Batch, rec: &AccountRecord) {
+        batch.put_cursor(
+            self.unit(),
             serde_json::to_vec(rec).expect("record serializes"),
-        )
+        );
     }
 
     /// Walks Bulk Fetch from the cursor and commits page by page. A page over its cap is asked
@@ -168,10 +162,11 @@ impl OnlinePajak {
                 if let Some(at) = listed.updated_at.filter(|at| *at <= limit) {
                     last_at = Some(at);
                 }
-                let key = self.invoice_key(&listed.id);
+                // Keyed by the id Bulk Fetch listed (a Retrieve answers for that id).
+                let key = listed.id.clone();
                 let prev = ctx
                     .store
-                    .get_state(&key)?
+                    .get_state(self.unit(), &key)?
                     .and_then(|v| InvoiceState::decode(&v));
                 // Not newer: skipped unread (a quarantined stored stamp says nothing: the diff
                 // compares the whole version).
@@ -259,11 +254,11 @@ impl OnlinePajak {
                 if updated_at <= limit {
                     rec.cursor = Some(rec.cursor.map_or(updated_at, |c| c.max(updated_at)));
                 }
-                batch.state.push((key, record.encode()));
+                batch.put_state(self.unit(), &key, record.encode());
             }
             self.report(&notes);
             rec.pacer_tat = self.pacer.tat_ms();
-            batch.cursors.push(self.record_entry(rec));
+            self.put_record(&mut batch, rec);
             let c = ctx.store.commit(batch).await?;
             counts.events += c.events as u64;
             counts.duplicates += c.duplicates as u64;
@@ -377,14 +372,9 @@ impl Provider for OnlinePajak {
                     );
                 }
             }
-            if let Err(e) = ctx
-                .store
-                .commit(Batch {
-                    cursors: vec![self.record_entry(&rec)],
-                    ..Batch::default()
-                })
-                .await
-            {
+            let mut batch = Batch::default();
+            self.put_record(&mut batch, &rec);
+            if let Err(e) = ctx.store.commit(batch).await {
                 report
                     .failures
                     .push(format!("npwp {}: {e}", self.settings.npwp).into());
@@ -400,7 +390,7 @@ impl Provider for OnlinePajak {
             return Ok(Vec::new());
         }
         let rec = self.load_record(store)?;
-        let documents = store.count_state(&unit_prefix(&self.account, &self.settings.npwp))?;
+        let documents = store.count_state(self.unit())?;
         Ok(vec![UnitStatus {
             unit: format!("npwp {}", self.settings.npwp),
             state: match &rec {

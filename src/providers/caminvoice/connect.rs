@@ -8,14 +8,18 @@
 //!
 //! With the daemon running (sled allows one process), `pollhook connect` hands the authToken
 //! to the daemon's admin endpoint, which runs [`exchange`] on its own store.
+//!
+//! The API is narrow on purpose — [`url`], [`new_state`], [`check_account`],
+//! [`auth_token_from`], [`exchange`] — so the CLI and the admin endpoint name no CamInvoice
+//! internals (client, records, fingerprints).
 
+use super::client::{Api, ApiError};
+use super::fingerprint;
+use super::model::Connection;
 use crate::config::{Account, CamInvoiceSettings, Config, ProviderSettings, Secret};
 use crate::http::Http;
-use crate::providers::caminvoice::client::{Api, ApiError};
-use crate::providers::caminvoice::fingerprint;
-use crate::providers::caminvoice::model::Connection;
 use crate::providers::RequestCount;
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, Unit};
 use crate::time::now_ms;
 use serde::{Deserialize, Serialize};
 
@@ -38,8 +42,13 @@ pub enum ConnectError {
     Store(#[from] StoreError),
 }
 
+/// Whether `name` is a CamInvoice account of `config` (the only provider with a connect flow).
+pub fn check_account(config: &Config, name: &str) -> Result<(), ConnectError> {
+    caminvoice_account(config, name).map(|_| ())
+}
+
 /// The CamInvoice settings of account `name`.
-pub fn caminvoice_account<'c>(
+fn caminvoice_account<'c>(
     config: &'c Config,
     name: &str,
 ) -> Result<(&'c Account, &'c CamInvoiceSettings), ConnectError> {
@@ -54,8 +63,19 @@ pub fn caminvoice_account<'c>(
     }
 }
 
+/// The URL the business opens to approve the connection to account `account`:
 /// `{base}/connect?client_id=..&redirect_url=..&state=..`, every value percent-encoded.
-pub fn connect_url(s: &CamInvoiceSettings, redirect_url: &str, state: &str) -> String {
+pub fn url(
+    config: &Config,
+    account: &str,
+    redirect_url: &str,
+    state: &str,
+) -> Result<String, ConnectError> {
+    let (_, s) = caminvoice_account(config, account)?;
+    Ok(connect_url(s, redirect_url, state))
+}
+
+fn connect_url(s: &CamInvoiceSettings, redirect_url: &str, state: &str) -> String {
     format!(
         "{}/connect?client_id={}&redirect_url={}&state={}",
         s.base_url,
@@ -138,9 +158,19 @@ pub struct Connected {
     pub in_config: bool,
 }
 
-/// Exchanges `auth_token` for the member's refresh token (`POST
+/// Exchanges `auth_token` for the refresh token of a member of account `account` (`POST
 /// /api/v1/auth/authorize/connect`, Basic auth) and stores it with `business_info`.
 pub async fn exchange(
+    config: &Config,
+    account: &str,
+    store: &Store,
+    auth_token: &Secret,
+) -> Result<Connected, ConnectError> {
+    let (account, s) = caminvoice_account(config, account)?;
+    exchange_for(account, s, store, auth_token).await
+}
+
+async fn exchange_for(
     account: &Account,
     s: &CamInvoiceSettings,
     store: &Store,
@@ -182,7 +212,7 @@ pub async fn exchange(
     };
     let value = serde_json::to_vec(&record).expect("a connection record serializes");
     store
-        .put_connection(&account.name, &endpoint, value)
+        .put_connection(Unit::new(&account.name, &endpoint), value)
         .await?;
     tracing::info!(account = %account.name, member = %endpoint, "member connected; its refresh token is in the state store");
     Ok(Connected {
@@ -201,13 +231,12 @@ mod tests {
     fn the_connect_url_encodes_every_value() {
         let text = "[daemon]\nstate_dir = \"/x\"\n[[accounts]]\nname = \"a\"\nprovider = \"caminvoice\"\nbase_url = \"https://ci.example/\"\nclient_id = \"id &1\"\nclient_secret = \"s\"\n[[sinks]]\nkind = \"jsonl\"\npath = \"/x/e\"\n";
         let c = Config::parse(text, "t.toml".as_ref()).unwrap();
-        let (_, s) = caminvoice_account(&c, "a").unwrap();
         assert_eq!(
-            connect_url(s, "https://erp.example/cb?x=1&y=2", "a b"),
+            url(&c, "a", "https://erp.example/cb?x=1&y=2", "a b").unwrap(),
             "https://ci.example/connect?client_id=id%20%261&redirect_url=https%3A%2F%2Ferp.example%2Fcb%3Fx%3D1%26y%3D2&state=a%20b"
         );
         assert!(matches!(
-            caminvoice_account(&c, "b"),
+            url(&c, "b", "https://erp.example/", "s"),
             Err(ConnectError::UnknownAccount(_))
         ));
     }

@@ -1,0 +1,315 @@
+//! The command line's shape: every subcommand, option and help text (clap derive). A public
+//! contract: scripts and tests rely on it. Parsing only; `cli` dispatches.
+
+use crate::config::{Config, ConfigError};
+use clap::{Args, Parser, Subcommand};
+#[cfg(feature = "sim")]
+use std::net::SocketAddr;
+use std::path::PathBuf;
+#[cfg(feature = "sim")]
+use std::time::Duration;
+
+const DEFAULT_CONFIG: &str = "/etc/pollhook/config.toml";
+
+/// pollhook: the webhook events of CamInvoice, synthesized by polling, for ERPs that no
+/// webhook can reach.
+#[derive(Parser, Debug)]
+#[command(name = "pollhook", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// `--config`, declared once and flattened into every subcommand that reads the config.
+#[derive(Args, Debug, Clone)]
+pub struct ConfigArg {
+    /// The configuration file.
+    #[arg(long = "config", value_name = "FILE", default_value = DEFAULT_CONFIG)]
+    pub path: PathBuf,
+}
+
+impl ConfigArg {
+    /// Reads and validates the config file.
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        Config::load(&self.path)
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the daemon in the foreground (logs on stderr).
+    Run {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// One cycle for every account, deliver to every sink, exit (non-zero if an account failed).
+    Once {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Validate the config and print a summary, secrets redacted.
+    CheckConfig {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Per account and member: last successful poll, cursor, documents tracked; events pending per sink.
+    Status {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Inspect and re-deliver events: list, replay, tail.
+    Events {
+        #[command(subcommand)]
+        command: EventsCommand,
+    },
+    /// The state store: verify it, back it up, restore a backup, or start over on purpose.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
+    /// Connect a business (member) to a CamInvoice account: print the connect URL, then
+    /// exchange the authToken the business's browser was redirected with.
+    Connect(ConnectArgs),
+    /// Run the simulator and the daemon against it, print events as they are emitted, then a summary.
+    #[cfg(feature = "sim")]
+    Demo {
+        /// How long the traffic runs.
+        #[arg(long, default_value = "20s", value_parser = duration_arg)]
+        duration: Duration,
+        /// Seed of the simulated traffic.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Benchmark the daemon against the simulator at scale (members x documents x changes x
+    /// latency), beside a naive poller; prints Markdown tables (BENCHMARKS.md). Takes long:
+    /// narrow it with the options.
+    #[cfg(feature = "sim")]
+    Bench(BenchArgs),
+    /// The measured daemon of `bench` (driven over stdin; not for direct use). Its config is
+    /// the one `bench` writes, so it has no default.
+    #[cfg(feature = "sim")]
+    #[command(hide = true)]
+    BenchWorker {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Run the CamInvoice simulator alone.
+    #[cfg(feature = "sim")]
+    Simulate {
+        #[arg(long, default_value = "127.0.0.1:8700")]
+        listen: SocketAddr,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Time between traffic steps.
+        #[arg(long, default_value = "1s", value_parser = duration_arg)]
+        step: Duration,
+        /// No timed traffic: steps only through POST /_sim/step.
+        #[arg(long)]
+        manual: bool,
+    },
+}
+
+/// `pollhook connect`.
+#[derive(Args, Debug)]
+pub struct ConnectArgs {
+    /// The provider: `caminvoice` (the only one with a connect flow).
+    pub provider: String,
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// The [[accounts]] name.
+    #[arg(long)]
+    pub account: String,
+    /// Print the URL the business opens to approve the connection.
+    #[arg(long, conflicts_with = "auth_token")]
+    pub print_url: bool,
+    /// Where CamInvoice redirects the browser with `authToken` (the URL registered for
+    /// your integration; nothing needs to listen there: copy the token from the address).
+    #[arg(long, default_value = "http://localhost/", requires = "print_url")]
+    pub redirect_url: String,
+    /// Echoed back on the redirect (default: random).
+    #[arg(long, requires = "print_url")]
+    pub state: Option<String>,
+    /// The authToken (or the whole redirected address); `-` reads it from stdin, which
+    /// keeps it out of the process list.
+    #[arg(long, required_unless_present = "print_url")]
+    pub auth_token: Option<String>,
+}
+
+/// `pollhook bench`.
+#[cfg(feature = "sim")]
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Members per scenario (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "1,100,1000")]
+    pub members: Vec<usize>,
+    /// Tracked documents per scenario (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
+    pub documents: Vec<usize>,
+    /// Percent of the documents changed before a cycle (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "0,1,10")]
+    pub changed: Vec<f64>,
+    /// Simulated API latency in milliseconds (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "0,50")]
+    pub latency_ms: Vec<u64>,
+    /// Requests in flight per account (the account's `concurrency`).
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+    /// Detail calls the naive poller makes before extrapolating its time.
+    #[arg(long, default_value_t = 20_000)]
+    pub naive_sample: u64,
+    /// Documents of the diff + commit measurement without HTTP (0 skips it).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub micro_documents: usize,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Also write the report to this file.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Instead: the daemon's peak memory under each hostile answer (RELIABILITY.md,
+    /// "Memory per answer").
+    #[arg(long)]
+    pub hostile: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum StoreCommand {
+    /// Check every tree and cross-reference of the store, and that the JSONL sinks' files
+    /// belong to it (through the daemon while it runs). Exit 0: sound; 1: problems found;
+    /// 2: usage or configuration error.
+    Verify {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Write a consistent, checksummed copy of the store to FILE, mode 0600 (it holds refresh
+    /// tokens). While the daemon runs, it comes through its admin endpoint.
+    Backup {
+        file: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Replace the store with a backup (the daemon must be stopped). Refuses a backup older
+    /// than what the sinks already hold unless --force; the replaced store is kept aside.
+    Restore {
+        file: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Restore even though sinks hold events after the backup (they are carried over).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Start over on purpose: keep the store aside and create an empty one whose events
+    /// continue the JSONL sinks' files (the daemon must be stopped).
+    Reset {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Do it (without it, only says what it would do).
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum EventsCommand {
+    /// The newest outbox events with their state per sink, or the dead letters (needs the
+    /// daemon stopped: sled allows one process).
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Only this sink's state.
+        #[arg(long)]
+        sink: Option<String>,
+        /// Dead letters instead of outbox events.
+        #[arg(long)]
+        dead: bool,
+        /// At most this many (the newest).
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Re-deliver events through a hook, webhook or NATS sink with their original ids (needs the
+    /// daemon stopped). Acks are not moved: this is on top of normal delivery.
+    Replay {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        sink: String,
+        /// Events detected at or after this RFC 3339 instant (that the sink's filter passes).
+        #[arg(long, value_parser = instant_arg, group = "which")]
+        since: Option<i64>,
+        /// One event by id.
+        #[arg(long, group = "which")]
+        id: Option<String>,
+        /// The sink's dead letters; those delivered are removed.
+        #[arg(long, group = "which")]
+        dead: bool,
+    },
+    /// Print events as they are committed, by following a JSONL sink's file (works while the
+    /// daemon runs).
+    Tail {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The JSONL sink to follow (default: the first one).
+        #[arg(long)]
+        sink: Option<String>,
+        /// Lines of history to print first.
+        #[arg(long, short = 'n', default_value_t = 10)]
+        lines: usize,
+    },
+}
+
+fn instant_arg(s: &str) -> Result<i64, String> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.timestamp_millis())
+        .map_err(|e| format!("{s:?} is not an RFC 3339 instant (e.g. 2026-03-07T00:00:00Z): {e}"))
+}
+
+#[cfg(feature = "sim")]
+fn duration_arg(s: &str) -> Result<Duration, String> {
+    crate::time::parse_duration(s).ok_or_else(|| format!("{s:?} is not a duration (e.g. 20s, 2m)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_config_reading_subcommand_takes_config_with_its_default() {
+        for args in [
+            &["pollhook", "run"][..],
+            &["pollhook", "events", "tail"],
+            &["pollhook", "store", "backup", "f"],
+            &[
+                "pollhook",
+                "connect",
+                "caminvoice",
+                "--account",
+                "a",
+                "--print-url",
+            ],
+        ] {
+            let Cli { command } = Cli::try_parse_from(args).unwrap();
+            let config = match command {
+                Command::Run { config }
+                | Command::Events {
+                    command: EventsCommand::Tail { config, .. },
+                }
+                | Command::Store {
+                    command: StoreCommand::Backup { config, .. },
+                } => config,
+                Command::Connect(c) => c.config,
+                other => panic!("{other:?}"),
+            };
+            assert_eq!(config.path, PathBuf::from(DEFAULT_CONFIG), "{args:?}");
+        }
+        let Cli { command } =
+            Cli::try_parse_from(["pollhook", "once", "--config", "/x.toml"]).unwrap();
+        assert!(
+            matches!(command, Command::Once { config } if config.path == std::path::Path::new("/x.toml"))
+        );
+    }
+}
