@@ -3,7 +3,9 @@
 //!
 //! It knows nothing of HTTP or sled layouts: a cycle is `provider.cycle(ctx)`; the provider
 //! commits through the store. A tick that finds the account's previous cycle still running is
-//! skipped and logged (not queued); a skipped resync is remembered for the next cycle.
+//! skipped and logged (not queued); a skipped resync is remembered for the next cycle. It also
+//! wires the metrics to what reports to them: each provider's HTTP client, and the store's
+//! commits.
 
 use crate::config::{Config, Start};
 use crate::metrics::Metrics;

@@ -3,7 +3,9 @@
 //! A provider owns everything specific to its API — auth, fetching what changed, the pure diff
 //! that turns observations into webhook events, and the byte layout of its records — and
 //! commits through [`Store::commit`]. The engine only schedules cycles and reports them.
-//! Adding a provider = a new module here, an arm in [`build`], and its keys in `config`.
+//! Adding a provider = a new module here, an arm in [`build`] and in [`record_check`], and its
+//! keys (with their allow-list) in `config`. A provider's module uses only what is shared here
+//! and in [`wire`], never another provider's (`tests/layers.rs`).
 
 pub mod caminvoice;
 pub mod onlinepajak;

@@ -10,8 +10,10 @@
 //! its end. At most [`STOP_BUDGET`] in all; nothing unfinished is acked, and what was not
 //! committed is polled again at the next start. A second SIGTERM or SIGINT exits at once
 //! ([`signal`]).
-//! Two housekeeping tasks run beside them: SIGHUP makes JSONL sinks reopen their files
-//! (logrotate), and the outbox is pruned of events past `retention` at start and hourly.
+//! Two housekeeping tasks run beside them: SIGHUP fires the [`Reopen`](sinks::jsonl::Reopen)
+//! handle the JSONL sinks were built with, so they reopen their files (logrotate), and the
+//! outbox is pruned of events past `retention` at start and hourly. The service side (admin
+//! endpoint, watchdog, READY/STOPPING) starts and stops in `service`.
 
 mod service;
 

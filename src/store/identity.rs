@@ -32,7 +32,7 @@ pub struct DirLock {
 impl DirLock {
     /// Takes the state dir's lock, or fails with [`StoreError::Locked`] when another process
     /// (or another store in this process) holds it. Like sled's own lock, it waits up to
-    /// [`super::LOCK_GRACE`] for a holder that is letting go (a store of this process whose
+    /// `LOCK_GRACE` for a holder that is letting go (a store of this process whose
     /// last handle is being dropped by a task that is finishing).
     pub fn acquire(state_dir: &Path) -> Result<DirLock, StoreError> {
         let deadline = std::time::Instant::now() + super::LOCK_GRACE;

@@ -22,12 +22,12 @@
 //!
 //! [`Store::commit`] writes state, cursors and new events in ONE transaction, then flushes,
 //! and only then tells sinks there is something new: commit-then-emit. A commit without
-//! events (a member's progress, silent records) is flushed at most every [`LAZY_FLUSH`]:
+//! events (a member's progress, silent records) is flushed at most every `LAZY_FLUSH`:
 //! losing it in a crash costs only a repeat of the same work, because the diff of the same
 //! observations against the same older state again yields no event. Exactly one writer
 //! commits at a time (an async mutex holds the next sequence number); readers are free.
 //! No I/O happens inside a transaction closure (sled may run it again). Transactions and
-//! flushes are serialized process-wide (see [`SLED_WRITES`]).
+//! flushes are serialized process-wide (see `SLED_WRITES`).
 //!
 //! sled 0.34 is beta software, so this module also defends it: a store has an identity and
 //! refuses to run when sled opens something else ([`identity`]); sinks resume only from

@@ -131,7 +131,7 @@ impl Store {
     /// Moves the store of `state_dir` aside (into `<state_dir>/replaced-<time>/`, nothing is
     /// deleted) and creates an empty one with a new identity whose first event is `first_seq`,
     /// adopting `adopted` (event id, seq): the last lines of sink files written before it, from
-    /// which those sinks continue ([`Origin::wrote`]). Returns the new store and where the old
+    /// which those sinks continue ([`Origin::wrote`](super::Origin::wrote)). Returns the new store and where the old
     /// one went (`None` when there was none). Works on a store that cannot be opened.
     pub fn reset(
         state_dir: &Path,

@@ -7,7 +7,7 @@
 //! the change. Also counted: events nobody expected, duplicate event ids, and documents whose
 //! events came in another order than the provider's.
 //!
-//! It reads the daemon's output with its own small [`Envelope`] struct and its own time
+//! It reads the daemon's output with its own small `Envelope` struct and its own time
 //! helpers: the oracle shares no code with the daemon it grades (this crate does not depend on
 //! `pollhook`).
 
