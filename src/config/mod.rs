@@ -316,29 +316,28 @@ struct RawAccount {
 impl RawAccount {
     /// The provider-specific keys this entry sets, with their spans (every key but name,
     /// provider, base_url and the HTTP keys, which every provider takes).
-    fn provider_keys(&self) -> Vec<(&'static str, Range<usize>)> {
-        fn s<T>(v: &Option<Spanned<T>>) -> Option<Range<usize>> {
-            v.as_ref().map(Spanned::span)
-        }
+    fn provider_keys(&self) -> [(&'static str, Option<Range<usize>>); 13] {
         [
-            ("client_id", s(&self.client_id)),
-            ("client_secret", s(&self.client_secret)),
-            ("members", s(&self.members)),
-            ("list_send_type", s(&self.list_send_type)),
-            ("revoke_after_refusals", s(&self.revoke_after_refusals)),
-            ("npwp", s(&self.npwp)),
-            ("token", s(&self.token)),
-            ("auth_scheme", s(&self.auth_scheme)),
-            ("rate_limit", s(&self.rate_limit)),
-            ("rate_burst", s(&self.rate_burst)),
-            ("api", s(&self.api)),
-            ("overlap", s(&self.overlap)),
-            ("page_size", s(&self.page_size)),
+            ("client_id", span(&self.client_id)),
+            ("client_secret", span(&self.client_secret)),
+            ("members", span(&self.members)),
+            ("list_send_type", span(&self.list_send_type)),
+            ("revoke_after_refusals", span(&self.revoke_after_refusals)),
+            ("npwp", span(&self.npwp)),
+            ("token", span(&self.token)),
+            ("auth_scheme", span(&self.auth_scheme)),
+            ("rate_limit", span(&self.rate_limit)),
+            ("rate_burst", span(&self.rate_burst)),
+            ("api", span(&self.api)),
+            ("overlap", span(&self.overlap)),
+            ("page_size", span(&self.page_size)),
         ]
-        .into_iter()
-        .filter_map(|(k, span)| span.map(|sp| (k, sp)))
-        .collect()
     }
+}
+
+/// The span of a key, when it is set.
+fn span<T>(v: &Option<Spanned<T>>) -> Option<Range<usize>> {
+    v.as_ref().map(Spanned::span)
 }
 
 /// The provider-specific keys of a CamInvoice account.
@@ -537,16 +536,35 @@ impl Checker<'_> {
 
     /// Refuses a provider-specific key that is not in `allowed` (another provider's key).
     fn only(&self, a: &RawAccount, provider: &str, allowed: &[&str]) -> Result<(), ConfigError> {
-        match a.provider_keys().into_iter().find(|(k, _)| !allowed.contains(k)) {
-            None => Ok(()),
-            Some((key, span)) => Err(self.err(
-                span,
+        self.allow_only(a.provider_keys(), allowed, |key| {
+            (
                 format!("`{key}` does not apply to provider \"{provider}\""),
                 format!(
                     "remove it, or check `provider`; a {provider} account takes name, provider, base_url, the HTTP keys (timeout, max_retries, retry_base, retry_after_cap, concurrency) and {}; config.toml.example lists each provider's keys",
                     allowed.join(", ")
                 ),
-            )),
+            )
+        })
+    }
+
+    /// The one "this key does not belong here" check (providers' and sink kinds' allow-lists):
+    /// the first key of `keys` that is set and not in `allowed` is an error at its span,
+    /// worded by `refuse(key)` as (message, help).
+    fn allow_only<const N: usize>(
+        &self,
+        keys: [(&'static str, Option<Range<usize>>); N],
+        allowed: &[&str],
+        refuse: impl FnOnce(&str) -> (String, String),
+    ) -> Result<(), ConfigError> {
+        let stray = keys
+            .into_iter()
+            .find_map(|(k, span)| span.filter(|_| !allowed.contains(&k)).map(|sp| (k, sp)));
+        match stray {
+            None => Ok(()),
+            Some((key, span)) => {
+                let (message, help) = refuse(key);
+                Err(self.err(span, message, help))
+            }
         }
     }
 

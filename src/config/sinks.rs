@@ -5,7 +5,7 @@
 //! rejects the keys of the other kinds. Pure: no I/O, no secret is resolved here (an inline
 //! webhook secret's format is checked because its value is in the file anyway).
 
-use super::{subject, Checker, ConfigError, SecretRef, SecretSource};
+use super::{span, subject, Checker, ConfigError, SecretRef, SecretSource};
 use base64::Engine as _;
 use serde::Deserialize;
 use std::collections::BTreeSet;
@@ -305,45 +305,39 @@ pub(super) struct RawSink {
 }
 
 impl RawSink {
-    /// Keys that are set, with their spans, for the "does not apply" check.
-    fn set_keys(&self) -> Vec<(&'static str, Range<usize>)> {
-        fn s<T>(v: &Option<Spanned<T>>) -> Option<Range<usize>> {
-            v.as_ref().map(|v| v.span())
-        }
+    /// Every kind-specific key with its span when set, for the allow-list check.
+    fn set_keys(&self) -> [(&'static str, Option<Range<usize>>); 29] {
         [
-            ("path", s(&self.path)),
-            ("rotate_bytes", s(&self.rotate_bytes)),
-            ("rotate_keep", s(&self.rotate_keep)),
-            ("mode", s(&self.mode)),
-            ("command", s(&self.command)),
-            ("stdin", s(&self.stdin)),
-            ("env", s(&self.env)),
-            ("workdir", s(&self.workdir)),
-            ("url", s(&self.url)),
-            ("secrets", s(&self.secrets)),
-            ("retry_after_cap", s(&self.retry_after_cap)),
-            ("servers", s(&self.servers)),
-            ("stream", s(&self.stream)),
-            ("subject", s(&self.subject)),
-            ("body", s(&self.body)),
-            ("token", s(&self.token)),
-            ("user", s(&self.user)),
-            ("password", s(&self.password)),
-            ("nkey_seed", s(&self.nkey_seed)),
-            ("creds", s(&self.creds)),
-            ("tls_ca_file", s(&self.tls_ca_file)),
-            ("tls_cert_file", s(&self.tls_cert_file)),
-            ("tls_key_file", s(&self.tls_key_file)),
-            ("create_stream", s(&self.create_stream)),
-            ("timeout", s(&self.timeout)),
-            ("retry_schedule", s(&self.retry_schedule)),
-            ("max_attempts", s(&self.max_attempts)),
-            ("ordering", s(&self.ordering)),
-            ("concurrency", s(&self.concurrency)),
+            ("path", span(&self.path)),
+            ("rotate_bytes", span(&self.rotate_bytes)),
+            ("rotate_keep", span(&self.rotate_keep)),
+            ("mode", span(&self.mode)),
+            ("command", span(&self.command)),
+            ("stdin", span(&self.stdin)),
+            ("env", span(&self.env)),
+            ("workdir", span(&self.workdir)),
+            ("url", span(&self.url)),
+            ("secrets", span(&self.secrets)),
+            ("retry_after_cap", span(&self.retry_after_cap)),
+            ("servers", span(&self.servers)),
+            ("stream", span(&self.stream)),
+            ("subject", span(&self.subject)),
+            ("body", span(&self.body)),
+            ("token", span(&self.token)),
+            ("user", span(&self.user)),
+            ("password", span(&self.password)),
+            ("nkey_seed", span(&self.nkey_seed)),
+            ("creds", span(&self.creds)),
+            ("tls_ca_file", span(&self.tls_ca_file)),
+            ("tls_cert_file", span(&self.tls_cert_file)),
+            ("tls_key_file", span(&self.tls_key_file)),
+            ("create_stream", span(&self.create_stream)),
+            ("timeout", span(&self.timeout)),
+            ("retry_schedule", span(&self.retry_schedule)),
+            ("max_attempts", span(&self.max_attempts)),
+            ("ordering", span(&self.ordering)),
+            ("concurrency", span(&self.concurrency)),
         ]
-        .into_iter()
-        .filter_map(|(k, span)| span.map(|sp| (k, sp)))
-        .collect()
     }
 }
 
@@ -440,16 +434,15 @@ fn sink(
             ))
         }
     };
-    if let Some((key, span)) = r.set_keys().into_iter().find(|(k, _)| !allowed.contains(k)) {
-        return Err(ck.err(
-            span,
+    ck.allow_only(r.set_keys(), allowed, |key| {
+        (
             format!("`{key}` does not apply to a {kind_name} sink"),
             format!(
                 "a {kind_name} sink takes name, events, accounts, {}; see config.toml.example",
                 allowed.join(", ")
             ),
-        ));
-    }
+        )
+    })?;
     let name = match &r.name {
         Some(n) if n.get_ref().is_empty() || n.get_ref().contains('\0') => {
             return Err(ck.err(
