@@ -45,14 +45,6 @@ pub(super) struct Counts {
     pub(super) duplicates: u64,
 }
 
-/// The work an action asked for; its outcome is the state machine's next observation.
-enum Work {
-    /// Begin the cycle again (after a reconnection).
-    Begin,
-    Walk,
-    Poll,
-}
-
 impl std::ops::AddAssign for Counts {
     fn add_assign(&mut self, o: Counts) {
         self.changed += o.changed;
@@ -62,7 +54,16 @@ impl std::ops::AddAssign for Counts {
     }
 }
 
+/// The work an action asked for; its outcome is the state machine's next observation.
+enum Work {
+    /// Begin the cycle again (after a reconnection).
+    Begin,
+    Walk,
+    Poll,
+}
+
 impl CamInvoice {
+    /// The member's record (`None` before its first cycle).
     pub(super) fn load_record(
         &self,
         store: &Store,
@@ -348,7 +349,12 @@ impl CamInvoice {
                     }
                     Err(e) => self.observe_failure(idx, &mut rec, e, &mut why),
                 },
-                None => unreachable!("every step either ends the cycle or asks for work"),
+                // Never: every step ends the cycle or asks for work (`member::tests`).
+                None => {
+                    break Err(format!(
+                        "the member's state machine stopped in {state:?} (a bug; please report it)"
+                    ))
+                }
             };
         };
         self.note_accepted(idx, &mut rec);
