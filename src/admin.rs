@@ -164,6 +164,24 @@ struct AdminState {
     key: Arc<String>,
 }
 
+/// Why the admin endpoint could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// `admin_listen` cannot be bound (in use, not an address of this host, a privileged
+    /// port).
+    #[error("admin_listen {listen}: cannot listen there: {source}; free the port or pick another (port 0 picks a free one)")]
+    Bind {
+        listen: SocketAddr,
+        source: std::io::Error,
+    },
+    /// `admin.addr` or `admin.key` cannot be written to the state dir.
+    #[error("cannot write {}: {source}", path.display())]
+    File {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
 /// The running endpoint.
 pub struct Admin {
     pub addr: SocketAddr,
@@ -180,14 +198,24 @@ impl Admin {
         config: Arc<Config>,
         engine: Arc<Engine>,
         mut stop: watch::Receiver<bool>,
-    ) -> std::io::Result<Admin> {
-        let listener = tokio::net::TcpListener::bind(listen).await?;
-        let addr = listener.local_addr()?;
+    ) -> Result<Admin, StartError> {
+        let bind = |source| StartError::Bind { listen, source };
+        let listener = tokio::net::TcpListener::bind(listen).await.map_err(bind)?;
+        let addr = listener.local_addr().map_err(bind)?;
         let addr_file = engine.store().dir().join(ADDR_FILE);
         let key_file = engine.store().dir().join(KEY_FILE);
         let key = crate::store::identity::new_id();
-        crate::files::write_atomically(&key_file, format!("{key}\n").as_bytes())?;
-        crate::files::write_atomically(&addr_file, format!("{addr}\n").as_bytes())?;
+        for (path, text) in [
+            (&key_file, format!("{key}\n")),
+            (&addr_file, format!("{addr}\n")),
+        ] {
+            crate::files::write_atomically(path, text.as_bytes()).map_err(|source| {
+                StartError::File {
+                    path: path.clone(),
+                    source,
+                }
+            })?;
+        }
         let app = Router::new()
             .route("/healthz", get(healthz))
             .route("/metrics", get(metrics))
@@ -417,7 +445,7 @@ async fn store_verify(_: StoreAccess, State(s): State<AdminState>) -> Response {
     match s.engine.store().verify(None, check).await {
         Ok(mut report) => {
             if let Err(why) = crate::sinks::check_positions(s.engine.store(), &s.config.sinks) {
-                report.add_problem(why);
+                report.add_problem(why.to_string());
             }
             Json(report).into_response()
         }

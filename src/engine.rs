@@ -9,7 +9,7 @@
 
 use crate::config::{Config, Start};
 use crate::metrics::Metrics;
-use crate::providers::{self, CycleContext, CycleReport, Provider, RequestCount};
+use crate::providers::{self, CycleContext, CycleReport, FailureKind, Provider, RequestCount};
 use crate::shard::Shard;
 use crate::shutdown::Stop;
 use crate::store::Store;
@@ -62,19 +62,22 @@ pub struct Engine {
 
 impl Engine {
     /// Builds every account's provider client (resolving secrets).
-    pub fn new(store: Arc<Store>, config: &Config) -> Result<Engine, String> {
+    pub fn new(store: Arc<Store>, config: &Config) -> Result<Engine, providers::BuildError> {
         Engine::with_stop(store, config, &Stop::never())
     }
 
     /// [`Engine::new`], whose providers send nothing more once `stop` is set.
-    pub fn with_stop(store: Arc<Store>, config: &Config, stop: &Stop) -> Result<Engine, String> {
+    pub fn with_stop(
+        store: Arc<Store>,
+        config: &Config,
+        stop: &Stop,
+    ) -> Result<Engine, providers::BuildError> {
         let metrics = Arc::new(Metrics::new(config));
         // The store reports the events it commits; the metrics count them by type.
         store.report_to(Arc::clone(&metrics) as Arc<dyn crate::store::CommitObserver>);
         let mut runners = Vec::new();
         for (idx, a) in config.accounts.iter().enumerate() {
-            let provider = providers::build(a, Arc::clone(metrics.account(idx)), stop)
-                .map_err(|e| format!("account {}: {e}", a.name))?;
+            let provider = providers::build(a, Arc::clone(metrics.account(idx)), stop)?;
             runners.push(Runner {
                 provider,
                 running: tokio::sync::Mutex::new(()),
@@ -156,10 +159,10 @@ impl Engine {
         // of the floor comparison (it did not do its work).
         let interrupted = self.stop.is_set() && !report.ok();
         for f in &report.failures {
-            if interrupted {
+            if interrupted || f.kind == FailureKind::Interrupted {
                 tracing::info!(account, cycle, "interrupted by the shutdown: {f}");
             } else {
-                tracing::error!(account, cycle, "{f}");
+                tracing::error!(account, cycle, kind = ?f.kind, "{f}");
             }
         }
         if report.events > 0 || !report.ok() || resync {

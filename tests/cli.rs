@@ -259,3 +259,51 @@ fn bad_configs_exit_2_naming_line_column_and_fix() {
         assert!(t.contains(want) && t.contains("help: "), "{t}");
     }
 }
+
+/// Regression (issue 15): an admin endpoint that cannot bind is a run-time failure — exit 1,
+/// which systemd restarts, naming the address — not a configuration error with the hint
+/// about secrets (exit 2, which systemd does not restart).
+#[test]
+fn an_admin_port_in_use_exits_1_naming_it_without_the_secrets_hint() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[daemon]
+state_dir = "{state}"
+schedule = "0 0 * * * *"
+admin_listen = "{addr}"
+
+[[accounts]]
+name = "acme"
+provider = "caminvoice"
+base_url = "http://127.0.0.1:9"
+client_id = "id"
+client_secret = "secret"
+
+[[accounts.members]]
+endpoint_id = "KHUID00000001"
+refresh_token = "token"
+
+[[sinks]]
+kind = "jsonl"
+path = "{events}"
+"#,
+            state = dir.path().join("state").display(),
+            events = dir.path().join("events.jsonl").display(),
+        ),
+    )
+    .unwrap();
+    let o = pollhook(&["run", "--config", config.to_str().unwrap()]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains(&format!("admin_listen {addr}: cannot listen there")),
+        "{t}"
+    );
+    assert!(!t.contains("check-config"), "{t}");
+    drop(taken);
+}

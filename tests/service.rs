@@ -200,6 +200,31 @@ fn the_unit_passes_systemd_analyze_verify_and_exposes_at_most_2() {
     assert!(exposure <= 2.0, "exposure {exposure} > 2.0:\n{out}");
 }
 
+/// systemd restarts the daemon after a failure a retry may fix (exit 1), never after one only
+/// the operator can fix: a configuration error (2) or a refused store (3), which would
+/// otherwise restart every `RestartSec` forever.
+#[test]
+fn the_unit_does_not_restart_what_a_restart_cannot_fix() {
+    use pollhook::cli::exit;
+    let unit = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/pollhook.service"),
+    )
+    .unwrap();
+    let prevented: Vec<u8> = unit
+        .lines()
+        .filter_map(|l| l.strip_prefix("RestartPreventExitStatus="))
+        .flat_map(|v| v.split_whitespace().map(|n| n.parse::<u8>().unwrap()))
+        .collect();
+    assert!(unit.contains("\nRestart=on-failure\n"), "{unit}");
+    for code in [exit::CONFIG, exit::ACTION_NEEDED] {
+        assert!(
+            prevented.contains(&code),
+            "exit {code} is restarted: {prevented:?}"
+        );
+    }
+    assert!(!prevented.contains(&exit::FAILED), "{prevented:?}");
+}
+
 fn text_of(o: &std::process::Output) -> (String, String) {
     (
         String::from_utf8_lossy(&o.stdout).into_owned(),

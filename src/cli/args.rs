@@ -11,10 +11,20 @@ use std::time::Duration;
 
 const DEFAULT_CONFIG: &str = "/etc/pollhook/config.toml";
 
-/// pollhook: the webhook events of CamInvoice, synthesized by polling, for ERPs that no
-/// webhook can reach.
+/// What `pollhook --help` says of exit codes (the numbers are `cli::exit`'s).
+const EXIT_CODES: &str = "Exit codes:
+  0  success
+  1  a run-time failure: trying again may succeed (systemd restarts the daemon)
+  2  a configuration or usage error, or a secret the config names that cannot be read
+  3  the operator must act: the state store was refused (damaged, replaced, behind its
+     sinks) or written by a newer pollhook, or a JSONL file belongs to another store
+     (README, \"When the store is refused\"); systemd does not restart it
+  128+N  a second SIGTERM (N=15) or SIGINT (N=2) made it exit at once";
+
+/// pollhook: the webhook events of CamInvoice and OnlinePajak, synthesized by polling, for
+/// ERPs that no webhook can reach.
 #[derive(Parser, Debug)]
-#[command(name = "pollhook", version, about, long_about = None)]
+#[command(name = "pollhook", version, about, long_about = None, after_help = EXIT_CODES)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -275,6 +285,15 @@ mod tests {
     #[test]
     fn the_command_line_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_help_explains_every_exit_code() {
+        use crate::cli::exit;
+        let help = Cli::command().render_help().to_string();
+        for code in [0, exit::FAILED, exit::CONFIG, exit::ACTION_NEEDED] {
+            assert!(help.contains(&format!("\n  {code}  ")), "{code}:\n{help}");
+        }
     }
 
     #[test]

@@ -124,7 +124,7 @@ pub(super) fn run(config: &Config) -> Result<ExitCode, Failure> {
         for e in &errors {
             eprintln!("error: {e}");
         }
-        return Ok(ExitCode::from(2));
+        return Ok(ExitCode::from(super::exit::CONFIG));
     }
     // Webhook secrets resolve; are they whsec_<base64>? NATS creds parse, TLS files read?
     let mut bad = 0;
@@ -139,7 +139,7 @@ pub(super) fn run(config: &Config) -> Result<ExitCode, Failure> {
         }
     }
     if bad > 0 {
-        return Ok(ExitCode::from(2));
+        return Ok(ExitCode::from(super::exit::CONFIG));
     }
     println!("secrets: all {} resolve", config.secrets().len());
     Ok(ExitCode::SUCCESS)

@@ -75,7 +75,7 @@ pub(super) async fn run(command: EventsCommand) -> Result<ExitCode, Failure> {
                 report.events.len() - failed
             );
             Ok(if failed > 0 {
-                ExitCode::from(1)
+                ExitCode::from(super::exit::FAILED)
             } else {
                 ExitCode::SUCCESS
             })

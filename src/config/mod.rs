@@ -225,11 +225,21 @@ pub struct SecretRef {
 
 impl SecretRef {
     /// Reads the secret; the error names the config location and the source, not the value.
-    pub fn resolve(&self) -> Result<Secret, String> {
-        self.source
-            .resolve()
-            .map_err(|e| format!("{}: {e}", self.origin))
+    pub fn resolve(&self) -> Result<Secret, ResolveError> {
+        self.source.resolve().map_err(|source| ResolveError {
+            origin: self.origin.clone(),
+            source,
+        })
     }
+}
+
+/// A configured secret that cannot be read: where the config names it, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{origin}: {source}")]
+pub struct ResolveError {
+    /// `file:line:col (key)`.
+    pub origin: String,
+    pub source: SecretError,
 }
 
 /// CamInvoice account keys.
@@ -849,8 +859,8 @@ impl Config {
     }
 
     /// Resolves every secret once, to report all that are missing (for `check-config`).
-    pub fn resolve_secrets(&self) -> Result<(), Vec<String>> {
-        let errors: Vec<String> = self
+    pub fn resolve_secrets(&self) -> Result<(), Vec<ResolveError>> {
+        let errors: Vec<ResolveError> = self
             .secrets()
             .into_iter()
             .filter_map(|(_, s)| s.resolve().err())

@@ -171,6 +171,7 @@ fn secrets_resolve_with_their_origin_in_errors() {
     assert_eq!(errors.len(), 1);
     assert!(
         errors[0]
+            .to_string()
             .starts_with("pollhook.toml:12:17 (client_secret): environment variable ACME_SECRET"),
         "{}",
         errors[0]

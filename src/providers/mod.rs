@@ -11,7 +11,7 @@ pub mod caminvoice;
 pub mod onlinepajak;
 pub mod wire;
 
-use crate::config::{Account, ProviderSettings, Start};
+use crate::config::{Account, ProviderSettings, ResolveError, Start};
 use crate::metrics::AccountMetrics;
 use crate::redact::Redacted;
 use crate::shard::Shard;
@@ -57,8 +57,8 @@ pub struct CycleReport {
     pub events: u64,
     /// Events dropped because their id was already in the outbox.
     pub duplicates: u64,
-    /// One line per unit that failed, saying what to do (redacted: it is logged and printed).
-    pub failures: Vec<Redacted>,
+    /// One entry per unit that failed, saying what to do (redacted: it is logged and printed).
+    pub failures: Vec<UnitFailure>,
     /// Requests sent, by endpoint.
     pub requests: BTreeMap<&'static str, u64>,
 }
@@ -67,6 +67,42 @@ impl CycleReport {
     pub fn ok(&self) -> bool {
         self.failures.is_empty()
     }
+}
+
+/// One unit's failure in a cycle (or the account's, when no unit is at fault): the unit, the
+/// kind of failure, and the line for the operator. Displays as `unit: text`.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{}{text}", unit.as_deref().map(|u| format!("{u}: ")).unwrap_or_default())]
+pub struct UnitFailure {
+    /// `member KHUID…`, `npwp …`; `None` for the account as a whole.
+    pub unit: Option<String>,
+    pub kind: FailureKind,
+    /// What happened and what to do, masked.
+    pub text: Redacted,
+}
+
+impl UnitFailure {
+    pub fn new(unit: Option<String>, kind: FailureKind, text: impl Into<Redacted>) -> UnitFailure {
+        UnitFailure {
+            unit,
+            kind,
+            text: text.into(),
+        }
+    }
+}
+
+/// What kind of failure stopped a unit's work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The provider: a request that failed for good, an unusable answer, a refused
+    /// credential. Nothing is lost: the next cycle tries again from the cursor.
+    Provider,
+    /// The state store: a record unreadable, a commit failed (a full disk).
+    Store,
+    /// The daemon's shutdown cut the work short (nothing more was sent): not a fault.
+    Interrupted,
+    /// A bug in pollhook.
+    Bug,
 }
 
 /// What `status` shows for one member/company.
@@ -92,6 +128,17 @@ pub trait Provider: Send + Sync + 'static {
     fn status(&self, store: &Store, shard: Shard) -> Result<Vec<UnitStatus>, StoreError>;
 }
 
+/// Why an account's provider client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// A secret of the account (client secret, refresh token, API token) cannot be read.
+    #[error("account {account}: {source}")]
+    Secret {
+        account: String,
+        source: ResolveError,
+    },
+}
+
 /// Builds the provider client for `account`; its HTTP attempts and the anomalies it meets are
 /// counted in `metrics`, and it sends nothing once `stop` is set. Fails when a secret cannot
 /// be resolved.
@@ -99,24 +146,22 @@ pub fn build(
     account: &Account,
     metrics: Arc<AccountMetrics>,
     stop: &Stop,
-) -> Result<Arc<dyn Provider>, String> {
+) -> Result<Arc<dyn Provider>, BuildError> {
     let http = crate::http::Http::new(&account.http)
         .with_observer(Arc::clone(&metrics) as Arc<dyn crate::http::Observer>)
         .with_stop(stop.clone());
+    let secret = |source| BuildError::Secret {
+        account: account.name.clone(),
+        source,
+    };
     match &account.provider {
-        ProviderSettings::CamInvoice(s) => Ok(Arc::new(caminvoice::CamInvoice::new(
-            &account.name,
-            s,
-            &account.http,
-            http,
-            metrics,
-        )?)),
-        ProviderSettings::OnlinePajak(s) => Ok(Arc::new(onlinepajak::OnlinePajak::new(
-            &account.name,
-            s,
-            http,
-            metrics,
-        )?)),
+        ProviderSettings::CamInvoice(s) => Ok(Arc::new(
+            caminvoice::CamInvoice::new(&account.name, s, &account.http, http, metrics)
+                .map_err(secret)?,
+        )),
+        ProviderSettings::OnlinePajak(s) => Ok(Arc::new(
+            onlinepajak::OnlinePajak::new(&account.name, s, http, metrics).map_err(secret)?,
+        )),
     }
 }
 

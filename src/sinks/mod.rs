@@ -164,13 +164,40 @@ impl Runner {
     }
 }
 
-/// Why a sink could not be built from its config.
+/// Why a sink could not be built from its config, by phase.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
+    /// A secret (webhook secret, NATS credential) cannot be read.
+    #[error("sink {sink}: {source}")]
+    Secret {
+        sink: String,
+        source: crate::config::ResolveError,
+    },
+    /// A secret was read but is not what the sink needs (not `whsec_` + base64, not a NATS
+    /// credentials file); `message` names where it is configured.
     #[error("sink {sink}: {message}")]
-    Secret { sink: String, message: String },
-    #[error("sink {sink}: cannot build the HTTP client: {message}")]
-    Client { sink: String, message: String },
+    BadSecret { sink: String, message: String },
+    /// A file the sink's config names (a TLS certificate or key) cannot be read.
+    #[error("sink {sink}: cannot read {}: {source}", path.display())]
+    File {
+        sink: String,
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    /// The HTTP client could not be built.
+    #[error("sink {sink}: cannot build the HTTP client: {source}")]
+    Client {
+        sink: String,
+        source: reqwest::Error,
+    },
+}
+
+impl BuildError {
+    /// Whether the config is at fault (a secret or file it names), not the machine: what
+    /// `check-config` reports too.
+    pub fn is_config(&self) -> bool {
+        !matches!(self, BuildError::Client { .. })
+    }
 }
 
 /// Builds the sink a config entry describes. Resolves webhook and NATS secrets (the error
@@ -220,7 +247,7 @@ pub fn build_with(
 
 /// Checks, before anything runs, that every sink that keeps its own position (JSONL) can
 /// resume from it with `store`: see [`jsonl::check`]. The error says what to do.
-pub fn check_positions(store: &Store, sinks: &[SinkConfig]) -> Result<(), String> {
+pub fn check_positions(store: &Store, sinks: &[SinkConfig]) -> Result<(), jsonl::PositionError> {
     let origin = store.origin();
     for s in sinks {
         if let SinkKind::Jsonl(j) = &s.kind {

@@ -35,11 +35,11 @@ impl Webhook {
     pub fn new(name: &str, s: &WebhookSettings) -> Result<Webhook, BuildError> {
         let mut keys = Vec::new();
         for r in &s.secrets {
-            let secret = r.resolve().map_err(|message| BuildError::Secret {
+            let secret = r.resolve().map_err(|source| BuildError::Secret {
                 sink: name.to_string(),
-                message,
+                source,
             })?;
-            let key = whsec_key(secret.expose()).map_err(|why| BuildError::Secret {
+            let key = whsec_key(secret.expose()).map_err(|why| BuildError::BadSecret {
                 sink: name.to_string(),
                 message: format!("{}: {why}", r.origin),
             })?;
@@ -50,9 +50,9 @@ impl Webhook {
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("pollhook/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| BuildError::Client {
+            .map_err(|source| BuildError::Client {
                 sink: name.to_string(),
-                message: e.to_string(),
+                source,
             })?;
         Ok(Webhook {
             url: s.url.clone(),

@@ -49,9 +49,10 @@ pub mod token;
 use self::client::{Api, DETAIL, POLL};
 use self::member::Standing;
 use self::roster::MemberCreds;
+use self::sync::MemberError;
 use self::token::AccessToken;
-use super::{CycleContext, CycleReport, Provider, UnitStatus};
-use crate::config::{CamInvoiceSettings, HttpSettings, Secret};
+use super::{CycleContext, CycleReport, FailureKind, Provider, UnitFailure, UnitStatus};
+use crate::config::{CamInvoiceSettings, HttpSettings, ResolveError, Secret};
 use crate::http::Http;
 use crate::metrics::AccountMetrics;
 use crate::shard::Shard;
@@ -92,7 +93,7 @@ impl CamInvoice {
         settings: &HttpSettings,
         http: Http,
         metrics: Arc<AccountMetrics>,
-    ) -> Result<CamInvoice, String> {
+    ) -> Result<CamInvoice, ResolveError> {
         let secret = s.client_secret.resolve()?;
         let mut members = Vec::new();
         for m in &s.members {
@@ -135,9 +136,11 @@ impl Provider for CamInvoice {
         Box::pin(async move {
             let mut report = CycleReport::default();
             if let Err(e) = self.sync_members(&ctx.store) {
-                report.failures.push(
-                    format!("cannot read the connected members from the state store: {e}").into(),
-                );
+                report.failures.push(UnitFailure::new(
+                    None,
+                    FailureKind::Store,
+                    format!("cannot read the connected members from the state store: {e}"),
+                ));
             }
             let owned: Vec<usize> = (0..self.member_count())
                 .filter(|&idx| ctx.shard.owns(&self.account, &self.member(idx).endpoint_id))
@@ -173,19 +176,23 @@ impl Provider for CamInvoice {
                         report.events += c.events;
                         report.duplicates += c.duplicates;
                     }
-                    Ok(Err(why)) => {
+                    Ok(Err(e)) => {
                         report.units += 1;
-                        report
-                            .failures
-                            .push(format!("member {endpoint}: {why}").into());
+                        report.failures.push(UnitFailure::new(
+                            Some(format!("member {endpoint}")),
+                            e.kind(),
+                            e.to_string(),
+                        ));
                     }
                     Err(e) => {
                         // A bug, never a provider's answer: still, the member's status says so.
-                        let why = format!("the sync task failed (a bug; please report it): {e}");
-                        self.note_failure(idx, &ctx.store, &why).await;
-                        report
-                            .failures
-                            .push(format!("member {endpoint}: {why}").into());
+                        let e = MemberError::Bug(format!("the sync task failed: {e}"));
+                        self.note_failure(idx, &ctx.store, &e.to_string()).await;
+                        report.failures.push(UnitFailure::new(
+                            Some(format!("member {endpoint}")),
+                            e.kind(),
+                            e.to_string(),
+                        ));
                     }
                 }
             }

@@ -17,8 +17,8 @@ pub mod model;
 use self::client::{Api, ApiError};
 use self::model::InvoiceState;
 use super::wire::{addressable, Unusable};
-use super::{CycleContext, CycleReport, Provider, UnitStatus};
-use crate::config::{OnlinePajakSettings, Start};
+use super::{CycleContext, CycleReport, FailureKind, Provider, UnitFailure, UnitStatus};
+use crate::config::{OnlinePajakSettings, ResolveError, Start};
 use crate::event::NewEvent;
 use crate::http::Http;
 use crate::metrics::AccountMetrics;
@@ -83,7 +83,7 @@ impl OnlinePajak {
         s: &OnlinePajakSettings,
         http: Http,
         metrics: Arc<AccountMetrics>,
-    ) -> Result<OnlinePajak, String> {
+    ) -> Result<OnlinePajak, ResolveError> {
         let token = s.token.resolve()?;
         let pacer = Arc::new(Gcra::per_minute(s.rate_limit, s.rate_burst));
         let http = http.with_pacer(Arc::clone(&pacer));
@@ -105,6 +105,11 @@ impl OnlinePajak {
     /// The company: the unit the store keys this account's records by.
     fn unit(&self) -> Unit<'_> {
         Unit::new(&self.account, &self.settings.npwp)
+    }
+
+    /// The company as reports and `status` name it.
+    fn unit_name(&self) -> String {
+        format!("npwp {}", self.settings.npwp)
     }
 
     fn load_record(&self, store: &Store) -> Result<Option<AccountRecord>, StoreError> {
@@ -328,9 +333,11 @@ impl Provider for OnlinePajak {
                     ..AccountRecord::default()
                 },
                 Err(e) => {
-                    report
-                        .failures
-                        .push(format!("npwp {}: {e}", self.settings.npwp).into());
+                    report.failures.push(UnitFailure::new(
+                        Some(self.unit_name()),
+                        FailureKind::Store,
+                        e.to_string(),
+                    ));
                     return report;
                 }
             };
@@ -360,24 +367,29 @@ impl Provider for OnlinePajak {
                 }
                 Err(e) => {
                     // A cycle cut short by the daemon's shutdown did not fail.
-                    if !matches!(e, Stop::Api(ApiError::Http(h)) if h.is_shutdown()) {
+                    let kind = match e {
+                        Stop::Api(ApiError::Http(h)) if h.is_shutdown() => FailureKind::Interrupted,
+                        Stop::Api(_) => FailureKind::Provider,
+                        Stop::Store(_) => FailureKind::Store,
+                    };
+                    if kind != FailureKind::Interrupted {
                         rec.last_error = Some(e.to_string().into());
                     }
-                    report.failures.push(
-                        format!(
-                            "npwp {}: {e}; nothing is lost, the next cycle retries from the cursor",
-                            self.settings.npwp
-                        )
-                        .into(),
-                    );
+                    report.failures.push(UnitFailure::new(
+                        Some(self.unit_name()),
+                        kind,
+                        format!("{e}; nothing is lost, the next cycle retries from the cursor"),
+                    ));
                 }
             }
             let mut batch = Batch::default();
             self.put_record(&mut batch, &rec);
             if let Err(e) = ctx.store.commit(batch).await {
-                report
-                    .failures
-                    .push(format!("npwp {}: {e}", self.settings.npwp).into());
+                report.failures.push(UnitFailure::new(
+                    Some(self.unit_name()),
+                    FailureKind::Store,
+                    e.to_string(),
+                ));
             }
             report.requests = ctx.requests.snapshot();
             report.core_requests = report.requests.values().sum();
@@ -392,7 +404,7 @@ impl Provider for OnlinePajak {
         let rec = self.load_record(store)?;
         let documents = store.count_state(self.unit())?;
         Ok(vec![UnitStatus {
-            unit: format!("npwp {}", self.settings.npwp),
+            unit: self.unit_name(),
             state: match &rec {
                 None => "never polled".into(),
                 Some(r) if r.last_error.is_some() => "failing".into(),

@@ -88,15 +88,15 @@ impl Nats {
     pub fn new(name: &str, settings: &NatsSettings) -> Result<Nats, BuildError> {
         let secret = match settings.auth.secret() {
             None => None,
-            Some(r) => Some(r.resolve().map_err(|message| BuildError::Secret {
+            Some(r) => Some(r.resolve().map_err(|source| BuildError::Secret {
                 sink: name.to_string(),
-                message,
+                source,
             })?),
         };
         if let (NatsAuth::Creds(r), Some(s)) = (&settings.auth, &secret) {
             // Parse now, so a malformed creds file is a start-up error.
             async_nats::ConnectOptions::with_credentials(s.expose()).map_err(|_| {
-                BuildError::Secret {
+                BuildError::BadSecret {
                     sink: name.to_string(),
                     message: format!("{}: not a NATS credentials file (it holds a user JWT and an nkey seed between -----BEGIN/END----- lines; `nsc generate creds` makes one)", r.origin),
                 }
@@ -107,9 +107,10 @@ impl Nats {
             .iter()
             .chain(settings.tls_client.iter().flat_map(|(c, k)| [c, k]))
         {
-            std::fs::File::open(path).map_err(|e| BuildError::Client {
+            std::fs::File::open(path).map_err(|source| BuildError::File {
                 sink: name.to_string(),
-                message: format!("cannot read {}: {e}", path.display()),
+                path: path.clone(),
+                source,
             })?;
         }
         Ok(Nats {
