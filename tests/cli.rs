@@ -260,29 +260,24 @@ fn bad_configs_exit_2_naming_line_column_and_fix() {
     }
 }
 
-/// Regression (issue 15): an admin endpoint that cannot bind is a run-time failure — exit 1,
-/// which systemd restarts, naming the address — not a configuration error with the hint
-/// about secrets (exit 2, which systemd does not restart).
-#[test]
-fn an_admin_port_in_use_exits_1_naming_it_without_the_secrets_hint() {
-    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = taken.local_addr().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("config.toml");
+/// A daemon config that reaches no provider before it fails: `daemon_extra` goes into
+/// `[daemon]`, `client_secret` is the TOML value.
+fn offline_config(dir: &Path, daemon_extra: &str, client_secret: &str) -> PathBuf {
+    let config = dir.join("config.toml");
     std::fs::write(
         &config,
         format!(
             r#"[daemon]
 state_dir = "{state}"
 schedule = "0 0 * * * *"
-admin_listen = "{addr}"
+{daemon_extra}
 
 [[accounts]]
 name = "acme"
 provider = "caminvoice"
 base_url = "http://127.0.0.1:9"
 client_id = "id"
-client_secret = "secret"
+client_secret = {client_secret}
 
 [[accounts.members]]
 endpoint_id = "KHUID00000001"
@@ -292,11 +287,28 @@ refresh_token = "token"
 kind = "jsonl"
 path = "{events}"
 "#,
-            state = dir.path().join("state").display(),
-            events = dir.path().join("events.jsonl").display(),
+            state = dir.join("state").display(),
+            events = dir.join("events.jsonl").display(),
         ),
     )
     .unwrap();
+    config
+}
+
+/// Regression (issue 15): an admin endpoint that cannot bind is a run-time failure — exit 1,
+/// which systemd restarts, naming the address — not a configuration error with the hint
+/// about secrets (exit 2, which systemd does not restart). A secret that cannot be read is
+/// that configuration error.
+#[test]
+fn run_picks_its_exit_code_and_hint_from_what_failed() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = offline_config(
+        dir.path(),
+        &format!("admin_listen = \"{addr}\""),
+        "\"secret\"",
+    );
     let o = pollhook(&["run", "--config", config.to_str().unwrap()]);
     let t = text(&o);
     assert_eq!(o.status.code(), Some(1), "{t}");
@@ -306,4 +318,19 @@ path = "{events}"
     );
     assert!(!t.contains("check-config"), "{t}");
     drop(taken);
+
+    let config = offline_config(dir.path(), "", "{ env = \"POLLHOOK_TEST_SURELY_UNSET\" }");
+    let o = Command::new(BIN)
+        .args(["run", "--config", config.to_str().unwrap()])
+        .env_remove("POLLHOOK_TEST_SURELY_UNSET")
+        .output()
+        .unwrap();
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{t}");
+    assert!(
+        t.contains("account acme: ")
+            && t.contains("(client_secret): environment variable POLLHOOK_TEST_SURELY_UNSET")
+            && t.contains("help: `pollhook check-config` lists every secret"),
+        "{t}"
+    );
 }
