@@ -468,10 +468,9 @@ pub fn daemon_addr(config: &Config) -> Option<SocketAddr> {
 }
 
 fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(CLIENT_TIMEOUT)
+    crate::http::client(CLIENT_TIMEOUT)
         .build()
-        .expect("the HTTP client builds")
+        .expect("the HTTP client builds (rustls, no custom roots)")
 }
 
 fn daemon_unreachable(config: &Config, what: &str) -> String {
@@ -566,10 +565,9 @@ pub async fn fetch_backup(
     use std::io::Write;
     let addr = daemon_addr(config).ok_or_else(|| daemon_unreachable(config, ""))?;
     let key = store_key(config)?;
-    let client = reqwest::Client::builder()
-        .timeout(BACKUP_TIMEOUT)
+    let client = crate::http::client(BACKUP_TIMEOUT)
         .build()
-        .expect("the HTTP client builds");
+        .expect("the HTTP client builds (rustls, no custom roots)");
     let mut resp = client
         .get(format!("http://{addr}/store/backup"))
         .bearer_auth(key)

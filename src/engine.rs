@@ -18,10 +18,25 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-struct Runner {
+/// One account: its provider, and what keeps its cycles one at a time and numbered.
+struct AccountCycles {
     provider: Arc<dyn Provider>,
     running: tokio::sync::Mutex<()>,
     resync_pending: AtomicBool,
+    /// The next cycle's number (the `cycle` log field): 1 for the account's first cycle of
+    /// this run.
+    next_cycle: AtomicU64,
+}
+
+impl AccountCycles {
+    fn new(provider: Arc<dyn Provider>) -> AccountCycles {
+        AccountCycles {
+            provider,
+            running: tokio::sync::Mutex::new(()),
+            resync_pending: AtomicBool::new(false),
+            next_cycle: AtomicU64::new(1),
+        }
+    }
 }
 
 /// Cumulative figures since the engine started.
@@ -52,8 +67,7 @@ pub struct Engine {
     store: Arc<Store>,
     start: Start,
     shard: Shard,
-    runners: Vec<Runner>,
-    next_cycle: AtomicU64,
+    accounts: Vec<AccountCycles>,
     totals: Mutex<Totals>,
     metrics: Arc<Metrics>,
     /// The daemon's shutdown: failures after it are interruptions, not provider faults.
@@ -75,21 +89,16 @@ impl Engine {
         let metrics = Arc::new(Metrics::new(config));
         // The store reports the events it commits; the metrics count them by type.
         store.report_to(Arc::clone(&metrics) as Arc<dyn crate::store::CommitObserver>);
-        let mut runners = Vec::new();
+        let mut accounts = Vec::new();
         for (idx, a) in config.accounts.iter().enumerate() {
             let provider = providers::build(a, Arc::clone(metrics.account(idx)), stop)?;
-            runners.push(Runner {
-                provider,
-                running: tokio::sync::Mutex::new(()),
-                resync_pending: AtomicBool::new(false),
-            });
+            accounts.push(AccountCycles::new(provider));
         }
         Ok(Engine {
             store,
             start: config.daemon.start,
             shard: config.daemon.shard,
-            runners,
-            next_cycle: AtomicU64::new(1),
+            accounts,
             totals: Mutex::default(),
             metrics,
             stop: stop.clone(),
@@ -112,19 +121,19 @@ impl Engine {
 
     /// Account names, in config order (their index is the account's id here).
     pub fn accounts(&self) -> Vec<String> {
-        self.runners
+        self.accounts
             .iter()
             .map(|r| r.provider.account().to_string())
             .collect()
     }
 
     pub fn provider(&self, idx: usize) -> &Arc<dyn Provider> {
-        &self.runners[idx].provider
+        &self.accounts[idx].provider
     }
 
     /// Runs one cycle of account `idx` unless one is running already.
     pub async fn tick(&self, idx: usize, resync: bool) -> Tick {
-        let r = &self.runners[idx];
+        let r = &self.accounts[idx];
         let account = r.provider.account();
         let m = self.metrics.account(idx);
         m.tick();
@@ -133,12 +142,12 @@ impl Engine {
             if resync {
                 r.resync_pending.store(true, Ordering::SeqCst);
             }
-            self.totals.lock().unwrap().skipped_ticks += 1;
+            crate::locks::lock(&self.totals).skipped_ticks += 1;
             tracing::warn!(account, "tick skipped: the previous cycle of this account is still running (schedule shorter than a cycle?)");
             return Tick::Skipped;
         };
         let resync = resync | r.resync_pending.swap(false, Ordering::SeqCst);
-        let cycle = self.next_cycle.fetch_add(1, Ordering::SeqCst);
+        let cycle = r.next_cycle.fetch_add(1, Ordering::SeqCst);
         let began = Instant::now();
         m.cycle_started(cycle);
         let ctx = CycleContext {
@@ -165,7 +174,9 @@ impl Engine {
                 tracing::error!(account, cycle, kind = ?f.kind, "{f}");
             }
         }
-        if report.events > 0 || !report.ok() || resync {
+        // Quiet cycles log at debug; the account's first of the run (a baseline, or the
+        // catch-up after a stop) says at info that the account works.
+        if report.events > 0 || !report.ok() || resync || cycle == 1 {
             tracing::info!(
                 account,
                 cycle,
@@ -188,7 +199,7 @@ impl Engine {
                 "cycle done, nothing new"
             );
         }
-        let mut t = self.totals.lock().unwrap();
+        let mut t = crate::locks::lock(&self.totals);
         t.cycles += 1;
         t.units_polled += report.units as u64;
         t.changed += report.changed;
@@ -206,51 +217,21 @@ impl Engine {
 
     /// One cycle of every account, concurrently; reports in account order.
     pub async fn cycle_all(&self) -> Vec<(String, Tick)> {
-        let ticks = self
-            .runners
-            .iter()
-            .enumerate()
-            .map(|(i, _)| self.tick(i, false));
-        let results = join_all(ticks).await;
+        let ticks = (0..self.accounts.len()).map(|i| self.tick(i, false));
+        let results = futures_util::future::join_all(ticks).await;
         self.accounts().into_iter().zip(results).collect()
     }
 
     /// Waits until no cycle is running.
     pub async fn wait_idle(&self) {
-        for r in &self.runners {
+        for r in &self.accounts {
             let _ = r.running.lock().await;
         }
     }
 
     pub fn totals(&self) -> Totals {
-        self.totals.lock().unwrap().clone()
+        crate::locks::lock(&self.totals).clone()
     }
-}
-
-/// Awaits futures concurrently, results in order (a tiny `join_all`, to avoid a dependency).
-async fn join_all<F: std::future::Future>(futs: impl Iterator<Item = F>) -> Vec<F::Output> {
-    let mut pinned: Vec<_> = futs.map(Box::pin).collect();
-    let mut out: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (f, slot) in pinned.iter_mut().zip(out.iter_mut()) {
-            if slot.is_none() {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => *slot = Some(v),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    out.into_iter()
-        .map(|o| o.expect("every future completed"))
-        .collect()
 }
 
 #[cfg(test)]
@@ -302,12 +283,7 @@ mod tests {
             store: Arc::new(Store::open(dir.path()).unwrap()),
             start: Start::Now,
             shard: Shard::ALL,
-            runners: vec![Runner {
-                provider: slow.clone(),
-                running: tokio::sync::Mutex::new(()),
-                resync_pending: AtomicBool::new(false),
-            }],
-            next_cycle: AtomicU64::new(1),
+            accounts: vec![AccountCycles::new(slow.clone())],
             totals: Mutex::default(),
             stop: Stop::never(),
             metrics: Arc::new(Metrics::with_accounts(
@@ -334,8 +310,8 @@ mod tests {
         assert_eq!(slow.max_seen.load(Ordering::SeqCst), 1);
         assert_eq!(engine.totals().skipped_ticks, 2);
         // The skipped resync is remembered for the next cycle.
-        assert!(engine.runners[0].resync_pending.load(Ordering::SeqCst));
+        assert!(engine.accounts[0].resync_pending.load(Ordering::SeqCst));
         assert!(matches!(engine.tick(0, false).await, Tick::Ran(_)));
-        assert!(!engine.runners[0].resync_pending.load(Ordering::SeqCst));
+        assert!(!engine.accounts[0].resync_pending.load(Ordering::SeqCst));
     }
 }

@@ -36,6 +36,7 @@
 //! ARCHITECTURE.md is the map: data flow, invariants, and why things are where they are.
 
 pub mod admin;
+pub mod backoff;
 #[cfg(feature = "sim")]
 pub mod bench;
 pub mod cli;
@@ -46,6 +47,7 @@ pub mod engine;
 pub mod event;
 pub mod files;
 pub mod http;
+pub mod locks;
 pub mod logging;
 pub mod metrics;
 pub mod notify;

@@ -19,8 +19,6 @@ use std::time::{Duration, Instant};
 /// Added to the longest silence a healthy cycle can have (one request timeout after the longest
 /// wait between attempts): pacing, commits and a slow disk fit in it.
 const QUIET_MARGIN: Duration = Duration::from_secs(60);
-/// The longest backoff step `http` takes between attempts (its `MAX_BACKOFF`).
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// How late a scheduled tick may be before an idle account counts as stalled: the scheduler
 /// checks its jobs twice a second; this covers a busy machine and small clock steps.
 pub const TICK_GRACE: Duration = Duration::from_secs(60);
@@ -96,13 +94,13 @@ impl AccountMetrics {
         AccountMetrics {
             name: name.to_string(),
             provider,
-            quiet_limit: timeout + retry_after_cap.max(MAX_BACKOFF) + QUIET_MARGIN,
+            quiet_limit: timeout + retry_after_cap.max(crate::backoff::MAX_STEP) + QUIET_MARGIN,
             state: Mutex::default(),
         }
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut AccountState) -> R) -> R {
-        f(&mut self.state.lock().unwrap_or_else(|p| p.into_inner()))
+        f(&mut crate::locks::lock(&self.state))
     }
 
     /// One HTTP attempt completed: `status` is `None` when no answer came (timeout, refused).
@@ -451,11 +449,7 @@ impl Metrics {
             "counter",
             "Events committed to the outbox by this process, by event type.",
         );
-        let committed = self
-            .committed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let committed = crate::locks::lock(&self.committed).clone();
         for (t, n) in committed {
             out.sample("pollhook_events_total", &[("type", &t)], n as f64);
         }
@@ -484,7 +478,7 @@ impl Metrics {
 
 impl crate::store::CommitObserver for Metrics {
     fn committed(&self, types: &[&str]) {
-        let mut by_type = self.committed.lock().unwrap_or_else(|p| p.into_inner());
+        let mut by_type = crate::locks::lock(&self.committed);
         for t in types {
             match by_type.get_mut(*t) {
                 Some(n) => *n += 1,

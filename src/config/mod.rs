@@ -143,7 +143,8 @@ pub struct HttpSettings {
     pub timeout: Duration,
     /// Retries after the first attempt on 5xx, 429, timeouts and connection errors.
     pub max_retries: u32,
-    /// First backoff step; doubles per retry, with full jitter, capped at 30 s.
+    /// First backoff step; doubles per retry, capped at 30 s; each wait with equal jitter
+    /// (between half the step and the step: `backoff`).
     pub retry_base: Duration,
     /// The longest `Retry-After` honoured; longer values are capped (and logged).
     pub retry_after_cap: Duration,

@@ -42,7 +42,7 @@ static LIVE_GROUPS: Mutex<BTreeSet<libc::pid_t>> = Mutex::new(BTreeSet::new());
 /// SIGKILLs every hook process group still running: for an exit that cannot wait (a second
 /// signal to the daemon), so that no hook outlives it.
 pub fn kill_all_groups() {
-    let groups = std::mem::take(&mut *LIVE_GROUPS.lock().unwrap_or_else(|p| p.into_inner()));
+    let groups = std::mem::take(&mut *crate::locks::lock(&LIVE_GROUPS));
     for pgid in groups {
         // SAFETY: kill(2) with a negative pid signals the group; no memory is involved.
         unsafe {
@@ -262,10 +262,7 @@ struct GroupKill(Option<libc::pid_t>);
 impl GroupKill {
     fn new(pgid: Option<libc::pid_t>) -> GroupKill {
         if let Some(p) = pgid {
-            LIVE_GROUPS
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(p);
+            crate::locks::lock(&LIVE_GROUPS).insert(p);
         }
         GroupKill(pgid)
     }
@@ -283,10 +280,7 @@ impl GroupKill {
     }
     fn disarm(&mut self) {
         if let Some(p) = self.0.take() {
-            LIVE_GROUPS
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&p);
+            crate::locks::lock(&LIVE_GROUPS).remove(&p);
         }
     }
 }

@@ -22,6 +22,7 @@ pub mod replay;
 pub mod tail;
 pub mod webhook;
 
+use crate::backoff::{Backoff, Retry};
 use crate::config::{Delivery, Filter, Sink as SinkConfig, SinkKind};
 use crate::event::{Envelope, StoredEvent};
 use crate::shutdown::Stop;
@@ -33,9 +34,8 @@ use tokio::sync::watch;
 
 /// Events read from the outbox per batch delivery.
 const BATCH: usize = 512;
-/// Backoff bounds after a failed batch delivery.
-const RETRY_MIN: Duration = Duration::from_secs(1);
-const RETRY_MAX: Duration = Duration::from_secs(60);
+/// After a failed batch delivery (a full disk heals): 1 s, doubling, at most a minute.
+const BATCH_RETRY: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
 
 /// A batch delivery that did not complete.
 #[derive(Debug, thiserror::Error)]
@@ -366,7 +366,7 @@ async fn run_batch(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut committed = store.subscribe();
-    let mut wait = RETRY_MIN;
+    let mut retry = Retry::new(BATCH_RETRY);
     loop {
         let stopping = *shutdown.borrow();
         committed.borrow_and_update();
@@ -375,7 +375,7 @@ async fn run_batch(
                 if n > 0 {
                     tracing::debug!(sink = sink.name(), events = n, "delivered");
                 }
-                wait = RETRY_MIN;
+                retry.reset();
                 if stopping {
                     return;
                 }
@@ -385,6 +385,7 @@ async fn run_batch(
                 }
             }
             Err(e) => {
+                let wait = retry.failed();
                 tracing::error!(sink = sink.name(), error = %e, retry_in = ?wait, "delivery failed; nothing after the failure is acknowledged, retrying");
                 if stopping {
                     return;
@@ -393,7 +394,6 @@ async fn run_batch(
                     _ = tokio::time::sleep(wait) => {}
                     _ = shutdown.changed() => {}
                 }
-                wait = (wait * 2).min(RETRY_MAX);
             }
         }
     }

@@ -45,15 +45,13 @@ impl Webhook {
             })?;
             keys.push(key);
         }
-        let client = reqwest::Client::builder()
-            .timeout(s.timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("pollhook/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|source| BuildError::Client {
-                sink: name.to_string(),
-                source,
-            })?;
+        let client =
+            crate::http::client(s.timeout)
+                .build()
+                .map_err(|source| BuildError::Client {
+                    sink: name.to_string(),
+                    source,
+                })?;
         Ok(Webhook {
             url: s.url.clone(),
             keys,

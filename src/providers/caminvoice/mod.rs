@@ -208,11 +208,7 @@ impl Provider for CamInvoice {
 
     fn status(&self, store: &Store, shard: Shard) -> Result<Vec<UnitStatus>, StoreError> {
         self.sync_members(store)?;
-        let members = self
-            .members
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let members = crate::locks::read(&self.members).clone();
         let mut out = Vec::new();
         for (idx, m) in members.iter().enumerate() {
             if !shard.owns(&self.account, &m.endpoint_id) {

@@ -420,7 +420,7 @@ impl CamInvoice {
     /// Every cached access token was issued by an accepted refresh of this member: the
     /// evidence that it was connected ([`member::seen_connected`]).
     fn note_accepted(&self, idx: usize, rec: &mut MemberRecord) {
-        if let Some(t) = self.tokens.lock().unwrap().get(&idx) {
+        if let Some(t) = crate::locks::lock(&self.tokens).get(&idx) {
             rec.accepted_at = Some(rec.accepted_at.unwrap_or(t.issued_at).max(t.issued_at));
         }
     }

@@ -353,7 +353,7 @@ impl Nats {
             }
         }
         let (from, ids): (Millis, HashSet<String>) = {
-            let m = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+            let m = crate::locks::lock(&self.memory);
             let oldest = m
                 .unknown
                 .values()
@@ -380,11 +380,7 @@ impl Nats {
         if !found.is_empty() {
             tracing::info!(sink = %self.name, stream = %self.settings.stream, events = found.len(), "{what}");
         }
-        self.memory
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .present
-            .extend(found);
+        crate::locks::lock(&self.memory).present.extend(found);
     }
 
     /// One publish and its PubAck.
@@ -446,7 +442,7 @@ impl Nats {
                 // Sent, but no answer, or an answer that is not a PubAck: the stream may
                 // hold it. Before the retry, the stream is asked (`check_unknown`).
                 let now = now_ms();
-                let mut m = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+                let mut m = crate::locks::lock(&self.memory);
                 let entry = m.unknown.entry(env.id.clone()).or_insert((sent_at, now));
                 entry.1 = now;
                 Outcome::Failed {
@@ -460,7 +456,7 @@ impl Nats {
     async fn attempt(&self, job: Job) -> Outcome {
         let id = job.envelope.id.clone();
         let unknown = {
-            let mut m = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+            let mut m = crate::locks::lock(&self.memory);
             if m.present.remove(&id) {
                 m.unknown.remove(&id);
                 return Outcome::Delivered;
@@ -483,7 +479,7 @@ impl Nats {
                     retry_after: None,
                 };
             }
-            let mut m = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+            let mut m = crate::locks::lock(&self.memory);
             if m.present.remove(&id) {
                 m.unknown.remove(&id);
                 return Outcome::Delivered;
@@ -493,11 +489,7 @@ impl Nats {
         let finished = matches!(outcome, Outcome::Delivered | Outcome::Gone { .. })
             || job.attempt >= self.settings.delivery.max_attempts;
         if finished {
-            self.memory
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .unknown
-                .remove(&id);
+            crate::locks::lock(&self.memory).unknown.remove(&id);
         }
         outcome
     }
