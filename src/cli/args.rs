@@ -80,7 +80,8 @@ pub enum Command {
     /// Connect a business (member) to a CamInvoice account: print the connect URL, then
     /// exchange the authToken the business's browser was redirected with.
     Connect(ConnectArgs),
-    /// Run the simulator and the daemon against it, print events as they are emitted, then a summary.
+    /// Run the simulator (CamInvoice and OnlinePajak) and the daemon against it, print events
+    /// as they are emitted, then a summary.
     #[cfg(feature = "sim")]
     Demo {
         /// How long the traffic runs.
@@ -100,14 +101,18 @@ pub enum Command {
     #[cfg(feature = "sim")]
     #[command(hide = true)]
     BenchWorker {
+        /// The config `bench` wrote.
         #[arg(long)]
         config: PathBuf,
     },
-    /// Run the CamInvoice simulator alone.
+    /// Run the provider simulator alone (CamInvoice, and OnlinePajak under /v2.0), and print a
+    /// pollhook config for it.
     #[cfg(feature = "sim")]
     Simulate {
+        /// The address the simulated APIs listen on.
         #[arg(long, default_value = "127.0.0.1:8700")]
         listen: SocketAddr,
+        /// Seed of the simulated world and traffic.
         #[arg(long, default_value_t = 1)]
         seed: u64,
         /// Time between traffic steps.
@@ -170,6 +175,7 @@ pub struct BenchArgs {
     /// Documents of the diff + commit measurement without HTTP (0 skips it).
     #[arg(long, default_value_t = 1_000_000)]
     pub micro_documents: usize,
+    /// Seed of the simulated worlds and churn.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Also write the report to this file.
@@ -193,6 +199,7 @@ pub enum StoreCommand {
     /// Write a consistent, checksummed copy of the store to FILE, mode 0600 (it holds refresh
     /// tokens). While the daemon runs, it comes through its admin endpoint.
     Backup {
+        /// Where to write the backup.
         file: PathBuf,
         #[command(flatten)]
         config: ConfigArg,
@@ -200,6 +207,7 @@ pub enum StoreCommand {
     /// Replace the store with a backup (the daemon must be stopped). Refuses a backup older
     /// than what the sinks already hold unless --force; the replaced store is kept aside.
     Restore {
+        /// The backup to restore (written by `pollhook store backup`).
         file: PathBuf,
         #[command(flatten)]
         config: ConfigArg,
@@ -240,6 +248,7 @@ pub enum EventsCommand {
     Replay {
         #[command(flatten)]
         config: ConfigArg,
+        /// The hook, webhook or NATS sink to deliver through (its `name` in the config).
         #[arg(long)]
         sink: String,
         /// Events detected at or after this RFC 3339 instant (that the sink's filter passes).
@@ -285,6 +294,25 @@ mod tests {
     #[test]
     fn the_command_line_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    /// Every option and argument of every subcommand says what it is in `--help`.
+    #[test]
+    fn every_argument_has_help_text() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if !matches!(id, "help" | "version") && arg.get_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "pollhook", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:?}");
     }
 
     #[test]
