@@ -392,7 +392,7 @@ pub fn parse_retry_after(v: &str) -> Option<Duration> {
         return Some(Duration::from_secs(secs));
     }
     let when = chrono::DateTime::parse_from_rfc2822(v).ok()?;
-    let secs = (when.timestamp() - chrono::Utc::now().timestamp()).max(0);
+    let secs = (when.timestamp() - crate::time::now_ms().div_euclid(1000)).max(0);
     Some(Duration::from_secs(secs as u64))
 }
 

@@ -192,7 +192,9 @@ pub fn stall(
         });
     }
     let since = s.last_tick.unwrap_or(started_ms);
-    let due = schedule.next_after(ms_to_utc(since))?.timestamp_millis();
+    let due = schedule
+        .next_after(crate::time::utc(since))?
+        .timestamp_millis();
     (now_wall > due + TICK_GRACE.as_millis() as i64).then(|| {
         format!(
             "account {name}: the scheduler missed its tick due at {}",
@@ -211,16 +213,12 @@ pub fn stale(
     periods: u32,
     now_wall: Millis,
 ) -> Option<Millis> {
-    let mut t = ms_to_utc(last_success.unwrap_or(started_ms));
+    let mut t = crate::time::utc(last_success.unwrap_or(started_ms));
     for _ in 0..periods {
         t = schedule.next_after(t)?;
     }
     let deadline = t.timestamp_millis();
     (now_wall > deadline).then_some(deadline)
-}
-
-fn ms_to_utc(ms: Millis) -> chrono::DateTime<chrono::Utc> {
-    chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }
 
 /// One account in the `/healthz` answer.

@@ -172,6 +172,18 @@ fn check_config_accepts_the_example_and_never_prints_secrets() {
         !t.contains("your-client-secret") && !t.contains("refresh-token-of"),
         "{t}"
     );
+    // The next tick as every other instant pollhook prints: RFC 3339 to the millisecond.
+    let next = t
+        .lines()
+        .find_map(|l| l.split("(UTC; next ").nth(1))
+        .and_then(|n| n.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("no next tick in:\n{t}"));
+    assert!(
+        next.len() == "2026-01-01T00:05:00.000Z".len()
+            && next.ends_with(":00.000Z")
+            && chrono::DateTime::parse_from_rfc3339(next).is_ok(),
+        "{next}"
+    );
 
     // Every secret set to a marker, in every form: none reaches the output.
     let dir = tempfile::tempdir().unwrap();

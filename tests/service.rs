@@ -408,6 +408,18 @@ async fn under_systemd_the_daemon_notifies_ready_feeds_the_watchdog_and_answers_
         );
     }
     assert!(out.contains("sink jsonl: delivered up to seq"), "{out}");
+    // `/status` itself: its instants are RFC 3339, as the CLI prints them.
+    let (code, body) = get(&format!("http://{addr}/status")).await;
+    assert_eq!(code, 200, "{body}");
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let unit = &status["accounts"][0]["units"][0];
+    let last = unit["last_success"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{body}"));
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(last).is_ok(),
+        "{last} in {body}"
+    );
 
     daemon.stop().await;
     recv_until(&socket, &mut seen, "STOPPING=1", common::process::PATIENCE).await;

@@ -101,7 +101,7 @@ impl Schedule {
     /// no calendar has, such as the 31st of February, is refused).
     pub fn new(expr: &str) -> Result<Schedule, String> {
         let cron = Self::parser().parse(expr).map_err(|e| e.to_string())?;
-        cron.find_next_occurrence(&chrono::Utc::now(), false)
+        cron.find_next_occurrence(&crate::time::utc(crate::time::now_ms()), false)
             .map_err(|_| "it never fires: no future date matches it".to_string())?;
         Ok(Schedule(expr.to_string()))
     }

@@ -110,7 +110,10 @@ pub enum FailureKind {
 pub struct UnitStatus {
     pub unit: String,
     pub state: String,
+    /// RFC 3339 in JSON (`GET /status`), as the CLI prints it.
+    #[serde(default, with = "crate::time::rfc3339")]
     pub last_success: Option<Millis>,
+    #[serde(default, with = "crate::time::rfc3339")]
     pub cursor: Option<Millis>,
     pub documents: usize,
     pub last_error: Option<Redacted>,

@@ -63,7 +63,7 @@ impl Webhook {
     async fn attempt(&self, job: &Job) -> Outcome {
         let body = job.envelope.payload.get().as_bytes().to_vec();
         let id = &job.envelope.id;
-        let timestamp = chrono::Utc::now().timestamp();
+        let timestamp = crate::time::now_ms().div_euclid(1000);
         let resp = self
             .client
             .post(&self.url)
