@@ -1,8 +1,8 @@
 //! pollhook turns e-invoicing providers that only push webhooks into a local event stream for
 //! ERPs behind NAT: it polls the provider's APIs on a cron schedule, diffs what it sees against
 //! an embedded sled store, and emits the very webhook payloads the provider would have sent —
-//! to a JSON Lines log, a hook program, or a signed local webhook — at least once, with
-//! deterministic event ids.
+//! to a JSON Lines log, a hook program, a signed local webhook or a NATS JetStream stream — at
+//! least once, with deterministic event ids.
 //!
 //! # Layout
 //! Bottom up, by layer (ARCHITECTURE.md, "Layers"; `tests/layers.rs` keeps imports going down):
@@ -10,7 +10,8 @@
 //!   timestamps from the future), [`redact`] (every secret held, masked out of logs, prints and
 //!   stored error text), [`files`] (umask 077, state dir 0700, files 0600), [`shutdown`] (the
 //!   stop flag HTTP attempts and hooks listen to), [`shard`] (which members this daemon of a
-//!   fleet polls, `shard = "K/N"`), [`notify`] (sd_notify READY/STOPPING, the watchdog);
+//!   fleet polls, `shard = "K/N"`), [`notify`] (sd_notify READY/STOPPING, the watchdog),
+//!   [`backoff`] (the one backoff policy), [`locks`] (the one poisoned-lock policy);
 //! - values: [`event`] (the envelope, deterministic ids), [`pacing`] (the GCRA limiter that
 //!   keeps an account under its provider's rate limit);
 //! - [`config`]: the TOML schema, validation with file:line:column errors, secret references;
@@ -31,7 +32,8 @@
 //!   timeline;
 //! - with the `sim` feature: `demo` (the simulator, `crates/pollhook-sim`, with the daemon)
 //!   and `bench` (`pollhook bench`);
-//! - [`cli`]: the subcommands; prints errors and picks exit codes. `main.rs` only calls it.
+//! - [`cli`]: the subcommands; sorts the typed errors into exit codes and hints, and prints
+//!   them once. `main.rs` only calls it.
 //!
 //! ARCHITECTURE.md is the map: data flow, invariants, and why things are where they are.
 
