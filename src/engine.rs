@@ -244,8 +244,19 @@ mod tests {
 
     /// A provider whose cycle takes a while and counts how many run at once.
     struct Slow {
+        name: &'static str,
         running: AtomicUsize,
         max_seen: AtomicUsize,
+    }
+
+    impl Slow {
+        fn new(name: &'static str) -> Arc<Slow> {
+            Arc::new(Slow {
+                name,
+                running: AtomicUsize::new(0),
+                max_seen: AtomicUsize::new(0),
+            })
+        }
     }
 
     impl Provider for Slow {
@@ -253,7 +264,7 @@ mod tests {
             "slow"
         }
         fn account(&self) -> &str {
-            "slow"
+            self.name
         }
         fn cycle(self: Arc<Self>, _ctx: CycleContext) -> BoxFuture<'static, CycleReport> {
             Box::pin(async move {
@@ -272,31 +283,42 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_tick_during_a_running_cycle_is_skipped_not_stacked() {
-        let dir = tempfile::tempdir().unwrap();
-        let slow = Arc::new(Slow {
-            running: AtomicUsize::new(0),
-            max_seen: AtomicUsize::new(0),
-        });
-        let engine = Engine {
-            store: Arc::new(Store::open(dir.path()).unwrap()),
+    /// An engine over `providers`, on a store in `dir`.
+    fn engine(dir: &std::path::Path, providers: Vec<Arc<Slow>>) -> Engine {
+        let metrics = providers
+            .iter()
+            .map(|p| {
+                Arc::new(crate::metrics::AccountMetrics::new(
+                    p.name,
+                    "slow",
+                    std::time::Duration::from_secs(1),
+                    std::time::Duration::from_secs(1),
+                ))
+            })
+            .collect();
+        Engine {
+            store: Arc::new(Store::open(dir).unwrap()),
             start: Start::Now,
             shard: Shard::ALL,
-            accounts: vec![AccountCycles::new(slow.clone())],
+            accounts: providers
+                .into_iter()
+                .map(|p| AccountCycles::new(p as Arc<dyn Provider>))
+                .collect(),
             totals: Mutex::default(),
             stop: Stop::never(),
             metrics: Arc::new(Metrics::with_accounts(
                 crate::config::Schedule("* * * * * *".into()),
                 3,
-                vec![Arc::new(crate::metrics::AccountMetrics::new(
-                    "slow",
-                    "slow",
-                    std::time::Duration::from_secs(1),
-                    std::time::Duration::from_secs(1),
-                ))],
+                metrics,
             )),
-        };
+        }
+    }
+
+    #[tokio::test]
+    async fn a_tick_during_a_running_cycle_is_skipped_not_stacked() {
+        let dir = tempfile::tempdir().unwrap();
+        let slow = Slow::new("slow");
+        let engine = engine(dir.path(), vec![slow.clone()]);
         let (a, b, c) = tokio::join!(
             engine.tick(0, false),
             engine.tick(0, true),
@@ -313,5 +335,44 @@ mod tests {
         assert!(engine.accounts[0].resync_pending.load(Ordering::SeqCst));
         assert!(matches!(engine.tick(0, false).await, Tick::Ran(_)));
         assert!(!engine.accounts[0].resync_pending.load(Ordering::SeqCst));
+    }
+
+    /// Regression (issue 15): one `cycle` counter was shared by every account, and a quiet
+    /// first cycle (a baseline) logged no "cycle done" at info.
+    #[tokio::test]
+    async fn cycles_are_numbered_per_account_and_each_accounts_first_is_logged() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine(dir.path(), vec![Slow::new("a"), Slow::new("b")]);
+        let logs = Arc::new(Mutex::new(Vec::<u8>::new()));
+        let out = Arc::clone(&logs);
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(move || Capture(Arc::clone(&out)))
+            .finish();
+        {
+            // A current-thread runtime: the cycles log on this thread.
+            let _scope = tracing::subscriber::set_default(subscriber);
+            for idx in [0, 1, 0] {
+                engine.tick(idx, false).await;
+            }
+        }
+        let text = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+        let done: Vec<&str> = text.lines().filter(|l| l.contains("cycle done")).collect();
+        assert_eq!(done.len(), 2, "{text}");
+        assert!(done[0].contains("account=\"a\" cycle=1"), "{text}");
+        assert!(done[1].contains("account=\"b\" cycle=1"), "{text}");
+    }
+
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Capture {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
     }
 }

@@ -329,6 +329,8 @@ fn run_picks_its_exit_code_and_hint_from_what_failed() {
         "{t}"
     );
     assert!(!t.contains("check-config"), "{t}");
+    // The log (a warning about the inline secrets) has no colour codes: stderr is no terminal.
+    assert!(t.contains(" WARN ") && !t.contains('\u{1b}'), "{t:?}");
     drop(taken);
 
     let config = offline_config(dir.path(), "", "{ env = \"POLLHOOK_TEST_SURELY_UNSET\" }");
