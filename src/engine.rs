@@ -343,36 +343,18 @@ mod tests {
     async fn cycles_are_numbered_per_account_and_each_accounts_first_is_logged() {
         let dir = tempfile::tempdir().unwrap();
         let engine = engine(dir.path(), vec![Slow::new("a"), Slow::new("b")]);
-        let logs = Arc::new(Mutex::new(Vec::<u8>::new()));
-        let out = Arc::clone(&logs);
-        let subscriber = tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_max_level(tracing::Level::INFO)
-            .with_writer(move || Capture(Arc::clone(&out)))
-            .finish();
+        let logs = crate::logging::LogBuf::default();
         {
             // A current-thread runtime: the cycles log on this thread.
-            let _scope = tracing::subscriber::set_default(subscriber);
+            let _scope = tracing::subscriber::set_default(logs.subscriber("info"));
             for idx in [0, 1, 0] {
                 engine.tick(idx, false).await;
             }
         }
-        let text = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+        let text = logs.text();
         let done: Vec<&str> = text.lines().filter(|l| l.contains("cycle done")).collect();
         assert_eq!(done.len(), 2, "{text}");
         assert!(done[0].contains("account=\"a\" cycle=1"), "{text}");
         assert!(done[1].contains("account=\"b\" cycle=1"), "{text}");
-    }
-
-    struct Capture(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Capture {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
     }
 }

@@ -154,32 +154,46 @@ impl<W: Write> Write for RedactingWriter<W> {
     }
 }
 
+/// For unit tests: what a subscriber from [`LogBuf::subscriber`] wrote.
+#[cfg(test)]
+#[derive(Clone, Default)]
+pub(crate) struct LogBuf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+#[cfg(test)]
+impl LogBuf {
+    /// The text format as `init` builds it (no colour), at `filter`, writing here. Install it
+    /// with `tracing::subscriber::set_default` (a current-thread runtime keeps every task of
+    /// the test on the thread it covers).
+    pub(crate) fn subscriber(&self, filter: &str) -> impl tracing::Subscriber + Send + Sync {
+        let out = self.clone();
+        text_to(EnvFilter::new(filter), move || out.clone(), false)
+    }
+
+    pub(crate) fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+#[cfg(test)]
+impl Write for LogBuf {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::{Arc, Mutex};
-
-    #[derive(Clone, Default)]
-    struct Buf(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Buf {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
 
     /// The text format as `init` builds it, writing into a buffer.
     fn text_logs(f: impl FnOnce()) -> String {
-        let buf = Buf::default();
-        let out = buf.clone();
-        let subscriber = text_to(EnvFilter::new("trace"), move || out.clone(), false);
-        tracing::subscriber::with_default(subscriber, f);
-        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
-        text
+        let buf = LogBuf::default();
+        tracing::subscriber::with_default(buf.subscriber("trace"), f);
+        buf.text()
     }
 
     #[test]
@@ -212,13 +226,13 @@ mod tests {
         assert!(!logs.contains("echoed-refresh-token-4242"), "{logs}");
         assert_eq!(logs.matches("<redacted>").count(), 2, "{logs}");
 
-        let buf = Buf::default();
+        let buf = LogBuf::default();
         let out = buf.clone();
         let subscriber = json(EnvFilter::new("trace"), move || out.clone());
         tracing::subscriber::with_default(subscriber, || {
             tracing::error!(error = %"x echoed-refresh-token-4242\n", "failed");
         });
-        let json = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        let json = buf.text();
         assert!(!json.contains("echoed-refresh-token-4242"), "{json}");
         assert_eq!(json.lines().count(), 1, "{json}");
     }

@@ -712,20 +712,14 @@ mod tests {
             Duration::from_secs(600),
             HookStdin::Payload,
         );
-        let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
-        let sink = std::sync::Arc::clone(&logs);
-        let subscriber = tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_max_level(tracing::Level::INFO)
-            .with_writer(move || Capture(std::sync::Arc::clone(&sink)))
-            .finish();
+        let logs = crate::logging::LogBuf::default();
         // A current-thread runtime: the hook's reader tasks run on this thread too.
         let outcome = {
-            let _scope = tracing::subscriber::set_default(subscriber);
+            let _scope = tracing::subscriber::set_default(logs.subscriber("info"));
             h.deliver(job(1)).await
         };
         assert_eq!(outcome, Outcome::Delivered);
-        let text = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+        let text = logs.text();
         let more = format!("… ({} more bytes)", 100_000 - OUTPUT_KEPT);
         for (message, field, byte) in [
             ("hook output", "stdout", "x"),
@@ -738,18 +732,6 @@ mod tests {
             let kept = byte.repeat(OUTPUT_KEPT);
             assert!(line.contains(&format!("{field}={kept} {more}")), "{line}");
             assert!(!line.contains(&format!("{kept}{byte}")), "more than kept");
-        }
-    }
-
-    struct Capture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Capture {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
         }
     }
 
