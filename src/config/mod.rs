@@ -106,15 +106,16 @@ impl Schedule {
         Ok(Schedule(expr.to_string()))
     }
 
-    /// The next run strictly after `after`, in UTC.
+    /// The next run strictly after `after`, in UTC: a whole second, as the scheduler fires.
     pub fn next_after(
         &self,
         after: chrono::DateTime<chrono::Utc>,
     ) -> Option<chrono::DateTime<chrono::Utc>> {
+        use chrono::SubsecRound;
         Self::parser()
             .parse(&self.0)
             .ok()?
-            .find_next_occurrence(&after, false)
+            .find_next_occurrence(&after.trunc_subsecs(0), false)
             .ok()
     }
 }
