@@ -737,6 +737,23 @@ async fn json_logs_carry_the_account_cycle_and_counts_as_fields() {
             .all(|l| l.starts_with('{') || l.starts_with("sim-kh: ") || l.starts_with("sink ")),
         "non-JSON log line:\n{err}"
     );
+
+    // Nothing new: still, an account's first cycle of a run says at info that it ran
+    // (regression, issue 15: a quiet first cycle, a baseline, logged nothing above debug).
+    let o = pollhook(&["once", "--config", s.cfg()], None).await;
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    let done = err
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|l| l["message"] == "cycle done")
+        .unwrap_or_else(|| panic!("no cycle done line in:\n{err}"));
+    assert_eq!(
+        (&done["level"], &done["cycle"], &done["events"]),
+        (&"INFO".into(), &1.into(), &0.into()),
+        "{done}"
+    );
 }
 
 // ------------------------------------------------------------- a strict Prometheus parser
