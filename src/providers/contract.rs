@@ -57,7 +57,7 @@ impl Class {
 }
 
 /// Whether an item is usable without the field.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Need {
     /// Without it the item cannot be processed (skipped, or fetched again).

@@ -135,6 +135,10 @@ pub struct ProbeReport {
     /// Requests sent (retries included), all of them reads.
     pub requests: u64,
     pub verdict: Verdict,
+    /// (field, kind of finding) already reported: the same drift in a second answer (Retrieve
+    /// after Bulk Fetch) is not reported twice.
+    #[serde(skip)]
+    noted: std::collections::BTreeSet<(String, &'static str, Need)>,
 }
 
 impl ProbeReport {
@@ -149,7 +153,14 @@ impl ProbeReport {
             suggestions: Vec::new(),
             requests: 0,
             verdict: Verdict::Ready,
+            noted: Default::default(),
         }
+    }
+
+    /// Whether `kind` of finding about `field` (of this need) is new to this report (and
+    /// notes it): the same drift in a second answer of the same items is not said twice.
+    fn first_time(&mut self, field: &Field, kind: &'static str) -> bool {
+        self.noted.insert((field.name.clone(), kind, field.need))
     }
 
     pub fn check(&mut self, name: &str, outcome: Outcome, text: impl Into<String>) {
@@ -381,9 +392,15 @@ pub fn examine(report: &mut ProbeReport, a: &Answer, reserved: &[&str]) {
         }
         let items = a.presence.what;
         if seen.missing() {
+            if !report.first_time(field, "missing") {
+                continue;
+            }
             let mut text = format!(
-                "{}: `{}` is missing from all {} {items} ({})",
-                a.label, field.name, seen.expected, field.role
+                "{}: `{}` is missing from {n} of {n} {items} ({})",
+                a.label,
+                field.name,
+                field.role,
+                n = seen.expected
             );
             match a.spot.and_then(|s| candidate(field, seen, s, reserved)) {
                 Some((key, evidence)) => {
@@ -392,7 +409,7 @@ pub fn examine(report: &mut ProbeReport, a: &Answer, reserved: &[&str]) {
                         Some(setting) => report.suggest(
                             API_TABLE,
                             format!("{setting} = {:?}", key),
-                            format!("`{}` is in no item; `{key}` is in {evidence}", field.name),
+                            format!("`{}` is in no item; `{key}` is {evidence}", field.name),
                         ),
                         None => {
                             let _ = write!(text, " — {} documents `{}`, so pollhook has no override for it: please report this answer (`pollhook probe --json`)", a.provider, field.name);
@@ -412,7 +429,7 @@ pub fn examine(report: &mut ProbeReport, a: &Answer, reserved: &[&str]) {
                 Need::Required => report.problem(text),
                 Need::Useful => report.warning(text),
             }
-        } else if seen.carried < seen.expected {
+        } else if seen.carried < seen.expected && report.first_time(field, "partial") {
             report.warning(format!(
                 "{}: `{}` is missing from {} of {} {items} ({})",
                 a.label,
@@ -422,7 +439,7 @@ pub fn examine(report: &mut ProbeReport, a: &Answer, reserved: &[&str]) {
                 field.role
             ));
         }
-        if seen.unknown > 0 {
+        if seen.unknown > 0 && report.first_time(field, "values") {
             let outside: Vec<(String, u64)> = stats.map(|s| outside(field, s)).unwrap_or_default();
             let folded: Vec<String> = outside
                 .iter()
@@ -706,7 +723,7 @@ mod tests {
         assert_eq!(r.fields[0].example.as_deref(), Some("490e6ab5…"));
         assert!(r.findings[0]
             .text
-            .contains("`approvalStatus` is missing from all 2 invoices"));
+            .contains("`approvalStatus` is missing from 2 of 2 invoices"));
         let text = r.render();
         assert!(
             text.contains("[accounts.api]\n    approval_status = \"status\""),

@@ -96,7 +96,7 @@ pub fn poll_fields() -> Vec<Field> {
             "updated_at",
             Class::Timestamp,
             Required,
-            "the version (no detail call when already seen), and the cursor",
+            "the version (a seen one costs no detail call) and the cursor",
         ),
         Field::new(
             "type",
@@ -107,7 +107,7 @@ pub fn poll_fields() -> Vec<Field> {
                 fold_case: true,
             },
             Useful,
-            "the member's side (else the detail's parties decide)",
+            "the member's side; else the detail's parties decide",
         ),
     ]
 }
@@ -125,7 +125,7 @@ pub fn detail_fields(list: bool) -> Vec<Field> {
             statuses(),
             status_need,
             if list {
-                "the status (else one detail call per entry)"
+                "the status; else one detail call per entry"
             } else {
                 "decides the event"
             },
@@ -152,7 +152,7 @@ pub fn detail_fields(list: bool) -> Vec<Field> {
             "updated_at",
             Class::Timestamp,
             Useful,
-            "the version (else the poll item's)",
+            "the version; else the poll item's",
         ),
     ]
 }

@@ -93,10 +93,12 @@ impl CamInvoice {
                                     as u64,
                             ));
                             let from = expiry_source(fresh.access.token.expose(), &r.body);
-                            lines.push(format!(
-                                "{}: {shape}, valid for {lasts} ({from})",
-                                m.endpoint_id
-                            ));
+                            if first.is_none() {
+                                lines.push(format!(
+                                    "{}: {shape}, valid for {lasts} ({from})",
+                                    m.endpoint_id
+                                ));
+                            }
                             if fresh
                                 .refresh_token
                                 .as_ref()

@@ -235,7 +235,7 @@ impl ApiMap {
                 "approval_status",
                 choice(statuses.map(String::from).to_vec()),
                 Required,
-                "decides the event (approved_value, rejected_value)",
+                "decides the event, with approved_value and rejected_value",
             ),
             f(
                 &self.djp_response_message,

@@ -277,6 +277,17 @@ impl OnlinePajak {
         let map = &self.api.map;
         if let Some(s) = status {
             let seen = |v: &str| s.values.iter().any(|(x, _)| x == v);
+            // Every value seen is an assumed one in lower case: the API lower-cases them all.
+            let assumed = [
+                "DRAFT",
+                "APPROVAL_IN_PROGRESS",
+                &map.approved_value,
+                &map.rejected_value,
+            ];
+            let lowered = !s.values.is_empty()
+                && s.values
+                    .iter()
+                    .all(|(v, _)| assumed.iter().any(|k| k.to_lowercase() == *v && k != v));
             for (outcome, assumed, key) in [
                 (Completion::Approved, &map.approved_value, "approved_value"),
                 (Completion::Rejected, &map.rejected_value, "rejected_value"),
@@ -296,6 +307,16 @@ impl OnlinePajak {
                         format!("{key} = {v:?}"),
                         format!(
                             "no invoice has `{}` = {assumed:?}; {n} have {v:?}",
+                            map.approval_status
+                        ),
+                    );
+                } else if lowered {
+                    let v = assumed.to_lowercase();
+                    report.suggest(
+                        API_TABLE,
+                        format!("{key} = {v:?}"),
+                        format!(
+                            "none seen yet, but every `{}` seen is an assumed value in lower case",
                             map.approval_status
                         ),
                     );
