@@ -263,6 +263,8 @@ impl DriftWatch {
         now: Millis,
         mono: Instant,
     ) -> bool {
+        // A mark of a name no longer read (`[accounts.api]` renamed it since) is stale.
+        marks.retain(|name, _| presence.fields.iter().any(|s| s.name == *name));
         let mut any = false;
         for s in &presence.fields {
             let values = if s.missing() {
@@ -378,6 +380,12 @@ mod tests {
             .contains("values outside the known set in 100% of invoices"));
         assert!(!watch.observe_at(&presence(5, 5, 4), &mut marks, advice, 7_000, t0));
         assert!(marks.is_empty(), "one known value: not drift");
+        // A mark of a field the map no longer reads goes with the next answer.
+        watch.observe_at(&presence(5, 0, 0), &mut marks, advice, 8_000, t0);
+        let mut renamed = presence(5, 5, 0);
+        renamed.fields[0].name = "status".into();
+        watch.observe_at(&renamed, &mut marks, advice, 9_000, t0);
+        assert!(marks.is_empty());
     }
 
     #[test]
