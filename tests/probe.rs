@@ -237,13 +237,23 @@ async fn the_raw_auth_scheme_is_ready_and_a_wrong_one_is_explained() {
     );
 }
 
+/// A drift, the account it shows in, the exit code, the lines to try, and what the findings or
+/// checks must say.
+type Case = (
+    Drift,
+    &'static str,
+    i32,
+    &'static [&'static str],
+    &'static [&'static str],
+);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_drift_names_the_field_and_the_line_to_try() {
     let (sim, server) = simulator(SimConfig::default()).await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(&sim, &server, dir.path(), |t| t);
     // (drift, account, exit code, the lines to try, what a finding or check must say)
-    let cases: [(Drift, &str, i32, &[&str], &[&str]); 8] = [
+    let cases: [Case; 8] = [
         (
             Drift::OpStatusRenamed,
             "op-0",

@@ -349,20 +349,23 @@ impl<'de> Visitor<'de> for At<'_> {
         let deeper = self.depth < MAX_DEPTH;
         let mut n = 0u64;
         let items = format!("{}[]", self.path);
-        while deeper {
-            let at = At {
-                census: &mut *self.census,
-                path: items.clone(),
-                depth: self.depth + 1,
-                element: true,
-            };
-            match seq.next_element_seed(at)? {
-                Some(_) => n += 1,
-                None => break,
+        if deeper {
+            loop {
+                let at = At {
+                    census: &mut *self.census,
+                    path: items.clone(),
+                    depth: self.depth + 1,
+                    element: true,
+                };
+                match seq.next_element_seed(at)? {
+                    Some(_) => n += 1,
+                    None => break,
+                }
             }
-        }
-        while seq.next_element::<IgnoredAny>()?.is_some() {
-            n += 1;
+        } else {
+            while seq.next_element::<IgnoredAny>()?.is_some() {
+                n += 1;
+            }
         }
         if let Some(s) = self.spot() {
             if element {

@@ -543,7 +543,7 @@ pub fn candidate(
             best.push((score, s.non_null(), key, s));
         }
     }
-    best.sort_by(|a, b| (b.0, b.1).cmp(&(a.0, a.1)));
+    best.sort_by_key(|b| std::cmp::Reverse((b.0, b.1)));
     let top = best.first()?;
     let unique = best.get(1).map_or(true, |second| second.0 < top.0);
     if top.0 < 2 && !unique {
@@ -598,10 +598,8 @@ fn words(name: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut cur = String::new();
     for c in name.chars() {
-        if !c.is_ascii_alphanumeric() || (c.is_ascii_uppercase() && !cur.is_empty()) {
-            if !cur.is_empty() {
-                out.push(std::mem::take(&mut cur));
-            }
+        if (!c.is_ascii_alphanumeric() || c.is_ascii_uppercase()) && !cur.is_empty() {
+            out.push(std::mem::take(&mut cur));
         }
         if c.is_ascii_alphanumeric() {
             cur.push(c.to_ascii_lowercase());
