@@ -56,6 +56,7 @@ fn a_renamed_approval_status_is_one_warning_a_status_line_and_no_retrieve_per_in
         // Invoices without an approval status, 2, then 32, then 92 of them: at most one
         // Retrieve a cycle (the one that shows Retrieve cannot help), and one per invoice in
         // all: the third cycle finds both of the first two remembered as unreadable.
+        eprintln!("Retrieves per cycle, 2, 2, 2, 32 and 92 invoices lacking approvalStatus (by the simulator): {retrieves:?}");
         assert_eq!(retrieves, [1, 1, 0, 1, 1], "Retrieves per cycle");
         assert!(rig.emitted().is_empty(), "nothing can be emitted yet");
 
