@@ -11,6 +11,7 @@ use super::model::{self, MemberRecord, Side};
 use super::CamInvoice;
 use crate::config::Start;
 use crate::event::NewEvent;
+use crate::providers::contract::Need;
 use crate::providers::CycleContext;
 use crate::store::{Batch, Store, StoreError, Unit};
 use crate::time::{
@@ -126,9 +127,21 @@ impl CamInvoice {
                 model::MAX_POLL_ITEMS
             )));
         }
-        let drifted = self.drift.observe(&answer.presence, &mut rec.drift, |_| {
-            "poll items without it are skipped; CamInvoice documents this name, so pollhook has no override for it".to_string()
-        });
+        let drifted = self
+            .drift
+            .observe(&answer.presence, &mut rec.drift, |name| {
+                let effect = match model::poll_fields()
+                    .iter()
+                    .find(|f| f.name == name)
+                    .map(|f| f.need)
+                {
+                    Some(Need::Required) => "poll items without it are skipped",
+                    _ => "the detail's parties decide the member's side instead",
+                };
+                format!(
+                    "{effect}; CamInvoice documents this name, so pollhook has no override for it"
+                )
+            });
         if let Some(line) = answer.unusable.summary("unusable poll item(s) skipped") {
             if drifted {
                 tracing::debug!(member = %self.member(idx).endpoint_id, "{line}");
