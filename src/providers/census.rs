@@ -209,7 +209,7 @@ impl Census {
         match self.root {
             "array" => format!("a bare array of {}", self.elements_text("")),
             "object" => self.object_text("", 3),
-            "" => "nothing".to_string(),
+            "" => "no JSON".to_string(),
             other => format!("a bare {other}"),
         }
     }
