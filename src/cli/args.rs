@@ -67,6 +67,21 @@ pub enum Command {
         #[command(subcommand)]
         command: StoreCommand,
     },
+    /// First contact: read-only calls to each account's provider, checked against what
+    /// pollhook reads (reachability, TLS, authentication, each endpoint's answer, every field
+    /// and value); a verdict per account, and the config lines to try. Never opens the store
+    /// (works while the daemon runs). Exit 0 ready, 3 ready with warnings, 1 not usable, 2 a
+    /// configuration error.
+    Probe {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Only this [[accounts]] name.
+        #[arg(long)]
+        account: Option<String>,
+        /// One JSON document on stdout instead of the report.
+        #[arg(long)]
+        json: bool,
+    },
     /// Connect a business (member) to a CamInvoice account: print the connect URL, then
     /// exchange the authToken the business's browser was redirected with.
     Connect(ConnectArgs),

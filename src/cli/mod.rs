@@ -7,6 +7,7 @@
 //! - `check_config`: `check-config`, the config printer;
 //! - `events_cmd`: `events list|replay|tail`;
 //! - `connect_cmd`: `connect caminvoice`, in this process or through the running daemon;
+//! - `probe_cmd`: `probe`, first contact with each account's provider (read-only);
 //! - `store_cmd`: `store verify|backup|restore|reset`;
 //! - `sim_cmd` (feature `sim`): `demo`, `bench`, `bench-worker`, `simulate`.
 
@@ -15,6 +16,7 @@ mod check_config;
 mod connect_cmd;
 mod daemon_cmd;
 mod events_cmd;
+mod probe_cmd;
 #[cfg(feature = "sim")]
 mod sim_cmd;
 mod store_cmd;
@@ -54,6 +56,10 @@ pub fn main() -> ExitCode {
             );
             ExitCode::from(2)
         }
+        Err(Failure::Usage(e)) => {
+            eprintln!("error: {}", redact::text(&e));
+            ExitCode::from(2)
+        }
         Err(Failure::Run(e)) => {
             eprintln!("error: {}", redact::text(&e));
             ExitCode::from(1)
@@ -65,6 +71,8 @@ pub fn main() -> ExitCode {
 enum Failure {
     Config(ConfigError),
     Setup(String),
+    /// A command line that names something the config does not have (exit 2).
+    Usage(String),
     Run(String),
 }
 
@@ -91,6 +99,11 @@ async fn dispatch(command: Command) -> Result<ExitCode, Failure> {
         Command::CheckConfig { config } => check_config::run(&config.load()?),
         Command::Status { config } => daemon_cmd::status(&config.load()?).await,
         Command::Connect(args) => connect_cmd::run(args).await,
+        Command::Probe {
+            config,
+            account,
+            json,
+        } => probe_cmd::run(&config.load()?, account.as_deref(), json).await,
         Command::Events { command } => events_cmd::run(command).await,
         Command::Store { command } => {
             init_logging("warn");
