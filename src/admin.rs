@@ -128,6 +128,9 @@ impl StatusReport {
                 if let Some(e) = &u.last_error {
                     let _ = writeln!(o, "    last error            {e}");
                 }
+                for w in &u.warnings {
+                    let _ = writeln!(o, "    warning               {w}");
+                }
             }
         }
         let _ = writeln!(o, "outbox: last seq {}", self.last_seq);

@@ -80,6 +80,9 @@ pub struct AccountState {
     /// Absurd things the provider answered, by kind (`future_timestamp`, `unusable_item`,
     /// `duplicate_id`, `oversized_answer`): each handled, counted here.
     pub anomalies: BTreeMap<&'static str, u64>,
+    /// Answers in which a field pollhook reads was missing from every item (or carried only
+    /// values outside its known set), by field: contract drift (`providers::contract`).
+    pub drift: BTreeMap<String, u64>,
 }
 
 impl AccountMetrics {
@@ -124,6 +127,11 @@ impl AccountMetrics {
         if n > 0 {
             self.with(|s| *s.anomalies.entry(kind).or_default() += n);
         }
+    }
+
+    /// An answer in which `field` drifted (missing from every item, or only unknown values).
+    pub fn drift(&self, field: &str) {
+        self.with(|s| *s.drift.entry(field.to_string()).or_default() += 1);
     }
 
     /// The scheduler ticked this account (the cycle may still be skipped).
@@ -425,6 +433,20 @@ impl Metrics {
                     "pollhook_provider_anomalies_total",
                     &[("account", &a.name), ("kind", kind)],
                     s.anomalies.get(kind).copied().unwrap_or(0) as f64,
+                );
+            }
+        }
+        out.family(
+            "pollhook_contract_drift_total",
+            "counter",
+            "Answers in which a field pollhook reads was missing from every item, or carried only values outside its known set, by account and field (the field as read, after [accounts.api]): run `pollhook probe`.",
+        );
+        for (a, s) in &snaps {
+            for (field, n) in &s.drift {
+                out.sample(
+                    "pollhook_contract_drift_total",
+                    &[("account", &a.name), ("field", field)],
+                    *n as f64,
                 );
             }
         }

@@ -28,7 +28,7 @@ const LAYERS: &[(&str, &[&str])] = &[
 ];
 
 /// Modules of `providers` that every provider shares; any other is one provider's own.
-const SHARED_PROVIDER_MODULES: &[&str] = &["wire"];
+const SHARED_PROVIDER_MODULES: &[&str] = &["wire", "census", "contract", "probe"];
 
 /// Source files (under src/) allowed to name the simulator crate.
 const SIM_USERS: &[&str] = &["demo.rs", "bench/", "cli/sim_cmd.rs"];

@@ -108,7 +108,7 @@ fn seqs_and_ids(log: &str) -> Vec<(u64, String)> {
         .collect()
 }
 
-/// Refused: exit 3 (operator action needed: systemd does not restart it), saying what to do.
+/// Refused: exit 4 (operator action needed: systemd does not restart it), saying what to do.
 fn assert_refused(o: &Output, what: &str) {
     let t = text(o);
     assert_eq!(

@@ -16,7 +16,8 @@ const EXIT_CODES: &str = "Exit codes:
   0  success
   1  a run-time failure: trying again may succeed (systemd restarts the daemon)
   2  a configuration or usage error, or a secret the config names that cannot be read
-  3  the operator must act: the state store was refused (damaged, replaced, behind its
+  3  `probe` only: every account ready, with warnings to read
+  4  the operator must act: the state store was refused (damaged, replaced, behind its
      sinks) or written by a newer pollhook, or a JSONL file belongs to another store
      (README, \"When the store is refused\"); systemd does not restart it
   128+N  a second SIGTERM (N=15) or SIGINT (N=2) made it exit at once";
@@ -76,6 +77,21 @@ pub enum Command {
     Store {
         #[command(subcommand)]
         command: StoreCommand,
+    },
+    /// First contact: read-only calls to each account's provider, checked against what
+    /// pollhook reads (reachability, TLS, authentication, each endpoint's answer, every field
+    /// and value); a verdict per account, and the config lines to try. Never opens the store
+    /// (works while the daemon runs). Exit 0 ready, 3 ready with warnings, 1 not usable, 2 a
+    /// configuration error.
+    Probe {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Only this [[accounts]] name.
+        #[arg(long)]
+        account: Option<String>,
+        /// One JSON document on stdout instead of the report.
+        #[arg(long)]
+        json: bool,
     },
     /// Connect a business (member) to a CamInvoice account: print the connect URL, then
     /// exchange the authToken the business's browser was redirected with.
@@ -319,9 +335,19 @@ mod tests {
     fn the_help_explains_every_exit_code() {
         use crate::cli::exit;
         let help = Cli::command().render_help().to_string();
-        for code in [0, exit::FAILED, exit::CONFIG, exit::ACTION_NEEDED] {
+        for code in [
+            0,
+            exit::FAILED,
+            exit::CONFIG,
+            exit::WARNINGS,
+            exit::ACTION_NEEDED,
+        ] {
             assert!(help.contains(&format!("\n  {code}  ")), "{code}:\n{help}");
         }
+        // `probe` exits by its verdict with the same numbers.
+        use crate::providers::probe::Verdict;
+        assert_eq!(Verdict::NotUsable.exit_code(), exit::FAILED);
+        assert_eq!(Verdict::ReadyWithWarnings.exit_code(), exit::WARNINGS);
     }
 
     #[test]

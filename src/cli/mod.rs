@@ -1,7 +1,7 @@
 //! The command line: parses the subcommand ([`args`]), runs it, and is the one place that
 //! prints errors and picks exit codes ([`exit`]: 0 ok, 1 a run-time failure, 2 a
-//! configuration error, 3 operator action needed), from the variant of the typed error a
-//! command met (`Failure`).
+//! configuration error, 3 `probe`'s warnings, 4 operator action needed), from the variant of
+//! the typed error a command met (`Failure`).
 //!
 //! # Layout
 //! - [`args`]: the clap types (a public contract); `--config` is one flattened [`ConfigArg`];
@@ -9,6 +9,7 @@
 //! - `check_config`: `check-config`, the config printer;
 //! - `events_cmd`: `events list|replay|tail`;
 //! - `connect_cmd`: `connect caminvoice`, in this process or through the running daemon;
+//! - `probe_cmd`: `probe`, first contact with each account's provider (read-only);
 //! - `store_cmd`: `store verify|backup|restore|reset`;
 //! - `sim_cmd` (feature `sim`): `demo`, `bench`, `bench-worker`, `simulate`.
 
@@ -17,6 +18,7 @@ mod check_config;
 mod connect_cmd;
 mod daemon_cmd;
 mod events_cmd;
+mod probe_cmd;
 #[cfg(feature = "sim")]
 mod sim_cmd;
 mod store_cmd;
@@ -66,10 +68,13 @@ pub mod exit {
     /// A configuration or usage error, or a secret the config names that cannot be read:
     /// fix the config.
     pub const CONFIG: u8 = 2;
+    /// `probe` only: every account usable, with warnings to read
+    /// (`providers::probe::Verdict::ReadyWithWarnings`).
+    pub const WARNINGS: u8 = 3;
     /// The operator must act before pollhook can run: the state store was refused (damaged,
     /// replaced, behind its sinks), was written by a newer pollhook, or a JSONL file belongs
     /// to another store. Restarting cannot fix it.
-    pub const ACTION_NEEDED: u8 = 3;
+    pub const ACTION_NEEDED: u8 = 4;
 }
 
 /// How a command failed: the exit code and the hint follow from the variant. Typed errors
@@ -81,7 +86,9 @@ enum Failure {
     Config(ConfigError),
     /// A secret or a file the config names cannot be read or used (exit 2).
     Secret(String),
-    /// Operator action needed (exit 3): the text says what to do.
+    /// A command line that names something the config does not have (exit 2).
+    Usage(String),
+    /// Operator action needed (exit 4): the text says what to do.
     ActionNeeded(String),
     /// Anything else at run time (exit 1).
     Run(String),
@@ -90,7 +97,7 @@ enum Failure {
 impl Failure {
     fn exit_code(&self) -> u8 {
         match self {
-            Failure::Config(_) | Failure::Secret(_) => exit::CONFIG,
+            Failure::Config(_) | Failure::Secret(_) | Failure::Usage(_) => exit::CONFIG,
             Failure::ActionNeeded(_) => exit::ACTION_NEEDED,
             Failure::Run(_) => exit::FAILED,
         }
@@ -111,7 +118,9 @@ impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Failure::Config(e) => write!(f, "{e}"),
-            Failure::Secret(e) | Failure::ActionNeeded(e) | Failure::Run(e) => f.write_str(e),
+            Failure::Secret(e) | Failure::Usage(e) | Failure::ActionNeeded(e) | Failure::Run(e) => {
+                f.write_str(e)
+            }
         }
     }
 }
@@ -129,6 +138,14 @@ impl From<StoreError> for Failure {
                 Failure::ActionNeeded(e.to_string())
             }
             other => Failure::Run(other.to_string()),
+        }
+    }
+}
+
+impl From<crate::providers::BuildError> for Failure {
+    fn from(e: crate::providers::BuildError) -> Self {
+        match e {
+            crate::providers::BuildError::Secret { .. } => Failure::Secret(e.to_string()),
         }
     }
 }
@@ -151,7 +168,7 @@ impl From<DaemonError> for Failure {
                 Failure::ActionNeeded(e.to_string())
             }
             // A secret that cannot be read is a configuration problem: exit 2, as check-config.
-            DaemonError::Provider(e) => Failure::Secret(e.to_string()),
+            DaemonError::Provider(e) => e.into(),
             DaemonError::Sink(e) if e.is_config() => Failure::Secret(e.to_string()),
             e @ (DaemonError::Positions(_)
             | DaemonError::Sink(_)
@@ -169,6 +186,11 @@ async fn dispatch(command: Command) -> Result<ExitCode, Failure> {
         Command::CheckConfig { config } => check_config::run(&config.load()?),
         Command::Status { config } => daemon_cmd::status(&config.load()?).await,
         Command::Connect(args) => connect_cmd::run(args).await,
+        Command::Probe {
+            config,
+            account,
+            json,
+        } => probe_cmd::run(&config.load()?, account.as_deref(), json).await,
         Command::Events { command } => events_cmd::run(command).await,
         Command::Store { command } => {
             init_logging("warn");

@@ -3,12 +3,16 @@
 //! A provider owns everything specific to its API — auth, fetching what changed, the pure diff
 //! that turns observations into webhook events, and the byte layout of its records — and
 //! commits through [`Store::commit`]. The engine only schedules cycles and reports them.
-//! Adding a provider = a new module here, an arm in [`build`] and in [`record_check`], and its
-//! keys (with their allow-list) in `config`. A provider's module uses only what is shared here
-//! and in [`wire`], never another provider's (`tests/layers.rs`).
+//! Adding a provider = a new module here, an arm in [`build`] and in [`record_check`], its
+//! keys (with their allow-list) in `config`, and its [`Provider::probe`]. A provider's module
+//! uses only what is shared here and in [`wire`], [`census`], [`contract`] and [`probe`], never
+//! another provider's (`tests/layers.rs`).
 
 pub mod caminvoice;
+pub mod census;
+pub mod contract;
 pub mod onlinepajak;
+pub mod probe;
 pub mod wire;
 
 use crate::config::{Account, ProviderSettings, ResolveError, Start};
@@ -117,6 +121,9 @@ pub struct UnitStatus {
     pub cursor: Option<Millis>,
     pub documents: usize,
     pub last_error: Option<Redacted>,
+    /// Contract drift seen in this unit's answers (`contract::status_lines`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// One configured account of some provider.
@@ -129,6 +136,16 @@ pub trait Provider: Send + Sync + 'static {
     fn cycle(self: Arc<Self>, ctx: CycleContext) -> BoxFuture<'static, CycleReport>;
     /// Per-unit progress as stored, for the units `shard` owns.
     fn status(&self, store: &Store, shard: Shard) -> Result<Vec<UnitStatus>, StoreError>;
+    /// `pollhook probe`: read-only calls that check this account's live answers against what
+    /// pollhook reads (its own `probe.rs`). Never touches the store.
+    fn probe(self: Arc<Self>) -> BoxFuture<'static, probe::ProbeReport> {
+        Box::pin(async move {
+            let mut r = probe::ProbeReport::new(self.account(), self.kind(), "");
+            r.problem(format!("no probe for provider {}", self.kind()));
+            r.finish(0);
+            r
+        })
+    }
 }
 
 /// Why an account's provider client could not be built.
@@ -185,7 +202,9 @@ pub fn record_check(accounts: &[Account]) -> crate::store::verify::RecordCheck {
         };
         let ok = match (tree, caminvoice) {
             (RecordTree::State, true) => caminvoice::model::DocState::decode(value).is_some(),
-            (RecordTree::State, false) => onlinepajak::model::InvoiceState::decode(value).is_some(),
+            (RecordTree::State, false) => {
+                onlinepajak::model::InvoiceRecord::decode(value).is_some()
+            }
             (RecordTree::Cursors, true) => {
                 serde_json::from_slice::<caminvoice::model::MemberRecord>(value).is_ok()
             }

@@ -41,6 +41,7 @@ pub mod connect;
 pub mod diff;
 pub mod member;
 pub mod model;
+pub mod probe;
 mod roster;
 mod session;
 mod sync;
@@ -83,6 +84,8 @@ pub struct CamInvoice {
     member_pool: Arc<tokio::sync::Semaphore>,
     /// The account's counters (provider anomalies are counted there).
     metrics: Arc<AccountMetrics>,
+    /// Poll fields missing from every item of an answer: logged once an hour per account.
+    drift: super::contract::DriftWatch,
 }
 
 impl CamInvoice {
@@ -118,6 +121,7 @@ impl CamInvoice {
             tokens: Mutex::new(HashMap::new()),
             rotated: Mutex::new(HashMap::new()),
             member_pool,
+            drift: super::contract::DriftWatch::new("CamInvoice", account, Arc::clone(&metrics)),
             metrics,
         })
     }
@@ -206,6 +210,10 @@ impl Provider for CamInvoice {
         })
     }
 
+    fn probe(self: Arc<Self>) -> BoxFuture<'static, super::probe::ProbeReport> {
+        Box::pin(async move { CamInvoice::run_probe(&self).await })
+    }
+
     fn status(&self, store: &Store, shard: Shard) -> Result<Vec<UnitStatus>, StoreError> {
         self.sync_members(store)?;
         let members = crate::locks::read(&self.members).clone();
@@ -238,6 +246,10 @@ impl Provider for CamInvoice {
                 last_success: rec.as_ref().and_then(|r| r.last_success),
                 cursor: rec.as_ref().and_then(|r| r.cursor),
                 documents,
+                warnings: rec
+                    .as_ref()
+                    .map(|r| super::contract::status_lines("CamInvoice", &r.drift))
+                    .unwrap_or_default(),
                 last_error: rec.and_then(|r| r.last_error),
             });
         }

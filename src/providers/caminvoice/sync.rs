@@ -11,6 +11,7 @@ use super::model::{self, MemberRecord, Side};
 use super::CamInvoice;
 use crate::config::Start;
 use crate::event::NewEvent;
+use crate::providers::contract::Need;
 use crate::providers::{CycleContext, FailureKind};
 use crate::store::{Batch, Store, StoreError, Unit};
 use crate::time::{
@@ -157,8 +158,27 @@ impl CamInvoice {
                 model::MAX_POLL_ITEMS
             )));
         }
+        let drifted = self
+            .drift
+            .observe(&answer.presence, &mut rec.drift, |name| {
+                let effect = match model::poll_fields()
+                    .iter()
+                    .find(|f| f.name == name)
+                    .map(|f| f.need)
+                {
+                    Some(Need::Required) => "poll items without it are skipped",
+                    _ => "the detail's parties decide the member's side instead",
+                };
+                format!(
+                    "{effect}; CamInvoice documents this name, so pollhook has no override for it"
+                )
+            });
         if let Some(line) = answer.unusable.summary("unusable poll item(s) skipped") {
-            tracing::warn!(member = %self.member(idx).endpoint_id, "{line}; the next list walk looks again");
+            if drifted {
+                tracing::debug!(member = %self.member(idx).endpoint_id, "{line}");
+            } else {
+                tracing::warn!(member = %self.member(idx).endpoint_id, "{line}; the next list walk looks again");
+            }
         }
         // Oldest first (a document listed twice keeps its newest entry: `apply`).
         let mut items = answer.items;
@@ -205,6 +225,7 @@ impl CamInvoice {
                 let model::ListPage {
                     page: p,
                     total_pages,
+                    ..
                 } = model::list_page(&r.body)
                     .map_err(|why| ApiError::Malformed { label: LIST, why })?;
                 drop(r);
