@@ -13,7 +13,8 @@
 //!   fleet polls, `shard = "K/N"`), [`notify`] (sd_notify READY/STOPPING, the watchdog),
 //!   [`backoff`] (the one backoff policy), [`locks`] (the one poisoned-lock policy);
 //! - values: [`event`] (the envelope, deterministic ids), [`pacing`] (the GCRA limiter that
-//!   keeps an account under its provider's rate limit);
+//!   keeps an account under its provider's rate limit), [`adaptive`] (adaptive polling under
+//!   a request budget: rate estimates, the allocation, the planner loop; pure);
 //! - [`config`]: the TOML schema, validation with file:line:column errors, secret references;
 //! - adapters: [`store`] (the only module that touches sled: state, cursors, outbox, acks in
 //!   one transaction per commit; attempts, dead letters, pruning; identity, `verify`, backups),
@@ -37,6 +38,7 @@
 //!
 //! ARCHITECTURE.md is the map: data flow, invariants, and why things are where they are.
 
+pub mod adaptive;
 pub mod admin;
 pub mod backoff;
 #[cfg(feature = "sim")]

@@ -15,7 +15,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "time", "redact", "files", "shutdown", "shard", "notify", "backoff", "locks",
         ],
     ),
-    ("values", &["event", "pacing"]),
+    ("values", &["event", "pacing", "adaptive"]),
     ("config", &["config"]),
     ("adapters", &["store", "http", "logging"]),
     ("metrics", &["metrics"]),
