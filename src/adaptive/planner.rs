@@ -387,7 +387,10 @@ mod tests {
             }
             // And the budget is used, not hoarded (the idle members alone need 190/3600 a s).
             let used = p.spent() / (6.0 * 3600.0);
-            assert!(used > 0.9 * budget.min(10.0 * 0.05 + 1.0), "{used} of {budget}");
+            assert!(
+                used > 0.9 * budget.min(10.0 * 0.05 + 1.0),
+                "{used} of {budget}"
+            );
         }
     }
 
@@ -413,7 +416,10 @@ mod tests {
         assert!(polls.iter().all(|n| *n >= 4), "{polls:?}");
         let (busy, idle) = (p.view(7), p.view(8));
         assert!(busy.own_per_hour.unwrap() > 100.0, "{busy:?}");
-        assert!(busy.rate_per_hour > 10.0 * idle.rate_per_hour, "{busy:?} {idle:?}");
+        assert!(
+            busy.rate_per_hour > 10.0 * idle.rate_per_hour,
+            "{busy:?} {idle:?}"
+        );
         assert!(busy.interval < idle.interval / 2.0, "{busy:?} {idle:?}");
     }
 

@@ -18,7 +18,9 @@
 //! - `meta`    — schema version, next seq, the store's identity (`store_id`, also in
 //!   `<state_dir>/store-id`: see [`identity`]), and the file tails a reset adopted;
 //! - `connections` — provider-encoded records of members connected by `pollhook connect`
-//!   (or whose refresh token the provider rotated), keyed `account \0 member`.
+//!   (or whose refresh token the provider rotated), keyed `account \0 member`;
+//! - `schedule` — the adaptive scheduler's record per member (rate estimate, next poll),
+//!   keyed `account \0 member` ([`ScheduleRecord`], `schedule.rs`).
 //!
 //! [`Store::commit`] writes state, cursors and new events in ONE transaction, then flushes,
 //! and only then tells sinks there is something new: commit-then-emit. A commit without
@@ -54,6 +56,7 @@ mod open;
 mod outbox;
 mod prune;
 mod records;
+mod schedule;
 pub mod verify;
 
 pub use commit::{Batch, CommitObserver, Committed};
@@ -61,6 +64,7 @@ pub use delivery::{Attempts, DeadLetter};
 pub use keys::Unit;
 pub use outbox::Origin;
 pub use prune::Pruned;
+pub use schedule::ScheduleRecord;
 
 use delivery::DeadRead;
 use keys::{decode_seq, split_sink_key};
