@@ -12,12 +12,14 @@
 
 mod api;
 mod error;
+mod polling;
 pub mod secret;
 mod sinks;
 pub mod subject;
 
 pub use api::ApiOverrides;
 pub use error::ConfigError;
+pub use polling::{AdaptiveSettings, Polling};
 pub use secret::{Secret, SecretError, SecretSource};
 pub use sinks::{
     nats_delivery_defaults, whsec_key, Body, Delivery, DeliveryOrder, Filter, HookSettings,
@@ -135,6 +137,8 @@ pub struct Account {
     pub name: String,
     pub http: HttpSettings,
     pub provider: ProviderSettings,
+    /// `mode` (and its keys): cron (default) or adaptive under a budget.
+    pub polling: Polling,
 }
 
 /// How an account's HTTP client behaves.
@@ -307,6 +311,11 @@ struct RawAccount {
     retry_base: Option<Spanned<String>>,
     retry_after_cap: Option<Spanned<String>>,
     concurrency: Option<Spanned<i64>>,
+    // scheduling (every provider)
+    mode: Option<Spanned<String>>,
+    budget: Option<Spanned<String>>,
+    min_interval: Option<Spanned<String>>,
+    max_interval: Option<Spanned<String>>,
     // caminvoice
     client_id: Option<Spanned<String>>,
     client_secret: Option<Spanned<SecretSource>>,
@@ -552,7 +561,7 @@ impl Checker<'_> {
             (
                 format!("`{key}` does not apply to provider \"{provider}\""),
                 format!(
-                    "remove it, or check `provider`; a {provider} account takes name, provider, base_url, the HTTP keys (timeout, max_retries, retry_base, retry_after_cap, concurrency) and {}; config.toml.example lists each provider's keys",
+                    "remove it, or check `provider`; a {provider} account takes name, provider, base_url, the HTTP keys (timeout, max_retries, retry_base, retry_after_cap, concurrency), the scheduling keys (mode, budget, min_interval, max_interval) and {}; config.toml.example lists each provider's keys",
                     allowed.join(", ")
                 ),
             )
@@ -754,10 +763,12 @@ impl Config {
                     ))
                 }
             };
+            let polling = polling::polling(&ck, a, &provider)?;
             accounts.push(Account {
                 name: a.name.get_ref().clone(),
                 http,
                 provider,
+                polling,
             });
         }
         same_unit_twice(&ck, &raw.accounts);

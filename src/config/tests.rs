@@ -373,3 +373,68 @@ fn the_next_run_is_a_whole_second_strictly_after() {
         Some(at(1_772_867_790_000))
     );
 }
+
+/// `mode = "adaptive"` and its keys: each mistake is refused at its line, saying what to do.
+#[test]
+fn adaptive_mode_keys_are_validated_with_located_errors() {
+    let with = |keys: &str| GOOD.replacen("overlap = \"5m\"", keys, 1);
+    let c = parse(&with("mode = \"adaptive\"\nbudget = \"10/s\"")).unwrap();
+    assert_eq!(
+        c.accounts[0].polling,
+        Polling::Adaptive(AdaptiveSettings {
+            budget_per_minute: 600.0,
+            min_interval: Duration::from_secs(10),
+            max_interval: Duration::from_secs(3600),
+        })
+    );
+    assert_eq!(parse(GOOD).unwrap().accounts[0].polling, Polling::Cron);
+    // (keys in place of `overlap`, the line the error points at, words it must contain)
+    let cases = [
+        ("mode = \"fast\"", "mode", "unknown `mode` \"fast\""),
+        ("mode = \"adaptive\"", "mode", "needs a `budget`"),
+        ("budget = \"600/min\"", "budget", "applies only with mode = \"adaptive\""),
+        ("mode = \"cron\"\nmax_interval = \"1h\"", "max_interval", "applies only with mode"),
+        ("mode = \"adaptive\"\nbudget = \"600\"", "budget", "is not a rate"),
+        ("mode = \"adaptive\"\nbudget = \"0/s\"", "budget", "is not a rate"),
+        (
+            "mode = \"adaptive\"\nbudget = \"600/min\"\nmin_interval = \"500ms\"",
+            "min_interval",
+            "shorter than the scheduler's 1 s tick",
+        ),
+        (
+            "mode = \"adaptive\"\nbudget = \"600/min\"\nmin_interval = \"2m\"\nmax_interval = \"1m\"",
+            "max_interval",
+            "shorter than `min_interval`",
+        ),
+        (
+            "mode = \"adaptive\"\nbudget = \"600/min\"\nmax_interval = \"soon\"",
+            "max_interval",
+            "not a duration",
+        ),
+        // One member every 5 s is 12/min, more than half of 20/min.
+        (
+            "mode = \"adaptive\"\nbudget = \"20/min\"\nmin_interval = \"1s\"\nmax_interval = \"5s\"",
+            "budget",
+            "raise budget to at least \"24/min\", or max_interval to at least \"6s\"",
+        ),
+    ];
+    for (keys, key, words) in cases {
+        let text = with(keys);
+        let line = text.lines().position(|l| l.starts_with(key)).unwrap() + 1;
+        let e = parse(&text).expect_err(keys);
+        assert_eq!(e.location().map(|l| l.0), Some(line), "{keys}: {e}");
+        assert!(e.to_string().contains(words), "{keys}: {e}");
+    }
+    // OnlinePajak: the budget stays under 80% of rate_limit (90/min by default).
+    let op = format!("{GOOD}{OP}").replacen(
+        "auth_scheme = \"raw\"",
+        "auth_scheme = \"raw\"\nmode = \"adaptive\"\nbudget = \"80/min\"",
+        1,
+    );
+    let e = parse(&op).unwrap_err();
+    assert!(
+        e.to_string().contains("use budget = \"72/min\" or less"),
+        "{e}"
+    );
+    assert!(parse(&op.replace("80/min", "72/min")).is_ok());
+}
