@@ -22,6 +22,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -55,6 +56,26 @@ pub struct AccountReport {
     pub name: String,
     pub provider: String,
     pub units: Vec<UnitStatus>,
+    /// `cron` or `adaptive`.
+    #[serde(default)]
+    pub mode: String,
+    /// Detection latency of this run's events (the daemon's memory: none offline).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<crate::metrics::latency::Summary>,
+    /// The adaptive schedule of each unit that has one, by unit.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub schedule: BTreeMap<String, UnitSchedule>,
+}
+
+/// A unit's adaptive schedule, as stored (`store::ScheduleRecord`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct UnitSchedule {
+    #[serde(with = "crate::time::rfc3339")]
+    pub next_poll: Option<i64>,
+    /// The unit's own measured change rate, changes an hour (`None` before any history).
+    pub rate_per_hour: Option<f64>,
+    /// Its last poll saw changes.
+    pub changed: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -74,10 +95,28 @@ impl StatusReport {
         let mut accounts = Vec::new();
         for (idx, name) in engine.accounts().into_iter().enumerate() {
             let p = engine.provider(idx);
+            let units = p.status(store, engine.shard())?;
+            let mut schedule = BTreeMap::new();
+            for u in &units {
+                if let Some(r) = store.get_schedule(crate::store::Unit::new(&name, &u.unit))? {
+                    let rate = (r.exposure > 0.0).then(|| r.count / r.exposure * 3600.0);
+                    schedule.insert(
+                        u.unit.clone(),
+                        UnitSchedule {
+                            next_poll: Some(r.due),
+                            rate_per_hour: rate,
+                            changed: r.changed,
+                        },
+                    );
+                }
+            }
             accounts.push(AccountReport {
-                name,
                 provider: p.kind().to_string(),
-                units: p.status(store, engine.shard())?,
+                units,
+                mode: engine.mode(idx).to_string(),
+                latency: engine.metrics().account(idx).latency(),
+                schedule,
+                name,
             });
         }
         let mut out = Vec::new();
@@ -108,7 +147,14 @@ impl StatusReport {
             );
         }
         for a in &self.accounts {
-            let _ = writeln!(o, "account {} ({})", a.name, a.provider);
+            let _ = writeln!(o, "account {} ({}, mode {})", a.name, a.provider, a.mode);
+            if let Some(l) = &a.latency {
+                let _ = writeln!(
+                    o,
+                    "  detection latency     p50 {:.1}s  p99 {:.1}s  max {:.1}s  ({} events this run)",
+                    l.p50, l.p99, l.max, l.events
+                );
+            }
             if a.units.is_empty() && self.shard.is_some() {
                 let _ = writeln!(o, "  no member of this account belongs to this shard");
             }
@@ -125,6 +171,14 @@ impl StatusReport {
                     u.cursor.map(format_ms).unwrap_or_else(|| "none yet".into())
                 );
                 let _ = writeln!(o, "    documents tracked     {}", u.documents);
+                if let Some(sch) = a.schedule.get(&u.unit) {
+                    let next = sch.next_poll.map(until).unwrap_or_default();
+                    let rate = sch
+                        .rate_per_hour
+                        .map_or("none yet".to_string(), |r| format!("{r:.2} changes/h"));
+                    let _ = writeln!(o, "    next poll             {next}");
+                    let _ = writeln!(o, "    change rate           {rate}");
+                }
                 if let Some(e) = &u.last_error {
                     let _ = writeln!(o, "    last error            {e}");
                 }
@@ -146,6 +200,18 @@ impl StatusReport {
         }
         o
     }
+}
+
+fn until(t: i64) -> String {
+    let secs = (t - now_ms()) / 1000;
+    if secs <= 0 {
+        return format!("{} (due)", format_ms(t));
+    }
+    format!(
+        "{} (in {})",
+        format_ms(t),
+        format_duration(Duration::from_secs(secs as u64))
+    )
 }
 
 fn ago(t: i64) -> String {

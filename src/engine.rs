@@ -21,6 +21,8 @@ use std::time::Instant;
 /// One account: its provider, and what keeps its cycles one at a time and numbered.
 struct AccountCycles {
     provider: Arc<dyn Provider>,
+    /// `cron` or `adaptive` (for `status`).
+    mode: &'static str,
     running: tokio::sync::Mutex<()>,
     resync_pending: AtomicBool,
     /// The next cycle's number (the `cycle` log field): 1 for the account's first cycle of
@@ -29,9 +31,10 @@ struct AccountCycles {
 }
 
 impl AccountCycles {
-    fn new(provider: Arc<dyn Provider>) -> AccountCycles {
+    fn new(provider: Arc<dyn Provider>, mode: &'static str) -> AccountCycles {
         AccountCycles {
             provider,
+            mode,
             running: tokio::sync::Mutex::new(()),
             resync_pending: AtomicBool::new(false),
             next_cycle: AtomicU64::new(1),
@@ -92,7 +95,11 @@ impl Engine {
         let mut accounts = Vec::new();
         for (idx, a) in config.accounts.iter().enumerate() {
             let provider = providers::build(a, Arc::clone(metrics.account(idx)), stop)?;
-            accounts.push(AccountCycles::new(provider));
+            let mode = match a.polling {
+                crate::config::Polling::Cron => "cron",
+                crate::config::Polling::Adaptive(_) => "adaptive",
+            };
+            accounts.push(AccountCycles::new(provider, mode));
         }
         Ok(Engine {
             store,
@@ -127,12 +134,33 @@ impl Engine {
             .collect()
     }
 
+    /// How account `idx` is scheduled: `cron` or `adaptive`.
+    pub fn mode(&self, idx: usize) -> &'static str {
+        self.accounts[idx].mode
+    }
+
     pub fn provider(&self, idx: usize) -> &Arc<dyn Provider> {
         &self.accounts[idx].provider
     }
 
     /// Runs one cycle of account `idx` unless one is running already.
     pub async fn tick(&self, idx: usize, resync: bool) -> Tick {
+        self.cycle(idx, resync, None).await
+    }
+
+    /// Runs one cycle of account `idx` over `units` only (adaptive mode: the members due now),
+    /// unless one is running already. A resync left pending by a skipped tick waits for the
+    /// next whole cycle.
+    pub async fn tick_units(&self, idx: usize, units: std::collections::BTreeSet<String>) -> Tick {
+        self.cycle(idx, false, Some(Arc::new(units))).await
+    }
+
+    async fn cycle(
+        &self,
+        idx: usize,
+        resync: bool,
+        units: Option<Arc<std::collections::BTreeSet<String>>>,
+    ) -> Tick {
         let r = &self.accounts[idx];
         let account = r.provider.account();
         let m = self.metrics.account(idx);
@@ -146,7 +174,7 @@ impl Engine {
             tracing::warn!(account, "tick skipped: the previous cycle of this account is still running (schedule shorter than a cycle?)");
             return Tick::Skipped;
         };
-        let resync = resync | r.resync_pending.swap(false, Ordering::SeqCst);
+        let resync = resync || (units.is_none() && r.resync_pending.swap(false, Ordering::SeqCst));
         let cycle = r.next_cycle.fetch_add(1, Ordering::SeqCst);
         let began = Instant::now();
         m.cycle_started(cycle);
@@ -156,10 +184,14 @@ impl Engine {
             start: self.start,
             requests: Arc::new(RequestCount::default()),
             shard: self.shard,
+            units,
+            observed: Arc::default(),
         };
+        let observed = Arc::clone(&ctx.observed);
         let span = tracing::info_span!("cycle", account, cycle);
-        let report =
+        let mut report =
             tracing::Instrument::instrument(Arc::clone(&r.provider).cycle(ctx), span).await;
+        report.observed = observed.take();
         let elapsed_ms = began.elapsed().as_millis() as u64;
         m.cycle_finished(report.ok());
         let requests: u64 = report.requests.values().sum();
@@ -303,7 +335,7 @@ mod tests {
             shard: Shard::ALL,
             accounts: slow
                 .iter()
-                .map(|p| AccountCycles::new(Arc::clone(p) as Arc<dyn Provider>))
+                .map(|p| AccountCycles::new(Arc::clone(p) as Arc<dyn Provider>, "cron"))
                 .collect(),
             totals: Mutex::default(),
             stop: Stop::never(),

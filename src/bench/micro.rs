@@ -80,6 +80,8 @@ pub async fn diff_and_commit(
         start: Start::Now,
         requests: Arc::new(RequestCount::default()),
         shard: crate::shard::Shard::ALL,
+        units: None,
+        observed: Arc::default(),
     };
     let now = now_ms();
     let detail = |i: usize, status: &str, at: i64| Detail {

@@ -50,6 +50,15 @@ pub(super) fn run(config: &Config) -> Result<ExitCode, Failure> {
     }
     for a in &config.accounts {
         println!("[[accounts]] {} ({})", a.name, a.provider.kind());
+        match &a.polling {
+            crate::config::Polling::Cron => println!("  mode             cron ([daemon] schedule)"),
+            crate::config::Polling::Adaptive(s) => println!(
+                "  mode             adaptive: budget {}/min, each member every {} to {}",
+                s.budget_per_minute,
+                format_duration(s.min_interval),
+                format_duration(s.max_interval)
+            ),
+        }
         match &a.provider {
             ProviderSettings::CamInvoice(c) => {
                 println!("  base_url         {}", c.base_url);

@@ -37,6 +37,39 @@ pub struct CycleContext {
     pub requests: Arc<RequestCount>,
     /// Which members this daemon polls; a provider skips the others ([`Shard::owns`]).
     pub shard: Shard,
+    /// Only these units (adaptive mode: the members due now); `None`: every unit.
+    pub units: Option<Arc<std::collections::BTreeSet<String>>>,
+    /// The change instants each unit's cycle saw (for the adaptive rate estimates).
+    pub observed: Arc<Observed>,
+}
+
+impl CycleContext {
+    /// Whether this cycle polls `unit` of `account`: this daemon's shard owns it, and it is
+    /// one of the cycle's [`CycleContext::units`] (if the cycle names them).
+    pub fn polls(&self, account: &str, unit: &str) -> bool {
+        self.shard.owns(account, unit) && self.units.as_ref().is_none_or(|u| u.contains(unit))
+    }
+}
+
+/// What each unit's cycle saw change: the provider's instant (`updated_at`) of every document
+/// the cycle found changed, by unit. Filled by the providers as they diff; read by the
+/// adaptive scheduler after the cycle.
+#[derive(Debug, Default)]
+pub struct Observed(std::sync::Mutex<BTreeMap<String, Vec<Millis>>>);
+
+impl Observed {
+    /// `unit` showed a change made at `at`.
+    pub fn note(&self, unit: &str, at: Millis) {
+        crate::locks::lock(&self.0)
+            .entry(unit.to_string())
+            .or_default()
+            .push(at);
+    }
+
+    /// Everything noted, by unit.
+    pub fn take(&self) -> BTreeMap<String, Vec<Millis>> {
+        std::mem::take(&mut *crate::locks::lock(&self.0))
+    }
 }
 
 pub use crate::http::RequestCount;
@@ -65,6 +98,8 @@ pub struct CycleReport {
     pub failures: Vec<UnitFailure>,
     /// Requests sent, by endpoint.
     pub requests: BTreeMap<&'static str, u64>,
+    /// The change instants each unit showed ([`Observed`]; filled by the engine).
+    pub observed: BTreeMap<String, Vec<Millis>>,
 }
 
 impl CycleReport {

@@ -59,6 +59,9 @@ pub struct Committed {
 pub trait CommitObserver: Send + Sync {
     /// `types`: the event type of each event appended to the outbox, in commit order.
     fn committed(&self, types: &[&str]);
+    /// Each event appended: its account and its detection latency (`detected_at −
+    /// occurred_at`, ms).
+    fn detected(&self, _account: &str, _latency_ms: crate::time::Millis) {}
 }
 
 /// The longest an event-less commit waits for its flush (see the module docs).
@@ -164,6 +167,9 @@ impl Store {
                     .map(|e| e.event_type.as_str())
                     .collect::<Vec<_>>(),
             );
+            for e in &kept {
+                o.detected(&e.account, e.detected_at - e.occurred_at);
+            }
         }
         let last = new_next - 1;
         self.durable.fetch_max(last, Ordering::SeqCst);

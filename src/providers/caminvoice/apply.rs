@@ -144,6 +144,8 @@ impl CamInvoice {
                             .skipped
                             .add(1, || format!("document {:?}: {why}", c.document_id)),
                         Fetched::Found(d) => {
+                            let at = d.updated_at.or(c.updated_at).unwrap_or(now);
+                            ctx.observed.note(&member.endpoint_id, at);
                             if advance_cursor {
                                 total.changed += 1;
                             } else {

@@ -147,7 +147,7 @@ impl Provider for CamInvoice {
                 ));
             }
             let owned: Vec<usize> = (0..self.member_count())
-                .filter(|&idx| ctx.shard.owns(&self.account, &self.member(idx).endpoint_id))
+                .filter(|&idx| ctx.polls(&self.account, &self.member(idx).endpoint_id))
                 .collect();
             let tasks: Vec<_> = owned
                 .iter()

@@ -293,6 +293,7 @@ impl OnlinePajak {
                 );
                 let Some(record) = out.record else { continue };
                 counts.changed += 1;
+                ctx.observed.note(&self.settings.npwp, updated_at);
                 if updated_at > limit {
                     notes.quarantined.add(1, || {
                         format!("invoice {:?} updatedAt {}", inv.id, format_ms(updated_at))
@@ -391,7 +392,7 @@ impl Provider for OnlinePajak {
 
     fn cycle(self: Arc<Self>, ctx: CycleContext) -> BoxFuture<'static, CycleReport> {
         Box::pin(async move {
-            if !ctx.shard.owns(&self.account, &self.settings.npwp) {
+            if !ctx.polls(&self.account, &self.settings.npwp) {
                 return CycleReport::default();
             }
             let mut report = CycleReport {

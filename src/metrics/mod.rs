@@ -8,6 +8,8 @@
 //! ([`Outbox`]), and the watchdog task (`notify`) asks it. The two rules are pure
 //! functions ([`stall`], [`stale`]) of a snapshot and the clock, tested by tables.
 
+pub mod latency;
+
 use crate::config::{Config, Schedule};
 use crate::time::{format_ms, now_ms, Millis};
 use serde::{Deserialize, Serialize};
@@ -59,6 +61,27 @@ pub struct AccountMetrics {
     /// The longest a healthy cycle of this account goes without an HTTP attempt completing.
     pub quiet_limit: Duration,
     state: Mutex<AccountState>,
+    /// Detection latency of the account's events (apart: `snapshot` need not copy it).
+    latency: Mutex<latency::Latency>,
+    /// The adaptive scheduler's budget figures (`None` in cron mode).
+    budget: Mutex<Option<Budget>>,
+}
+
+/// What `/metrics` shows of an adaptive account's budget (the scheduler sets it every tick).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Budget {
+    /// The configured budget, requests a second.
+    pub budget: f64,
+    /// Polls a second the current plan spends.
+    pub planned: f64,
+    /// Measured requests a second beyond planned polls (detail calls, follow-ups, retries).
+    pub unplanned: f64,
+    /// Requests charged to the budget since the start.
+    pub spent: f64,
+    /// The p99 detection latency the plan aims at, seconds.
+    pub target: f64,
+    /// Members scheduled.
+    pub members: usize,
 }
 
 /// What one account has done since the daemon started.
@@ -99,7 +122,28 @@ impl AccountMetrics {
             provider,
             quiet_limit: timeout + retry_after_cap.max(crate::backoff::MAX_STEP) + QUIET_MARGIN,
             state: Mutex::default(),
+            latency: Mutex::default(),
+            budget: Mutex::default(),
         }
+    }
+
+    /// An event of this account was detected `secs` after it happened.
+    pub fn detected(&self, secs: f64) {
+        crate::locks::lock(&self.latency).record(secs);
+    }
+
+    /// p50/p99/max detection latency of the recent events; `None` before any.
+    pub fn latency(&self) -> Option<latency::Summary> {
+        crate::locks::lock(&self.latency).summary()
+    }
+
+    /// The adaptive scheduler's current budget figures.
+    pub fn set_budget(&self, b: Budget) {
+        *crate::locks::lock(&self.budget) = Some(b);
+    }
+
+    pub fn budget(&self) -> Option<Budget> {
+        *crate::locks::lock(&self.budget)
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut AccountState) -> R) -> R {
@@ -469,6 +513,45 @@ impl Metrics {
             "counter",
             "Events committed to the outbox by this process, by event type.",
         );
+        out.family(
+            "pollhook_detection_latency_seconds",
+            "histogram",
+            "Per event: detected_at - occurred_at (the provider's change time), by account: how far behind the provider's webhook pollhook runs.",
+        );
+        for a in &self.accounts {
+            let (buckets, count, sum) = crate::locks::lock(&a.latency).histogram();
+            let name = "pollhook_detection_latency_seconds_bucket";
+            for (le, n) in buckets {
+                out.sample(name, &[("account", &a.name), ("le", &le)], n as f64);
+            }
+            let labels = [("account", a.name.as_str())];
+            out.sample("pollhook_detection_latency_seconds_sum", &labels, sum);
+            out.sample(
+                "pollhook_detection_latency_seconds_count",
+                &labels,
+                count as f64,
+            );
+        }
+        let budgets: Vec<(&str, Budget)> = self
+            .accounts
+            .iter()
+            .filter_map(|a| Some((a.name.as_str(), a.budget()?)))
+            .collect();
+        for (name, kind, help, value) in [
+            ("pollhook_budget_requests_per_second", "gauge", "Adaptive accounts: the configured request budget.", (|b: &Budget| b.budget) as fn(&Budget) -> f64),
+            ("pollhook_budget_spent_requests_total", "counter", "Adaptive accounts: requests charged to the budget (polls, detail calls, retries).", |b| b.spent),
+            ("pollhook_adaptive_planned_polls_per_second", "gauge", "Adaptive accounts: the polls a second the current plan spends.", |b| b.planned),
+            ("pollhook_adaptive_unplanned_requests_per_second", "gauge", "Adaptive accounts: measured requests a second beyond the planned polls (detail calls, follow-ups, retries).", |b| b.unplanned),
+            ("pollhook_adaptive_p99_target_seconds", "gauge", "Adaptive accounts: the p99 detection latency the plan aims at.", |b| b.target),
+        ] {
+            if budgets.is_empty() {
+                break;
+            }
+            out.family(name, kind, help);
+            for (account, b) in &budgets {
+                out.sample(name, &[("account", account)], value(b));
+            }
+        }
         let committed = crate::locks::lock(&self.committed).clone();
         for (t, n) in committed {
             out.sample("pollhook_events_total", &[("type", &t)], n as f64);
@@ -497,6 +580,12 @@ impl Metrics {
 }
 
 impl crate::store::CommitObserver for Metrics {
+    fn detected(&self, account: &str, latency_ms: Millis) {
+        if let Some(a) = self.accounts.iter().find(|a| a.name == account) {
+            a.detected(latency_ms as f64 / 1000.0);
+        }
+    }
+
     fn committed(&self, types: &[&str]) {
         let mut by_type = crate::locks::lock(&self.committed);
         for t in types {
