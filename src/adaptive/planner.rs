@@ -190,10 +190,11 @@ impl Planner {
 
     /// Charges `requests` beyond the one token [`Planner::take_due`] took per poll: the polls'
     /// detail calls, a retry, a token refresh. Unplanned: they reduce the next poll budget.
+    /// A negative amount refunds tokens taken for polls that sent nothing (a revoked member).
     pub fn charge(&mut self, requests: f64) {
         self.tokens -= requests;
         self.spent += requests;
-        self.extra += requests;
+        self.extra += requests.max(0.0);
     }
 
     /// Member `m`, due at `due_at`, was polled at `now` and showed changes at `changes` (the
@@ -297,6 +298,12 @@ impl Planner {
     /// Requests charged since the start (polls and what [`Planner::charge`] added).
     pub fn spent(&self) -> f64 {
         self.spent
+    }
+
+    /// The polls a second the freshness guarantee alone needs (every member at
+    /// `max_interval`).
+    pub fn floor(&self) -> f64 {
+        self.settings.bounds.floor_rate(self.len())
     }
 
     /// The p99 the plan aims at, seconds.

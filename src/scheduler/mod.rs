@@ -15,14 +15,16 @@
 //! outbox is pruned of events past `retention` at start and hourly. The service side (admin
 //! endpoint, watchdog, READY/STOPPING) starts and stops in `service`.
 
+pub mod adaptive;
 mod service;
 
-use crate::config::Config;
+use crate::config::{Config, Polling};
 use crate::engine::{Engine, Totals};
 use crate::shutdown::Stop;
 use crate::sinks::{self, hook};
 use crate::store::Store;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -133,17 +135,46 @@ pub async fn run(
     };
 
     let mut sched = JobScheduler::new().await.map_err(sched_err("setting up"))?;
+    // Adaptive accounts: their own loop instead of the `schedule` job; the resync job asks it.
+    let mut loops = Vec::new();
+    let mut resync_flags = Vec::new();
+    for (idx, a) in config.accounts.iter().enumerate() {
+        let flag = match &a.polling {
+            Polling::Cron => None,
+            Polling::Adaptive(s) => {
+                let flag = Arc::new(AtomicBool::new(false));
+                let l = adaptive::Loop::new(Arc::clone(&engine), idx, s, crate::time::now_ms());
+                loops.push(tokio::spawn(adaptive::run(
+                    l,
+                    Arc::clone(&flag),
+                    polls_stopped.clone(),
+                )));
+                Some(flag)
+            }
+        };
+        resync_flags.push(flag);
+    }
     for idx in 0..engine.accounts().len() {
+        let adaptive = resync_flags[idx].clone();
         let schedules = [
-            Some((&config.daemon.schedule, false)),
+            adaptive
+                .is_none()
+                .then_some((&config.daemon.schedule, false)),
             config.daemon.resync_schedule.as_ref().map(|s| (s, true)),
         ];
         for (schedule, resync) in schedules.into_iter().flatten() {
             let e = Arc::clone(&engine);
+            let adaptive = adaptive.clone();
             let job = Job::new_async(schedule.0.as_str(), move |_, _| {
                 let e = Arc::clone(&e);
+                let adaptive = adaptive.clone();
                 Box::pin(async move {
-                    e.tick(idx, resync).await;
+                    match adaptive {
+                        Some(flag) => flag.store(true, Ordering::SeqCst),
+                        None => {
+                            e.tick(idx, resync).await;
+                        }
+                    }
                 })
             })
             .map_err(sched_err("reading a schedule"))?;
@@ -156,8 +187,9 @@ pub async fn run(
     tracing::info!(accounts = engine.accounts().len(), sinks = config.sinks.len(), schedule = %config.daemon.schedule.0,
         state_dir = %config.daemon.state_dir.display(), "pollhook running");
 
-    // The catch-up cycle: whatever happened while the daemon was down, now.
-    for idx in 0..engine.accounts().len() {
+    // The catch-up cycle: whatever happened while the daemon was down, now. (Adaptive
+    // accounts catch up through their planner: overdue members first, within the budget.)
+    for idx in (0..engine.accounts().len()).filter(|i| resync_flags[*i].is_none()) {
         let e = Arc::clone(&engine);
         tokio::spawn(async move { e.tick(idx, false).await });
     }
@@ -172,6 +204,8 @@ pub async fn run(
         "shutting down: no new requests; cycles commit what they finished, then sinks catch up"
     );
     sched.shutdown().await.map_err(sched_err("stopping"))?;
+    // The adaptive loops return at the stop flag; their cycle in flight is awaited below.
+    drop(loops);
     if tokio::time::timeout(CYCLE_GRACE, engine.wait_idle())
         .await
         .is_err()
