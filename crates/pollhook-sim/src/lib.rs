@@ -59,6 +59,7 @@ mod onlinepajak;
 mod op_traffic;
 mod op_world;
 mod scale;
+pub mod shapes;
 mod traffic;
 mod world;
 
@@ -384,6 +385,12 @@ impl Simulator {
     /// member and ignores the quiet period.
     pub fn revoke(&self, endpoint_id: &str) -> bool {
         self.with(|w| w.revoke_endpoint(endpoint_id))
+    }
+
+    /// One new document involving member `endpoint_id` and a business that is not a member
+    /// (so only this member sees a change), journaled; `false` if it is not an active member.
+    pub fn create_for(&self, endpoint_id: &str) -> bool {
+        self.with(|w| traffic::create_for(w, endpoint_id))
     }
 
     /// Invalidates every access token issued so far (a mid-cycle expiry).

@@ -192,6 +192,27 @@ pub fn successors(from: Status) -> &'static [(Status, u8)] {
     }
 }
 
+/// A `VALID` document between member `endpoint_id` and an active business that is not a
+/// member (only this member sees it change); `false` if it is not an active member.
+pub fn create_for(w: &mut World, endpoint_id: &str) -> bool {
+    let Some(member) = w.find_business(endpoint_id) else {
+        return false;
+    };
+    if !w.is_connected(member) || !w.is_active(member) {
+        return false;
+    }
+    let others: Vec<usize> = (0..w.businesses.len())
+        .filter(|&i| i != member && !w.is_connected(i) && w.is_active(i))
+        .collect();
+    if others.is_empty() {
+        return false;
+    }
+    let other = others[w.rng.usize(0..others.len())];
+    let now = w.now();
+    w.create_document(member, other, DocType::Invoice, None, now);
+    true
+}
+
 /// Creates a `VALID` document between an active member and another active business.
 fn create_random(w: &mut World, at: DateTime<Utc>) -> Option<usize> {
     let members: Vec<usize> = w
