@@ -18,6 +18,7 @@
 //! measures the daemon's peak memory under each hostile answer.
 
 pub mod hostile;
+pub mod latency;
 pub mod measure;
 pub mod micro;
 pub mod naive;

@@ -201,6 +201,48 @@ pub struct BenchArgs {
     /// "Memory per answer").
     #[arg(long)]
     pub hostile: bool,
+    #[command(subcommand)]
+    pub what: Option<BenchWhat>,
+}
+
+/// `pollhook bench <what>`: another benchmark than the default scale one.
+#[cfg(feature = "sim")]
+#[derive(Subcommand, Debug)]
+pub enum BenchWhat {
+    /// Detection latency of the cron schedule against adaptive mode over the same seeded
+    /// traffic (skewed, uniform, bursty), at equal requests and at a quarter of them: p50,
+    /// p99, max and requests spent (BENCHMARKS.md, "Detection latency").
+    Latency(LatencyArgs),
+}
+
+/// `pollhook bench latency`.
+#[cfg(feature = "sim")]
+#[derive(Args, Debug)]
+pub struct LatencyArgs {
+    /// Members polled.
+    #[arg(long, default_value_t = 1000)]
+    pub members: usize,
+    /// Seed of the traffic.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Hours measured.
+    #[arg(long, default_value_t = 24)]
+    pub hours: i64,
+    /// Hours adaptive mode runs before the measured window (its estimates warm up).
+    #[arg(long, default_value_t = 24)]
+    pub warmup_hours: i64,
+    /// The cron schedule's period, seconds (pollhook's default schedule: 300).
+    #[arg(long, default_value_t = 300)]
+    pub period: i64,
+    /// Adaptive `min_interval`, seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub min_interval: f64,
+    /// Adaptive `max_interval`, seconds.
+    #[arg(long, default_value_t = 3600.0)]
+    pub max_interval: f64,
+    /// Only the traffic shapes whose name starts with this (skewed, uniform, bursty).
+    #[arg(long)]
+    pub only: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]

@@ -31,8 +31,36 @@ pub(super) async fn bench(args: BenchArgs) -> Result<ExitCode, Failure> {
         seed,
         out,
         hostile,
+        what,
     } = args;
     init_logging("warn");
+    if let Some(super::args::BenchWhat::Latency(l)) = what {
+        let opts = crate::bench::latency::Opts {
+            members: l.members,
+            seed: l.seed,
+            hours: l.hours,
+            warmup_hours: l.warmup_hours,
+            period: l.period,
+            min_interval: l.min_interval,
+            max_interval: l.max_interval,
+            only: l.only,
+        };
+        if opts.members == 0
+            || opts.hours <= 0
+            || opts.period <= 0
+            || opts.min_interval < 1.0
+            || opts.max_interval < opts.min_interval
+        {
+            return Err(Failure::Run("bench latency: --members, --hours and --period must be positive, --min-interval at least 1 and --max-interval at least --min-interval".into()));
+        }
+        let report = crate::bench::latency::run(&opts);
+        print!("{report}");
+        if let Some(path) = out {
+            std::fs::write(&path, &report)
+                .map_err(|e| Failure::Run(format!("cannot write {}: {e}", path.display())))?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let report = if hostile {
         crate::bench::hostile::run(&std::env::temp_dir(), seed).await
     } else {
