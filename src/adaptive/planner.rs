@@ -72,6 +72,8 @@ pub struct Planner {
     follow_up: Vec<Option<f64>>,
     /// The member has been polled (or was restored): its due instant follows from its anchor.
     polled: Vec<bool>,
+    /// Polls handed out per member since the start.
+    polls: Vec<u64>,
     prior: Prior,
     follow_ups: FollowUps,
     guard: TailGuard,
@@ -103,6 +105,7 @@ impl Planner {
             anchors: Vec::new(),
             follow_up: Vec::new(),
             polled: Vec::new(),
+            polls: Vec::new(),
             prior: Prior::fit(&[], &est),
             follow_ups: FollowUps::default(),
             guard: TailGuard::default(),
@@ -143,6 +146,7 @@ impl Planner {
             }
         }
         self.follow_up.push(None);
+        self.polls.push(0);
         self.heap.push(Reverse((self.due[m], m)));
         m
     }
@@ -183,6 +187,7 @@ impl Planner {
             }
             self.tokens -= 1.0;
             self.spent += 1.0;
+            self.polls[m] += 1;
             out.push((m, at));
         }
         out
@@ -278,6 +283,11 @@ impl Planner {
             own_per_hour: self.states[m].own_rate().map(|r| r * 3600.0),
             interval: interval(&self.level, r, self.settings.bounds),
         }
+    }
+
+    /// Polls handed out to member `m` since the start.
+    pub fn polls(&self, m: usize) -> u64 {
+        self.polls[m]
     }
 
     /// The budget, requests a second.

@@ -387,8 +387,9 @@ impl Simulator {
         self.with(|w| w.revoke_endpoint(endpoint_id))
     }
 
-    /// One new document involving member `endpoint_id` and a business that is not a member
-    /// (so only this member sees a change), journaled; `false` if it is not an active member.
+    /// One new invoice from member `endpoint_id` to a business that is not a member, delivered
+    /// at once (so only this member sees a change; DOCUMENT.DELIVERED is journaled); `false` if
+    /// it is not an active member.
     pub fn create_for(&self, endpoint_id: &str) -> bool {
         self.with(|w| traffic::create_for(w, endpoint_id))
     }

@@ -192,8 +192,9 @@ pub fn successors(from: Status) -> &'static [(Status, u8)] {
     }
 }
 
-/// A `VALID` document between member `endpoint_id` and an active business that is not a
-/// member (only this member sees it change); `false` if it is not an active member.
+/// An invoice from member `endpoint_id` to an active business that is not a member, delivered
+/// at once (DOCUMENT.DELIVERED to the member: only this member sees it change); `false` if it
+/// is not an active member.
 pub fn create_for(w: &mut World, endpoint_id: &str) -> bool {
     let Some(member) = w.find_business(endpoint_id) else {
         return false;
@@ -209,7 +210,8 @@ pub fn create_for(w: &mut World, endpoint_id: &str) -> bool {
     }
     let other = others[w.rng.usize(0..others.len())];
     let now = w.now();
-    w.create_document(member, other, DocType::Invoice, None, now);
+    let d = w.create_document(member, other, DocType::Invoice, None, now);
+    w.set_status(d, Status::Delivered, now, true);
     true
 }
 
