@@ -36,6 +36,27 @@ pub struct Summary {
     pub steps: u64,
     pub fidelity: fidelity::Report,
     pub totals: crate::engine::Totals,
+    /// Detection latency per account, from the emitted envelopes.
+    pub latency: BTreeMap<String, crate::metrics::latency::Summary>,
+}
+
+/// Per account, the detection latency of the emitted events (`detected_at − occurred_at`).
+fn latencies(seen: &[Emitted]) -> BTreeMap<String, crate::metrics::latency::Summary> {
+    let mut by: BTreeMap<String, crate::metrics::latency::Latency> = BTreeMap::new();
+    for e in seen {
+        let (Some(o), Some(d)) = (
+            crate::time::parse_timestamp(&e.occurred_at),
+            crate::time::parse_timestamp(&e.detected_at),
+        ) else {
+            continue;
+        };
+        by.entry(e.account.clone())
+            .or_default()
+            .record((d - o) as f64 / 1000.0);
+    }
+    by.into_iter()
+        .filter_map(|(a, l)| Some((a, l.summary()?)))
+        .collect()
 }
 
 /// Runs the demo for `duration` of traffic (one step a second) with `seed`, printing to `out`
@@ -149,6 +170,7 @@ pub async fn run(
         steps: taken,
         fidelity: report,
         totals,
+        latency: latencies(&tail.seen),
     };
     let _ = print_summary(out, &summary, seed);
     drop(server);
@@ -236,6 +258,17 @@ fn print_summary(out: &mut (dyn Write + Send), s: &Summary, seed: u64) -> std::i
         c.bulk_fetches_needed,
         if c.floor() == 0 { 1.0 } else { c.requests() as f64 / c.floor() as f64 }
     )?;
+    writeln!(
+        out,
+        "detection latency (detected_at - occurred_at, every event; a webhook arrives in about a second):"
+    )?;
+    for (account, l) in &s.latency {
+        writeln!(
+            out,
+            "  {account:<26} p50 {:.1}s  p99 {:.1}s  max {:.1}s  ({} events)",
+            l.p50, l.p99, l.max, l.events
+        )?;
+    }
     let f = &s.fidelity;
     writeln!(
         out,

@@ -30,6 +30,8 @@ struct Envelope {
     #[serde(rename = "type")]
     event_type: String,
     occurred_at: String,
+    #[serde(default)]
+    detected_at: String,
     payload: Box<RawValue>,
 }
 
@@ -55,6 +57,8 @@ pub struct Emitted {
     pub account: String,
     pub event_type: String,
     pub occurred_at: String,
+    /// When the daemon detected it (the detection latency is `detected_at − occurred_at`).
+    pub detected_at: String,
     pub payload: String,
 }
 
@@ -72,6 +76,7 @@ pub fn read_jsonl(text: &str) -> Result<Vec<Emitted>, String> {
                 account: env.account,
                 event_type: env.event_type,
                 occurred_at: env.occurred_at,
+                detected_at: env.detected_at,
                 payload: env.payload.get().to_string(),
             })
         })
@@ -298,6 +303,7 @@ mod tests {
             account: "acme".into(),
             event_type: type_of(payload),
             occurred_at: format_ms(AT),
+            detected_at: format_ms(AT),
             payload: payload.into(),
         }
     }
