@@ -373,6 +373,7 @@ async fn under_systemd_the_daemon_notifies_ready_feeds_the_watchdog_and_answers_
         "pollhook_last_success_timestamp_seconds",
         "pollhook_sink_backlog",
         "pollhook_outbox_last_seq",
+        "pollhook_detection_latency_seconds_count",
     ] {
         assert!(
             samples.iter().any(|s| s.name == family),
@@ -847,10 +848,22 @@ fn parse_prometheus(text: &str) -> Result<Vec<Sample>, String> {
         if !valid_metric_name(name) {
             return Err(at("invalid metric name"));
         }
-        if current.as_deref() != Some(name) {
+        // A histogram's samples are its name with _bucket, _sum or _count.
+        let family = match current.as_deref() {
+            Some(c)
+                if types.get(c).is_some_and(|k| k == "histogram")
+                    && ["_bucket", "_sum", "_count"]
+                        .iter()
+                        .any(|s| name.strip_suffix(s) == Some(c)) =>
+            {
+                c
+            }
+            _ => name,
+        };
+        if current.as_deref() != Some(family) {
             return Err(at("sample outside its family's HELP/TYPE block"));
         }
-        if !types.contains_key(name) || !helped.contains(name) {
+        if !types.contains_key(family) || !helped.contains(family) {
             return Err(at("sample without HELP and TYPE"));
         }
         let mut rest = &line[name_end..];

@@ -82,6 +82,9 @@ pub struct Budget {
     pub target: f64,
     /// Members scheduled.
     pub members: usize,
+    /// The account's `max_interval`, seconds: `/healthz` judges the account on it instead of
+    /// `[daemon] schedule`.
+    pub max_interval: f64,
 }
 
 /// What one account has done since the daemon started.
@@ -367,13 +370,23 @@ impl Metrics {
         };
         for a in &self.accounts {
             let last = a.snapshot().last_success;
-            let since = stale(
-                last,
-                self.started_ms,
-                &self.schedule,
-                self.healthz_periods,
-                now,
-            );
+            let since = match a.budget() {
+                // Adaptive: every member is polled at least every max_interval.
+                Some(b) => {
+                    let period =
+                        (b.max_interval * 1000.0) as Millis + TICK_GRACE.as_millis() as Millis;
+                    let deadline = last.unwrap_or(self.started_ms)
+                        + period * Millis::from(self.healthz_periods);
+                    (now > deadline).then_some(deadline)
+                }
+                None => stale(
+                    last,
+                    self.started_ms,
+                    &self.schedule,
+                    self.healthz_periods,
+                    now,
+                ),
+            };
             let f = Freshness {
                 account: a.name.clone(),
                 last_success: last.map(format_ms),
@@ -739,5 +752,57 @@ mod tests {
             e.text,
             "# HELP x_total X.\n# TYPE x_total counter\nx_total{endpoint=\"GET /api/v1/document/{id}\"} 3\n"
         );
+    }
+
+    /// `/metrics` shows each account's detection-latency histogram, and the budget figures of
+    /// adaptive accounts only.
+    #[test]
+    fn detection_latency_and_the_budget_are_rendered() {
+        let a = Arc::new(AccountMetrics::new(
+            "a",
+            "caminvoice",
+            Duration::from_secs(30),
+            Duration::from_secs(60),
+        ));
+        let b = Arc::new(AccountMetrics::new(
+            "b",
+            "caminvoice",
+            Duration::from_secs(30),
+            Duration::from_secs(60),
+        ));
+        let m = Metrics::with_accounts(every_minute(), 3, vec![Arc::clone(&a), Arc::clone(&b)]);
+        use crate::store::CommitObserver;
+        m.detected("a", 1_500);
+        m.detected("a", 45_000);
+        m.detected("nobody", 1_000);
+        a.set_budget(Budget {
+            budget: 10.0,
+            planned: 7.5,
+            unplanned: 2.0,
+            spent: 1234.0,
+            target: 30.0,
+            members: 1000,
+            max_interval: 3600.0,
+        });
+        let text = m.render(&Outbox::default());
+        for line in [
+            "# TYPE pollhook_detection_latency_seconds histogram",
+            "pollhook_detection_latency_seconds_bucket{account=\"a\",le=\"1\"} 0",
+            "pollhook_detection_latency_seconds_bucket{account=\"a\",le=\"2\"} 1",
+            "pollhook_detection_latency_seconds_bucket{account=\"a\",le=\"60\"} 2",
+            "pollhook_detection_latency_seconds_bucket{account=\"a\",le=\"+Inf\"} 2",
+            "pollhook_detection_latency_seconds_sum{account=\"a\"} 46.5",
+            "pollhook_detection_latency_seconds_count{account=\"b\"} 0",
+            "pollhook_budget_requests_per_second{account=\"a\"} 10",
+            "pollhook_budget_spent_requests_total{account=\"a\"} 1234",
+            "pollhook_adaptive_planned_polls_per_second{account=\"a\"} 7.5",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
+        assert!(!text.contains("pollhook_budget_requests_per_second{account=\"b\"}"));
+        let s = a.latency().unwrap();
+        assert_eq!((s.events, s.p50, s.max), (2, 1.5, 45.0));
+        // An adaptive account is stale after healthz_periods x (max_interval + grace) only.
+        assert!(m.health().stale.iter().all(|f| f.account != "a"));
     }
 }

@@ -65,6 +65,7 @@ pub struct Loop {
     idx: usize,
     account: String,
     planner: Planner,
+    max_interval: f64,
     ids: Vec<String>,
     index: BTreeMap<String, usize>,
     roster_at: Millis,
@@ -77,6 +78,7 @@ impl Loop {
         let account = engine.accounts()[idx].clone();
         let mut l = Loop {
             planner: Planner::new(settings(s), Vec::new(), now),
+            max_interval: s.max_interval.as_secs_f64(),
             engine,
             idx,
             account,
@@ -202,6 +204,7 @@ impl Loop {
             spent: p.spent(),
             target: p.target(),
             members: p.len(),
+            max_interval: self.max_interval,
         });
         let now = now_ms();
         let needed = p.floor();
