@@ -481,7 +481,7 @@ impl FollowUps {
             0 => false,
             1 => {
                 self.singles += 1;
-                self.pay() || self.singles.is_multiple_of(Self::EXPLORE)
+                self.pay() || self.singles % Self::EXPLORE == 0
             }
             _ => true,
         }

@@ -129,7 +129,7 @@ impl<'a> Ledger<'a> {
                 .next
                 .iter()
                 .zip(&self.traffic.changes)
-                .all(|(&i, c)| c.get(i).is_none_or(|t| *t >= self.len))
+                .all(|(&i, c)| c.get(i).map_or(true, |t| *t >= self.len))
     }
 
     fn finish(mut self) -> Outcome {

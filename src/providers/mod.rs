@@ -47,7 +47,7 @@ impl CycleContext {
     /// Whether this cycle polls `unit` of `account`: this daemon's shard owns it, and it is
     /// one of the cycle's [`CycleContext::units`] (if the cycle names them).
     pub fn polls(&self, account: &str, unit: &str) -> bool {
-        self.shard.owns(account, unit) && self.units.as_ref().is_none_or(|u| u.contains(unit))
+        self.shard.owns(account, unit) && self.units.as_ref().map_or(true, |u| u.contains(unit))
     }
 }
 

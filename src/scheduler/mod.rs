@@ -154,8 +154,8 @@ pub async fn run(
         };
         resync_flags.push(flag);
     }
-    for idx in 0..engine.accounts().len() {
-        let adaptive = resync_flags[idx].clone();
+    for (idx, adaptive) in resync_flags.iter().enumerate() {
+        let adaptive = adaptive.clone();
         let schedules = [
             adaptive
                 .is_none()
