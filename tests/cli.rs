@@ -348,3 +348,59 @@ fn run_picks_its_exit_code_and_hint_from_what_failed() {
         "{t}"
     );
 }
+
+/// `pollhook bench latency` runs both modes over the same traffic and prints the table and
+/// the targets; `check-config` shows an adaptive account's mode and budget.
+#[test]
+fn bench_latency_prints_both_modes_and_check_config_shows_the_mode() {
+    let o = pollhook(&[
+        "bench",
+        "latency",
+        "--members",
+        "40",
+        "--hours",
+        "1",
+        "--warmup-hours",
+        "1",
+        "--only",
+        "skewed",
+    ]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    for row in [
+        "| cron, every 300 s |",
+        "| adaptive, equal requests |",
+        "| adaptive, 1/4 of the requests |",
+    ] {
+        assert!(t.contains(row), "{row} missing:\n{t}");
+    }
+    assert!(
+        t.lines().any(|l| l.starts_with("| skewed (Zipf 2) (")),
+        "{t}"
+    );
+    assert!(
+        t.lines()
+            .any(|l| (l.starts_with("MET") || l.starts_with("NOT MET"))
+                && l.contains("skewed, equal requests")),
+        "{t}"
+    );
+    let bad = pollhook(&["bench", "latency", "--members", "0"]);
+    assert!(!bad.status.success());
+
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml.example");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("adaptive.toml");
+    let text_cfg = std::fs::read_to_string(&example).unwrap().replacen(
+        "#mode = \"adaptive\"\n#budget = \"600/min\"",
+        "mode = \"adaptive\"\nbudget = \"600/min\"",
+        1,
+    );
+    std::fs::write(&cfg, text_cfg).unwrap();
+    let o = pollhook(&["check-config", "--config", cfg.to_str().unwrap()]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(
+        t.contains("mode             adaptive: budget 600/min, each member every 10s to 1h"),
+        "{t}"
+    );
+}
