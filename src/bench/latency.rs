@@ -36,6 +36,8 @@ pub struct Opts {
     pub max_interval: f64,
     /// Only the shapes whose name starts with this.
     pub only: Option<String>,
+    /// The skewed shape's Zipf exponent.
+    pub zipf: f64,
 }
 
 /// What one run measured over the window.
@@ -202,6 +204,10 @@ pub fn run(o: &Opts) -> String {
     let (len, warmup, period) = (o.hours * 3600 * S, o.warmup_hours * 3600 * S, o.period * S);
     let mut verdicts = Vec::new();
     for shape in Shape::defaults() {
+        let shape = match shape {
+            Shape::Skewed { per_day, .. } => Shape::Skewed { s: o.zipf, per_day },
+            other => other,
+        };
         if o.only
             .as_deref()
             .is_some_and(|w| !shape.name().starts_with(w))

@@ -243,6 +243,9 @@ pub struct LatencyArgs {
     /// Only the traffic shapes whose name starts with this (skewed, uniform, bursty).
     #[arg(long)]
     pub only: Option<String>,
+    /// The skewed shape's Zipf exponent (larger: fewer busy members, a quieter tail).
+    #[arg(long, default_value_t = 2.0)]
+    pub zipf: f64,
 }
 
 #[derive(Subcommand, Debug)]

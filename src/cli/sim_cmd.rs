@@ -44,6 +44,7 @@ pub(super) async fn bench(args: BenchArgs) -> Result<ExitCode, Failure> {
             min_interval: l.min_interval,
             max_interval: l.max_interval,
             only: l.only,
+            zipf: l.zipf,
         };
         if opts.members == 0
             || opts.hours <= 0
@@ -51,7 +52,7 @@ pub(super) async fn bench(args: BenchArgs) -> Result<ExitCode, Failure> {
             || opts.min_interval < 1.0
             || opts.max_interval < opts.min_interval
         {
-            return Err(Failure::Run("bench latency: --members, --hours and --period must be positive, --min-interval at least 1 and --max-interval at least --min-interval".into()));
+            return Err(Failure::Run("bench latency: --members, --hours and --period must be positive, --min-interval at least 1 and --max-interval at least --min-interval; --zipf between 0 and 10".into()));
         }
         let report = crate::bench::latency::run(&opts);
         print!("{report}");
