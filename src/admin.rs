@@ -97,11 +97,11 @@ impl StatusReport {
             let p = engine.provider(idx);
             let units = p.status(store, engine.shard())?;
             let mut schedule = BTreeMap::new();
-            for u in &units {
-                if let Some(r) = store.get_schedule(crate::store::Unit::new(&name, &u.unit))? {
+            for id in p.units(store, engine.shard())? {
+                if let Some(r) = store.get_schedule(crate::store::Unit::new(&name, &id))? {
                     let rate = (r.exposure > 0.0).then(|| r.count / r.exposure * 3600.0);
                     schedule.insert(
-                        u.unit.clone(),
+                        id,
                         UnitSchedule {
                             next_poll: Some(r.due),
                             rate_per_hour: rate,
@@ -171,7 +171,14 @@ impl StatusReport {
                     u.cursor.map(format_ms).unwrap_or_else(|| "none yet".into())
                 );
                 let _ = writeln!(o, "    documents tracked     {}", u.documents);
-                if let Some(sch) = a.schedule.get(&u.unit) {
+                // Keyed by unit id; a status may name it with a prefix ("npwp …").
+                let sch = a.schedule.iter().find(|(id, _)| {
+                    u.unit == **id
+                        || u.unit
+                            .strip_suffix(id.as_str())
+                            .is_some_and(|p| p.ends_with(' '))
+                });
+                if let Some((_, sch)) = sch {
                     let next = sch.next_poll.map(until).unwrap_or_default();
                     let rate = sch
                         .rate_per_hour

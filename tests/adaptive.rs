@@ -194,3 +194,102 @@ async fn a_busy_member_is_polled_more_often_within_the_budget_and_the_schedule_s
     );
     server.shutdown().await.unwrap();
 }
+
+/// An OnlinePajak account in adaptive mode: one company, polled on its own interval under a
+/// budget below the pacer, every approval emitted once, the budget kept, its status line and
+/// schedule record keyed by the company's NPWP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_onlinepajak_company_is_polled_adaptively_within_its_budget() {
+    let sim = Simulator::new(SimConfig {
+        seed: 9,
+        op_companies: 1,
+        op_initial_invoices: 2,
+        revoke_probability: 0.0,
+        ..SimConfig::default()
+    });
+    let server = sim.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let start = now_ms();
+    let npwp = sim.credentials().onlinepajak[0].npwp.clone();
+    let token_line = format!("token = \"{}\"", sim.credentials().onlinepajak[0].token);
+    let text = pollhook_config(
+        &sim.credentials(),
+        &server.base_url(),
+        &dir.path().join("state"),
+        &dir.path().join("events.jsonl"),
+        &format_ms(start),
+        "0 */5 * * * *",
+    );
+    assert!(text.contains(&token_line), "{text}");
+    let text = text.replacen(
+        &token_line,
+        &format!("{token_line}\nmode = \"adaptive\"\nbudget = \"3/min\"\nmin_interval = \"10s\"\nmax_interval = \"60s\""),
+        1,
+    );
+    let config = Config::parse(&text, std::path::Path::new("test.toml")).unwrap();
+    let Polling::Adaptive(settings) = config.accounts[1].polling.clone() else {
+        panic!("the OnlinePajak account is not adaptive")
+    };
+    let e = engine(&config);
+    let t0 = now_ms();
+    let mut l = Loop::new(Arc::clone(&e), 1, &settings, t0);
+    assert_eq!(l.member(&npwp), Some(0));
+    let op_requests = |sim: &Simulator| -> u64 {
+        sim.request_counts()
+            .iter()
+            .filter(|(route, _)| route.contains("/v2.0/"))
+            .map(|(_, n)| n)
+            .sum()
+    };
+    let secs = 600;
+    let mut max_extra = 0.0f64;
+    for s in 0..secs {
+        if s % 45 == 0 {
+            sim.op_burst(&npwp, 2);
+        }
+        let before = op_requests(&sim);
+        let polled = l.tick(t0 + s * 1000).await;
+        max_extra = max_extra.max((op_requests(&sim) - before) as f64 - polled as f64);
+        let allowed = 3.0 / 60.0 * (s + 1) as f64 + max_extra;
+        assert!(
+            op_requests(&sim) as f64 <= allowed + 1e-9,
+            "{} > {allowed} at {s} s",
+            op_requests(&sim)
+        );
+    }
+    let polls = l.planner().polls(0);
+    assert!(
+        polls >= (secs / 60) as u64 - 1,
+        "polled {polls} times in {secs} s"
+    );
+    // The budget (0.05/s = 30 requests in 600 s) holds polls to a few dozen.
+    assert!(polls <= 31, "polled {polls} times");
+    e.tick(1, false).await;
+    for s in &config.sinks {
+        let mut sink = sinks::build(s).unwrap();
+        sinks::drain(e.store(), &mut sink).await.unwrap();
+    }
+    let truth = fidelity::expected(&sim.journal(), &sim.credentials(), start);
+    let emitted = fidelity::read_jsonl(
+        &std::fs::read_to_string(dir.path().join("events.jsonl")).unwrap_or_default(),
+    )
+    .unwrap();
+    let r = fidelity::compare(&truth, &emitted);
+    assert!(r.expected >= 20, "too little traffic: {r:?}");
+    assert!(r.perfect(), "{r:#?}");
+    let record = e
+        .store()
+        .get_schedule(pollhook::store::Unit::new("op-0", &npwp))
+        .unwrap()
+        .expect("the company's schedule record");
+    assert!(record.count > 0.0, "{record:?}");
+    let status = pollhook::admin::StatusReport::collect(&e, &config.sinks)
+        .unwrap()
+        .render();
+    assert!(
+        status.contains("account op-0 (onlinepajak, mode adaptive)"),
+        "{status}"
+    );
+    assert!(status.contains("next poll"), "{status}");
+    server.shutdown().await.unwrap();
+}

@@ -171,6 +171,15 @@ pub trait Provider: Send + Sync + 'static {
     fn cycle(self: Arc<Self>, ctx: CycleContext) -> BoxFuture<'static, CycleReport>;
     /// Per-unit progress as stored, for the units `shard` owns.
     fn status(&self, store: &Store, shard: Shard) -> Result<Vec<UnitStatus>, StoreError>;
+    /// The ids of the units `shard` owns, as [`CycleContext::units`] names them and the
+    /// store keys them (the adaptive scheduler's roster). Cheap: reads no documents.
+    fn units(&self, store: &Store, shard: Shard) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .status(store, shard)?
+            .into_iter()
+            .map(|u| u.unit)
+            .collect())
+    }
     /// `pollhook probe`: read-only calls that check this account's live answers against what
     /// pollhook reads (its own `probe.rs`). Never touches the store.
     fn probe(self: Arc<Self>) -> BoxFuture<'static, probe::ProbeReport> {

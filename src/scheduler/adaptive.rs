@@ -97,7 +97,7 @@ impl Loop {
         let units = match self
             .engine
             .provider(self.idx)
-            .status(&store, self.engine.shard())
+            .units(&store, self.engine.shard())
         {
             Ok(u) => u,
             Err(e) => {
@@ -105,20 +105,20 @@ impl Loop {
                 return;
             }
         };
-        for u in units {
-            if self.index.contains_key(&u.unit) {
+        for id in units {
+            if self.index.contains_key(&id) {
                 continue;
             }
-            let saved = match store.get_schedule(Unit::new(&self.account, &u.unit)) {
+            let saved = match store.get_schedule(Unit::new(&self.account, &id)) {
                 Ok(r) => r.map(from_record),
                 Err(e) => {
-                    tracing::warn!(account = %self.account, member = %u.unit, error = %e, "cannot read the member's schedule record; it starts over at the fleet's rate");
+                    tracing::warn!(account = %self.account, member = %id, error = %e, "cannot read the member's schedule record; it starts over at the fleet's rate");
                     None
                 }
             };
             let m = self.planner.add(saved, now);
-            self.index.insert(u.unit.clone(), m);
-            self.ids.push(u.unit);
+            self.index.insert(id.clone(), m);
+            self.ids.push(id);
         }
         self.roster_at = now;
     }

@@ -214,6 +214,15 @@ impl Provider for CamInvoice {
         Box::pin(async move { CamInvoice::run_probe(&self).await })
     }
 
+    fn units(&self, store: &Store, shard: Shard) -> Result<Vec<String>, StoreError> {
+        self.sync_members(store)?;
+        Ok(crate::locks::read(&self.members)
+            .iter()
+            .filter(|m| shard.owns(&self.account, &m.endpoint_id))
+            .map(|m| m.endpoint_id.clone())
+            .collect())
+    }
+
     fn status(&self, store: &Store, shard: Shard) -> Result<Vec<UnitStatus>, StoreError> {
         self.sync_members(store)?;
         let members = crate::locks::read(&self.members).clone();

@@ -477,6 +477,15 @@ impl Provider for OnlinePajak {
         Box::pin(async move { self.run_probe().await })
     }
 
+    fn units(&self, _store: &Store, shard: Shard) -> Result<Vec<String>, StoreError> {
+        let npwp = &self.settings.npwp;
+        Ok(if shard.owns(&self.account, npwp) {
+            vec![npwp.clone()]
+        } else {
+            Vec::new()
+        })
+    }
+
     fn status(&self, store: &Store, shard: Shard) -> Result<Vec<UnitStatus>, StoreError> {
         if !shard.owns(&self.account, &self.settings.npwp) {
             return Ok(Vec::new());
