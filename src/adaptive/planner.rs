@@ -27,7 +27,7 @@ pub const TICK: Millis = 1000;
 pub const REALLOCATE: Millis = 30_000;
 /// The share of the budget the allocation leaves unplanned (retries, token refreshes, walks).
 pub const HEADROOM: f64 = 0.02;
-/// The token bucket's depth, seconds of budget.
+/// The token bucket's depth, seconds of budget (at least one request).
 pub const BURST: f64 = 10.0;
 /// The memory of the measured unplanned rate, seconds.
 const UNPLANNED_TAU: f64 = 600.0;
@@ -164,7 +164,8 @@ impl Planner {
         let dt = (now - self.refilled_at).max(0) as f64 / 1000.0;
         if dt > 0.0 {
             let b = self.settings.budget;
-            self.tokens = (self.tokens + b * dt).min(b * BURST);
+            // At least one token deep, or a budget under one request per BURST never polls.
+            self.tokens = (self.tokens + b * dt).min((b * BURST).max(1.0));
             let decay = (-dt / UNPLANNED_TAU).exp();
             self.unplanned = self.unplanned * decay + (self.extra / dt) * (1.0 - decay);
             self.extra = 0.0;
@@ -371,7 +372,8 @@ mod tests {
     fn the_requests_spent_never_exceed_the_budget() {
         // Busy members (a change every 20 s) make the detail calls a real share of the budget.
         let every: Vec<i64> = (0..200).map(|m| if m < 10 { 20 } else { 0 }).collect();
-        for budget in [0.5, 2.0, 10.0] {
+        // 0.05/s: a bucket of 10 s of budget would hold half a request (it never polled).
+        for budget in [0.05, 0.5, 2.0, 10.0] {
             let mut p = Planner::new(settings(budget), vec![None; every.len()], 0);
             let mut last = vec![0; every.len()];
             let mut now = 0;

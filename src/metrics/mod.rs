@@ -522,11 +522,6 @@ impl Metrics {
             }
         }
         out.family(
-            "pollhook_events_total",
-            "counter",
-            "Events committed to the outbox by this process, by event type.",
-        );
-        out.family(
             "pollhook_detection_latency_seconds",
             "histogram",
             "Per event: detected_at - occurred_at (the provider's change time), by account: how far behind the provider's webhook pollhook runs.",
@@ -565,6 +560,11 @@ impl Metrics {
                 out.sample(name, &[("account", account)], value(b));
             }
         }
+        out.family(
+            "pollhook_events_total",
+            "counter",
+            "Events committed to the outbox by this process, by event type.",
+        );
         let committed = crate::locks::lock(&self.committed).clone();
         for (t, n) in committed {
             out.sample("pollhook_events_total", &[("type", &t)], n as f64);
