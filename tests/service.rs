@@ -401,7 +401,10 @@ async fn under_systemd_the_daemon_notifies_ready_feeds_the_watchdog_and_answers_
     let (out, err) = text(&o);
     assert!(o.status.success(), "{out}{err}\n{}", daemon.log());
     assert!(err.contains("from the running daemon"), "{err}");
-    assert!(out.contains("account sim-kh (caminvoice, mode cron)"), "{out}");
+    assert!(
+        out.contains("account sim-kh (caminvoice, mode cron)"),
+        "{out}"
+    );
     // The running daemon measured the detection latency of the events it committed.
     assert!(out.contains("  detection latency     p50 "), "{out}");
     for m in s.sim.credentials().members {
