@@ -144,9 +144,11 @@ impl CamInvoice {
                             .skipped
                             .add(1, || format!("document {:?}: {why}", c.document_id)),
                         Fetched::Found(d) => {
-                            let at = d.updated_at.or(c.updated_at).unwrap_or(now);
-                            ctx.observed.note(&member.endpoint_id, at);
                             if advance_cursor {
+                                // The poll's changes make the member's rate; a walk's are
+                                // its whole history (the baseline), not a rate.
+                                let at = d.updated_at.or(c.updated_at).unwrap_or(now);
+                                ctx.observed.note(&member.endpoint_id, at);
                                 total.changed += 1;
                             } else {
                                 total.resynced += 1;
