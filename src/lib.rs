@@ -10,7 +10,8 @@
 //!   timestamps from the future), [`redact`] (every secret held, masked out of logs, prints and
 //!   stored error text), [`files`] (umask 077, state dir 0700, files 0600), [`shutdown`] (the
 //!   stop flag HTTP attempts and hooks listen to), [`shard`] (which members this daemon of a
-//!   fleet polls, `shard = "K/N"`), [`notify`] (sd_notify READY/STOPPING, the watchdog);
+//!   fleet polls, `shard = "K/N"`), [`notify`] (sd_notify READY/STOPPING, the watchdog),
+//!   [`memory`] (glibc's arena limit and trim);
 //! - values: [`event`] (the envelope, deterministic ids), [`pacing`] (the GCRA limiter that
 //!   keeps an account under its provider's rate limit);
 //! - [`config`]: the TOML schema, validation with file:line:column errors, secret references;
@@ -47,6 +48,7 @@ pub mod event;
 pub mod files;
 pub mod http;
 pub mod logging;
+pub mod memory;
 pub mod metrics;
 pub mod notify;
 pub mod pacing;

@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[(&str, &[&str])] = &[
     (
         "foundations",
-        &["time", "redact", "files", "shutdown", "shard", "notify"],
+        &[
+            "time", "redact", "files", "shutdown", "shard", "notify", "memory",
+        ],
     ),
     ("values", &["event", "pacing"]),
     ("config", &["config"]),
