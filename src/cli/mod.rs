@@ -103,6 +103,12 @@ async fn dispatch(command: Command) -> Result<ExitCode, Failure> {
         #[cfg(feature = "sim")]
         Command::BenchWorker { config } => sim_cmd::bench_worker(&config).await,
         #[cfg(feature = "sim")]
+        Command::BenchMicro {
+            documents,
+            seed,
+            dir,
+        } => sim_cmd::bench_micro(documents, seed, &dir).await,
+        #[cfg(feature = "sim")]
         Command::Simulate {
             listen,
             seed,
