@@ -128,6 +128,9 @@ impl StatusReport {
                 if let Some(e) = &u.last_error {
                     let _ = writeln!(o, "    last error            {e}");
                 }
+                for w in &u.warnings {
+                    let _ = writeln!(o, "    warning               {w}");
+                }
             }
         }
         let _ = writeln!(o, "outbox: last seq {}", self.last_seq);
@@ -164,6 +167,24 @@ struct AdminState {
     key: Arc<String>,
 }
 
+/// Why the admin endpoint could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// `admin_listen` cannot be bound (in use, not an address of this host, a privileged
+    /// port).
+    #[error("admin_listen {listen}: cannot listen there: {source}; free the port or pick another (port 0 picks a free one)")]
+    Bind {
+        listen: SocketAddr,
+        source: std::io::Error,
+    },
+    /// `admin.addr` or `admin.key` cannot be written to the state dir.
+    #[error("cannot write {}: {source}", path.display())]
+    File {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
 /// The running endpoint.
 pub struct Admin {
     pub addr: SocketAddr,
@@ -180,14 +201,24 @@ impl Admin {
         config: Arc<Config>,
         engine: Arc<Engine>,
         mut stop: watch::Receiver<bool>,
-    ) -> std::io::Result<Admin> {
-        let listener = tokio::net::TcpListener::bind(listen).await?;
-        let addr = listener.local_addr()?;
+    ) -> Result<Admin, StartError> {
+        let bind = |source| StartError::Bind { listen, source };
+        let listener = tokio::net::TcpListener::bind(listen).await.map_err(bind)?;
+        let addr = listener.local_addr().map_err(bind)?;
         let addr_file = engine.store().dir().join(ADDR_FILE);
         let key_file = engine.store().dir().join(KEY_FILE);
         let key = crate::store::identity::new_id();
-        crate::files::write_atomically(&key_file, format!("{key}\n").as_bytes())?;
-        crate::files::write_atomically(&addr_file, format!("{addr}\n").as_bytes())?;
+        for (path, text) in [
+            (&key_file, format!("{key}\n")),
+            (&addr_file, format!("{addr}\n")),
+        ] {
+            crate::files::write_atomically(path, text.as_bytes()).map_err(|source| {
+                StartError::File {
+                    path: path.clone(),
+                    source,
+                }
+            })?;
+        }
         let app = Router::new()
             .route("/healthz", get(healthz))
             .route("/metrics", get(metrics))
@@ -417,7 +448,7 @@ async fn store_verify(_: StoreAccess, State(s): State<AdminState>) -> Response {
     match s.engine.store().verify(None, check).await {
         Ok(mut report) => {
             if let Err(why) = crate::sinks::check_positions(s.engine.store(), &s.config.sinks) {
-                report.add_problem(why);
+                report.add_problem(why.to_string());
             }
             Json(report).into_response()
         }
@@ -440,10 +471,9 @@ pub fn daemon_addr(config: &Config) -> Option<SocketAddr> {
 }
 
 fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(CLIENT_TIMEOUT)
+    crate::http::client(CLIENT_TIMEOUT)
         .build()
-        .expect("the HTTP client builds")
+        .expect("the HTTP client builds (rustls, no custom roots)")
 }
 
 fn daemon_unreachable(config: &Config, what: &str) -> String {
@@ -538,10 +568,9 @@ pub async fn fetch_backup(
     use std::io::Write;
     let addr = daemon_addr(config).ok_or_else(|| daemon_unreachable(config, ""))?;
     let key = store_key(config)?;
-    let client = reqwest::Client::builder()
-        .timeout(BACKUP_TIMEOUT)
+    let client = crate::http::client(BACKUP_TIMEOUT)
         .build()
-        .expect("the HTTP client builds");
+        .expect("the HTTP client builds (rustls, no custom roots)");
     let mut resp = client
         .get(format!("http://{addr}/store/backup"))
         .bearer_auth(key)

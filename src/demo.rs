@@ -1,6 +1,7 @@
-//! `pollhook demo`: the simulator and the daemon in one process, on a temporary state dir and a
-//! one-second schedule; prints each event as the JSONL sink writes it, then a summary with the
-//! fidelity against the simulator's ground truth and the API cost the simulator counted.
+//! `pollhook demo`: the simulator (CamInvoice and OnlinePajak) and the daemon in one process,
+//! on a temporary state dir and a one-second schedule; prints each event as the JSONL sink
+//! writes it, then a summary with the fidelity against the simulator's ground truth and the
+//! API cost the simulator counted, under the endpoint names of pollhook's metrics.
 //!
 //! The daemon runs exactly as in production (`scheduler::run` with a generated config); the
 //! demo only reads the JSONL file it writes, and drives the traffic: one step a second, each
@@ -9,6 +10,7 @@
 //! (which polling cannot see: README, "What polling cannot see").
 
 use crate::config::Config;
+use crate::providers::onlinepajak;
 use crate::time::{format_ms, now_ms};
 use pollhook_sim::fidelity::{self, Emitted};
 use pollhook_sim::{pollhook_config, Cost, SimConfig, Simulator};
@@ -36,8 +38,13 @@ pub struct Summary {
     pub totals: crate::engine::Totals,
 }
 
-/// Runs the demo for `duration` of traffic (one step a second) with `seed`, printing as it goes.
-pub async fn run(duration: Duration, seed: u64) -> Result<Summary, String> {
+/// Runs the demo for `duration` of traffic (one step a second) with `seed`, printing to `out`
+/// as it goes (the daemon's own log goes where `logging` sends it).
+pub async fn run(
+    duration: Duration,
+    seed: u64,
+    out: &mut (dyn Write + Send),
+) -> Result<Summary, String> {
     let sim = Simulator::new(SimConfig {
         seed,
         ..SimConfig::default()
@@ -60,9 +67,21 @@ pub async fn run(duration: Duration, seed: u64) -> Result<Summary, String> {
     let config = Config::parse(&text, Path::new("<demo>"))
         .map_err(|e| format!("the demo's own config is invalid (a bug): {e}"))?;
 
-    println!("pollhook demo: simulated CamInvoice at {} with {} members (seed {seed}); daemon polling every second;", server.base_url(), sim.credentials().members.len());
-    println!(
-        "events below are read from {} as the JSONL sink writes them.\n",
+    let creds = sim.credentials();
+    let _ = writeln!(
+        out,
+        "pollhook demo (seed {seed}): simulated CamInvoice ({} members) and OnlinePajak ({} companies) at {}; the daemon polls every second.",
+        creds.members.len(),
+        creds.onlinepajak.len(),
+        server.base_url()
+    );
+    let _ = writeln!(
+        out,
+        "Scripted: the simulated traffic disconnects one CamInvoice member during the run. The daemon then logs an ERROR (CamInvoice refused the member's refresh token) and, at the second refusal, a WARN as it emits ENTITY.REVOKED: both are expected."
+    );
+    let _ = writeln!(
+        out,
+        "Events below are read from {} as the JSONL sink writes them.\n",
         events_path.display()
     );
 
@@ -84,7 +103,7 @@ pub async fn run(duration: Duration, seed: u64) -> Result<Summary, String> {
     // for the catch-up only.
     loop {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        tail.print_new()?;
+        tail.print_new(out)?;
         if daemon.is_finished() {
             break;
         }
@@ -97,7 +116,10 @@ pub async fn run(duration: Duration, seed: u64) -> Result<Summary, String> {
             break;
         }
         if !caught_up {
-            println!("(the daemon is behind the traffic by more than {CATCH_UP_LIMIT:?}; stepping anyway)");
+            let _ = writeln!(
+                out,
+                "(the daemon is behind the traffic by more than {CATCH_UP_LIMIT:?}; stepping anyway)"
+            );
         }
         sim.step();
         taken += 1;
@@ -108,7 +130,7 @@ pub async fn run(duration: Duration, seed: u64) -> Result<Summary, String> {
         .await
         .map_err(|e| format!("the daemon task failed: {e}"))?
         .map_err(|e| format!("the daemon stopped with an error: {e}"))?;
-    tail.print_new()?;
+    tail.print_new(out)?;
 
     let truth = fidelity::expected(&sim.journal(), &sim.credentials(), start);
     let report = fidelity::compare(&truth, &tail.seen);
@@ -118,16 +140,31 @@ pub async fn run(duration: Duration, seed: u64) -> Result<Summary, String> {
     }
     let summary = Summary {
         events_by_type,
-        requests_by_endpoint: sim.request_counts(),
+        requests_by_endpoint: sim
+            .request_counts()
+            .into_iter()
+            .map(|(route, n)| (metric_label(&route).to_string(), n))
+            .collect(),
         cost: sim.cost(),
         steps: taken,
         fidelity: report,
         totals,
     };
-    print_summary(&summary, seed);
+    let _ = print_summary(out, &summary, seed);
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(summary)
+}
+
+/// A simulator route under the name pollhook gives the endpoint in its metrics and logs
+/// (`pollhook_requests_total{endpoint}`): CamInvoice's are the same; OnlinePajak's are named
+/// for what they do, since their paths are assumptions `[accounts.api]` may change.
+fn metric_label(route: &str) -> &str {
+    match route {
+        "GET /v2.0/invoices/sale" => onlinepajak::client::BULK_FETCH,
+        "GET /v2.0/invoices/sale/{id}" => onlinepajak::client::RETRIEVE,
+        other => other,
+    }
 }
 
 fn temp_dir() -> Result<PathBuf, String> {
@@ -146,7 +183,7 @@ struct Tail {
 }
 
 impl Tail {
-    fn print_new(&mut self) -> Result<(), String> {
+    fn print_new(&mut self, out: &mut (dyn Write + Send)) -> Result<(), String> {
         let text = match std::fs::read_to_string(&self.path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -157,7 +194,6 @@ impl Tail {
         };
         let new = fidelity::read_jsonl(&text[self.offset..end])?;
         self.offset = end;
-        let mut out = std::io::stdout().lock();
         for e in new {
             let t = self.began.elapsed().as_secs_f64();
             let _ = writeln!(out, "[{t:6.1}s] {:<24} {}", e.event_type, e.payload);
@@ -167,22 +203,27 @@ impl Tail {
     }
 }
 
-fn print_summary(s: &Summary, seed: u64) {
+fn print_summary(out: &mut (dyn Write + Send), s: &Summary, seed: u64) -> std::io::Result<()> {
     let t = &s.totals;
-    println!(
+    writeln!(
+        out,
         "\n── summary ── {} traffic steps, seed {seed}, {} cycles ({} skipped ticks)",
         s.steps, t.cycles, t.skipped_ticks
-    );
-    println!("events by type:");
+    )?;
+    writeln!(out, "events by type:")?;
     for (k, v) in &s.events_by_type {
-        println!("  {k:<26} {v}");
+        writeln!(out, "  {k:<26} {v}")?;
     }
-    println!("API requests by endpoint (counted by the simulator):");
+    writeln!(
+        out,
+        "API requests by endpoint (counted by the simulator; named as in pollhook's metrics):"
+    )?;
     for (k, v) in &s.requests_by_endpoint {
-        println!("  {k:<34} {v}");
+        writeln!(out, "  {k:<34} {v}")?;
     }
     let c = &s.cost;
-    println!(
+    writeln!(
+        out,
         "API cost by the simulator: {} requests ({} polls, {} details, {} Bulk Fetch, {} Retrieve); floor {} ({} polls + {} details and {} Bulk Fetch pages the changes needed); ratio {:.2}",
         c.requests(),
         c.polls,
@@ -194,9 +235,10 @@ fn print_summary(s: &Summary, seed: u64) {
         c.details_needed,
         c.bulk_fetches_needed,
         if c.floor() == 0 { 1.0 } else { c.requests() as f64 / c.floor() as f64 }
-    );
+    )?;
     let f = &s.fidelity;
-    println!(
+    writeln!(
+        out,
         "fidelity: {}/{} ground-truth webhooks emitted with identical payloads ({:.1}%); {} envelope mismatches, {} unexpected, {} duplicate ids, {} documents out of order",
         f.matched,
         f.expected,
@@ -205,17 +247,19 @@ fn print_summary(s: &Summary, seed: u64) {
         f.unexpected.len(),
         f.duplicate_ids,
         f.out_of_order
-    );
+    )?;
     for m in f.missing.iter().take(5) {
-        println!("  missing: {m}");
+        writeln!(out, "  missing: {m}")?;
     }
     for u in f.unexpected.iter().take(5) {
-        println!("  unexpected: {u}");
+        writeln!(out, "  unexpected: {u}")?;
     }
     for m in f.mismatches.iter().take(5) {
-        println!(
+        writeln!(
+            out,
             "  envelope {}: expected {}, emitted {} for {}",
             m.field, m.expected, m.emitted, m.payload
-        );
+        )?;
     }
+    Ok(())
 }

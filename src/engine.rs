@@ -9,7 +9,7 @@
 
 use crate::config::{Config, Start};
 use crate::metrics::Metrics;
-use crate::providers::{self, CycleContext, CycleReport, Provider, RequestCount};
+use crate::providers::{self, CycleContext, CycleReport, FailureKind, Provider, RequestCount};
 use crate::shard::Shard;
 use crate::shutdown::Stop;
 use crate::store::Store;
@@ -18,10 +18,25 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-struct Runner {
+/// One account: its provider, and what keeps its cycles one at a time and numbered.
+struct AccountCycles {
     provider: Arc<dyn Provider>,
     running: tokio::sync::Mutex<()>,
     resync_pending: AtomicBool,
+    /// The next cycle's number (the `cycle` log field): 1 for the account's first cycle of
+    /// this run.
+    next_cycle: AtomicU64,
+}
+
+impl AccountCycles {
+    fn new(provider: Arc<dyn Provider>) -> AccountCycles {
+        AccountCycles {
+            provider,
+            running: tokio::sync::Mutex::new(()),
+            resync_pending: AtomicBool::new(false),
+            next_cycle: AtomicU64::new(1),
+        }
+    }
 }
 
 /// Cumulative figures since the engine started.
@@ -52,8 +67,7 @@ pub struct Engine {
     store: Arc<Store>,
     start: Start,
     shard: Shard,
-    runners: Vec<Runner>,
-    next_cycle: AtomicU64,
+    accounts: Vec<AccountCycles>,
     totals: Mutex<Totals>,
     metrics: Arc<Metrics>,
     /// The daemon's shutdown: failures after it are interruptions, not provider faults.
@@ -62,31 +76,29 @@ pub struct Engine {
 
 impl Engine {
     /// Builds every account's provider client (resolving secrets).
-    pub fn new(store: Arc<Store>, config: &Config) -> Result<Engine, String> {
+    pub fn new(store: Arc<Store>, config: &Config) -> Result<Engine, providers::BuildError> {
         Engine::with_stop(store, config, &Stop::never())
     }
 
     /// [`Engine::new`], whose providers send nothing more once `stop` is set.
-    pub fn with_stop(store: Arc<Store>, config: &Config, stop: &Stop) -> Result<Engine, String> {
+    pub fn with_stop(
+        store: Arc<Store>,
+        config: &Config,
+        stop: &Stop,
+    ) -> Result<Engine, providers::BuildError> {
         let metrics = Arc::new(Metrics::new(config));
         // The store reports the events it commits; the metrics count them by type.
         store.report_to(Arc::clone(&metrics) as Arc<dyn crate::store::CommitObserver>);
-        let mut runners = Vec::new();
+        let mut accounts = Vec::new();
         for (idx, a) in config.accounts.iter().enumerate() {
-            let provider = providers::build(a, Arc::clone(metrics.account(idx)), stop)
-                .map_err(|e| format!("account {}: {e}", a.name))?;
-            runners.push(Runner {
-                provider,
-                running: tokio::sync::Mutex::new(()),
-                resync_pending: AtomicBool::new(false),
-            });
+            let provider = providers::build(a, Arc::clone(metrics.account(idx)), stop)?;
+            accounts.push(AccountCycles::new(provider));
         }
         Ok(Engine {
             store,
             start: config.daemon.start,
             shard: config.daemon.shard,
-            runners,
-            next_cycle: AtomicU64::new(1),
+            accounts,
             totals: Mutex::default(),
             metrics,
             stop: stop.clone(),
@@ -109,19 +121,19 @@ impl Engine {
 
     /// Account names, in config order (their index is the account's id here).
     pub fn accounts(&self) -> Vec<String> {
-        self.runners
+        self.accounts
             .iter()
             .map(|r| r.provider.account().to_string())
             .collect()
     }
 
     pub fn provider(&self, idx: usize) -> &Arc<dyn Provider> {
-        &self.runners[idx].provider
+        &self.accounts[idx].provider
     }
 
     /// Runs one cycle of account `idx` unless one is running already.
     pub async fn tick(&self, idx: usize, resync: bool) -> Tick {
-        let r = &self.runners[idx];
+        let r = &self.accounts[idx];
         let account = r.provider.account();
         let m = self.metrics.account(idx);
         m.tick();
@@ -130,12 +142,12 @@ impl Engine {
             if resync {
                 r.resync_pending.store(true, Ordering::SeqCst);
             }
-            self.totals.lock().unwrap().skipped_ticks += 1;
+            crate::locks::lock(&self.totals).skipped_ticks += 1;
             tracing::warn!(account, "tick skipped: the previous cycle of this account is still running (schedule shorter than a cycle?)");
             return Tick::Skipped;
         };
         let resync = resync | r.resync_pending.swap(false, Ordering::SeqCst);
-        let cycle = self.next_cycle.fetch_add(1, Ordering::SeqCst);
+        let cycle = r.next_cycle.fetch_add(1, Ordering::SeqCst);
         let began = Instant::now();
         m.cycle_started(cycle);
         let ctx = CycleContext {
@@ -158,13 +170,15 @@ impl Engine {
         // of the floor comparison (it did not do its work).
         let interrupted = self.stop.is_set() && !report.ok();
         for f in &report.failures {
-            if interrupted {
+            if interrupted || f.kind == FailureKind::Interrupted {
                 tracing::info!(account, cycle, "interrupted by the shutdown: {f}");
             } else {
-                tracing::error!(account, cycle, "{f}");
+                tracing::error!(account, cycle, kind = ?f.kind, "{f}");
             }
         }
-        if report.events > 0 || !report.ok() || resync {
+        // Quiet cycles log at debug; the account's first of the run (a baseline, or the
+        // catch-up after a stop) says at info that the account works.
+        if report.events > 0 || !report.ok() || resync || cycle == 1 {
             tracing::info!(
                 account,
                 cycle,
@@ -187,7 +201,7 @@ impl Engine {
                 "cycle done, nothing new"
             );
         }
-        let mut t = self.totals.lock().unwrap();
+        let mut t = crate::locks::lock(&self.totals);
         t.cycles += 1;
         t.units_polled += report.units as u64;
         t.changed += report.changed;
@@ -205,65 +219,39 @@ impl Engine {
 
     /// One cycle of every account, concurrently; reports in account order.
     pub async fn cycle_all(&self) -> Vec<(String, Tick)> {
-        let ticks = self
-            .runners
-            .iter()
-            .enumerate()
-            .map(|(i, _)| self.tick(i, false));
-        let results = join_all(ticks).await;
+        let ticks = (0..self.accounts.len()).map(|i| self.tick(i, false));
+        let results = futures_util::future::join_all(ticks).await;
         self.accounts().into_iter().zip(results).collect()
     }
 
     /// Waits until no cycle is running.
     pub async fn wait_idle(&self) {
-        for r in &self.runners {
+        for r in &self.accounts {
             let _ = r.running.lock().await;
         }
     }
 
     pub fn totals(&self) -> Totals {
-        self.totals.lock().unwrap().clone()
+        crate::locks::lock(&self.totals).clone()
     }
-}
-
-/// Awaits futures concurrently, results in order (a tiny `join_all`, to avoid a dependency).
-async fn join_all<F: std::future::Future>(futs: impl Iterator<Item = F>) -> Vec<F::Output> {
-    let mut pinned: Vec<_> = futs.map(Box::pin).collect();
-    let mut out: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (f, slot) in pinned.iter_mut().zip(out.iter_mut()) {
-            if slot.is_none() {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => *slot = Some(v),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    out.into_iter()
-        .map(|o| o.expect("every future completed"))
-        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::AccountMetrics;
     use crate::providers::UnitStatus;
     use crate::store::StoreError;
     use futures_util::future::BoxFuture;
     use std::sync::atomic::AtomicUsize;
 
-    /// A provider whose cycle takes a while and counts how many run at once.
+    /// A provider whose cycle takes a while, counts how many run at once, and notes the number
+    /// the engine gave each of its cycles (as the metrics show it while the cycle runs).
     struct Slow {
+        metrics: Arc<AccountMetrics>,
         running: AtomicUsize,
         max_seen: AtomicUsize,
+        cycles: Mutex<Vec<u64>>,
     }
 
     impl Provider for Slow {
@@ -271,12 +259,15 @@ mod tests {
             "slow"
         }
         fn account(&self) -> &str {
-            "slow"
+            &self.metrics.name
         }
         fn cycle(self: Arc<Self>, _ctx: CycleContext) -> BoxFuture<'static, CycleReport> {
             Box::pin(async move {
                 let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
                 self.max_seen.fetch_max(now, Ordering::SeqCst);
+                if let Some((cycle, _)) = self.metrics.snapshot().running {
+                    self.cycles.lock().unwrap().push(cycle);
+                }
                 tokio::time::sleep(std::time::Duration::from_millis(200)).await;
                 self.running.fetch_sub(1, Ordering::SeqCst);
                 CycleReport {
@@ -290,36 +281,47 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_tick_during_a_running_cycle_is_skipped_not_stacked() {
-        let dir = tempfile::tempdir().unwrap();
-        let slow = Arc::new(Slow {
-            running: AtomicUsize::new(0),
-            max_seen: AtomicUsize::new(0),
-        });
+    /// An engine over one `Slow` provider per name, on a store in `dir`.
+    fn engine(dir: &std::path::Path, names: &[&str]) -> (Engine, Vec<Arc<Slow>>) {
+        let slow: Vec<Arc<Slow>> = names
+            .iter()
+            .map(|name| {
+                Arc::new(Slow {
+                    metrics: Arc::new(AccountMetrics::new(
+                        name,
+                        "slow",
+                        std::time::Duration::from_secs(1),
+                        std::time::Duration::from_secs(1),
+                    )),
+                    running: AtomicUsize::new(0),
+                    max_seen: AtomicUsize::new(0),
+                    cycles: Mutex::default(),
+                })
+            })
+            .collect();
         let engine = Engine {
-            store: Arc::new(Store::open(dir.path()).unwrap()),
+            store: Arc::new(Store::open(dir).unwrap()),
             start: Start::Now,
             shard: Shard::ALL,
-            runners: vec![Runner {
-                provider: slow.clone(),
-                running: tokio::sync::Mutex::new(()),
-                resync_pending: AtomicBool::new(false),
-            }],
-            next_cycle: AtomicU64::new(1),
+            accounts: slow
+                .iter()
+                .map(|p| AccountCycles::new(Arc::clone(p) as Arc<dyn Provider>))
+                .collect(),
             totals: Mutex::default(),
             stop: Stop::never(),
             metrics: Arc::new(Metrics::with_accounts(
                 crate::config::Schedule("* * * * * *".into()),
                 3,
-                vec![Arc::new(crate::metrics::AccountMetrics::new(
-                    "slow",
-                    "slow",
-                    std::time::Duration::from_secs(1),
-                    std::time::Duration::from_secs(1),
-                ))],
+                slow.iter().map(|p| Arc::clone(&p.metrics)).collect(),
             )),
         };
+        (engine, slow)
+    }
+
+    #[tokio::test]
+    async fn a_tick_during_a_running_cycle_is_skipped_not_stacked() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, slow) = engine(dir.path(), &["slow"]);
         let (a, b, c) = tokio::join!(
             engine.tick(0, false),
             engine.tick(0, true),
@@ -330,11 +332,25 @@ mod tests {
             .filter(|t| matches!(t, Tick::Ran(_)))
             .count();
         assert_eq!(ran, 1, "{a:?} {b:?} {c:?}");
-        assert_eq!(slow.max_seen.load(Ordering::SeqCst), 1);
+        assert_eq!(slow[0].max_seen.load(Ordering::SeqCst), 1);
         assert_eq!(engine.totals().skipped_ticks, 2);
         // The skipped resync is remembered for the next cycle.
-        assert!(engine.runners[0].resync_pending.load(Ordering::SeqCst));
+        assert!(engine.accounts[0].resync_pending.load(Ordering::SeqCst));
         assert!(matches!(engine.tick(0, false).await, Tick::Ran(_)));
-        assert!(!engine.runners[0].resync_pending.load(Ordering::SeqCst));
+        assert!(!engine.accounts[0].resync_pending.load(Ordering::SeqCst));
+    }
+
+    /// Regression (issue 15): one `cycle` counter was shared by every account (the log's
+    /// `cycle` field, the watchdog's "cycle N made no progress"). Each account's first quiet
+    /// cycle logging at info is checked in `tests/service.rs` (a log of its own process).
+    #[tokio::test]
+    async fn cycles_are_numbered_per_account() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, slow) = engine(dir.path(), &["a", "b"]);
+        for idx in [0, 1, 0, 0, 1] {
+            engine.tick(idx, false).await;
+        }
+        assert_eq!(*slow[0].cycles.lock().unwrap(), [1, 2, 3]);
+        assert_eq!(*slow[1].cycles.lock().unwrap(), [1, 2]);
     }
 }

@@ -1,6 +1,7 @@
-//! The shared HTTP client: timeouts, retries with exponential backoff and full jitter on 5xx,
-//! 429, timeouts and connection errors, `Retry-After` honoured up to a cap, a body cap per
-//! request (an answer over it is refused unread, never retried).
+//! The shared HTTP client: timeouts, retries with exponential backoff and equal jitter
+//! ([`crate::backoff`]) on 5xx, 429, timeouts and connection errors, `Retry-After` honoured up
+//! to a cap, a body cap per request (an answer over it is refused unread, never retried). Also
+//! the one builder of reqwest clients ([`client`]).
 //!
 //! Providers build requests; this module decides when to try again, and paces every attempt
 //! through the account's [`Gcra`] limiter when it has one. It never logs headers or
@@ -12,6 +13,7 @@
 //! a backoff or pacing wait ends, and the request fails with [`HttpError::Stopped`] (its caller
 //! keeps what it committed; the next start does the rest).
 
+use crate::backoff::{Backoff, MAX_STEP};
 use crate::config::HttpSettings;
 use crate::pacing::Gcra;
 use crate::redact::Redacted;
@@ -19,9 +21,6 @@ use crate::shutdown::Stop;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// The longest single backoff step, whatever the retry count.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// An answer that is not a retryable failure: any 1xx-4xx except 429.
 #[derive(Debug, Clone)]
@@ -93,13 +92,13 @@ pub struct RequestCount(std::sync::Mutex<BTreeMap<&'static str, u64>>);
 
 impl RequestCount {
     pub fn add(&self, label: &'static str, n: u32) {
-        *self.0.lock().unwrap().entry(label).or_default() += n as u64;
+        *crate::locks::lock(&self.0).entry(label).or_default() += n as u64;
     }
     pub fn snapshot(&self) -> BTreeMap<&'static str, u64> {
-        self.0.lock().unwrap().clone()
+        crate::locks::lock(&self.0).clone()
     }
     pub fn total(&self) -> u64 {
-        self.0.lock().unwrap().values().sum()
+        crate::locks::lock(&self.0).values().sum()
     }
 }
 
@@ -126,11 +125,8 @@ pub struct Http {
 
 impl Http {
     pub fn new(settings: &HttpSettings) -> Http {
-        let client = reqwest::Client::builder()
-            .timeout(settings.timeout)
+        let client = client(settings.timeout)
             .connect_timeout(settings.timeout.min(Duration::from_secs(10)))
-            .user_agent(concat!("pollhook/", env!("CARGO_PKG_VERSION")))
-            .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("the HTTP client builds (rustls, no custom roots)");
         Http {
@@ -243,11 +239,11 @@ impl Http {
                             self.settings.retry_after_cap
                         }
                         Some(ra) => ra,
-                        None => self.backoff(attempts),
+                        None => self.backoff().delay(attempts),
                     };
                     (format!("HTTP {status}"), wait)
                 }
-                Err(Failure::Transport(e)) => (e, self.backoff(attempts)),
+                Err(Failure::Transport(e)) => (e, self.backoff().delay(attempts)),
             };
             if attempts > self.settings.max_retries {
                 return Err(HttpError::GaveUp {
@@ -319,16 +315,20 @@ impl Http {
         Ok((status, body))
     }
 
-    /// Full jitter: a random wait up to `base * 2^(attempt-1)`, capped.
-    fn backoff(&self, attempt: u32) -> Duration {
-        let ceiling = self
-            .settings
-            .retry_base
-            .saturating_mul(1u32 << (attempt - 1).min(16))
-            .min(MAX_BACKOFF);
-        let ms = ceiling.as_millis() as u64;
-        Duration::from_millis(fastrand::u64(ms / 2..=ms.max(1)))
+    /// Between attempts: from `retry_base`, doubling, at most [`MAX_STEP`].
+    fn backoff(&self) -> Backoff {
+        Backoff::new(self.settings.retry_base, MAX_STEP)
     }
+}
+
+/// A reqwest client as pollhook makes every one: its user agent, the whole-request `timeout`,
+/// and no redirects (a redirect is an answer to report, never to follow: a request's
+/// credentials must not travel to another address).
+pub fn client(timeout: Duration) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .user_agent(concat!("pollhook/", env!("CARGO_PKG_VERSION")))
+        .redirect(reqwest::redirect::Policy::none())
 }
 
 /// One line for a transport failure: what happened, to which host:port, and the innermost
@@ -392,7 +392,7 @@ pub fn parse_retry_after(v: &str) -> Option<Duration> {
         return Some(Duration::from_secs(secs));
     }
     let when = chrono::DateTime::parse_from_rfc2822(v).ok()?;
-    let secs = (when.timestamp() - chrono::Utc::now().timestamp()).max(0);
+    let secs = (when.timestamp() - crate::time::now_ms().div_euclid(1000)).max(0);
     Some(Duration::from_secs(secs as u64))
 }
 
@@ -594,26 +594,5 @@ mod tests {
             "{:?}",
             began.elapsed()
         );
-    }
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        let http = Http::new(&HttpSettings {
-            retry_base: Duration::from_millis(100),
-            ..HttpSettings::default()
-        });
-        for _ in 0..50 {
-            let first = http.backoff(1);
-            assert!(
-                first >= Duration::from_millis(50) && first <= Duration::from_millis(100),
-                "{first:?}"
-            );
-            let third = http.backoff(3);
-            assert!(
-                third >= Duration::from_millis(200) && third <= Duration::from_millis(400),
-                "{third:?}"
-            );
-            assert!(http.backoff(30) <= MAX_BACKOFF);
-        }
     }
 }

@@ -1,8 +1,8 @@
 //! pollhook turns e-invoicing providers that only push webhooks into a local event stream for
 //! ERPs behind NAT: it polls the provider's APIs on a cron schedule, diffs what it sees against
 //! an embedded sled store, and emits the very webhook payloads the provider would have sent —
-//! to a JSON Lines log, a hook program, or a signed local webhook — at least once, with
-//! deterministic event ids.
+//! to a JSON Lines log, a hook program, a signed local webhook or a NATS JetStream stream — at
+//! least once, with deterministic event ids.
 //!
 //! # Layout
 //! Bottom up, by layer (ARCHITECTURE.md, "Layers"; `tests/layers.rs` keeps imports going down):
@@ -11,7 +11,8 @@
 //!   stored error text), [`files`] (umask 077, state dir 0700, files 0600), [`shutdown`] (the
 //!   stop flag HTTP attempts and hooks listen to), [`shard`] (which members this daemon of a
 //!   fleet polls, `shard = "K/N"`), [`notify`] (sd_notify READY/STOPPING, the watchdog),
-//!   [`memory`] (glibc's arena limit and trim);
+//!   [`memory`] (glibc's arena limit and trim), [`backoff`] (the one backoff policy), [`locks`]
+//!   (the one poisoned-lock policy);
 //! - values: [`event`] (the envelope, deterministic ids), [`pacing`] (the GCRA limiter that
 //!   keeps an account under its provider's rate limit);
 //! - [`config`]: the TOML schema, validation with file:line:column errors, secret references;
@@ -32,11 +33,13 @@
 //!   timeline;
 //! - with the `sim` feature: `demo` (the simulator, `crates/pollhook-sim`, with the daemon)
 //!   and `bench` (`pollhook bench`);
-//! - [`cli`]: the subcommands; prints errors and picks exit codes. `main.rs` only calls it.
+//! - [`cli`]: the subcommands; sorts the typed errors into exit codes and hints, and prints
+//!   them once. `main.rs` only calls it.
 //!
 //! ARCHITECTURE.md is the map: data flow, invariants, and why things are where they are.
 
 pub mod admin;
+pub mod backoff;
 #[cfg(feature = "sim")]
 pub mod bench;
 pub mod cli;
@@ -47,6 +50,7 @@ pub mod engine;
 pub mod event;
 pub mod files;
 pub mod http;
+pub mod locks;
 pub mod logging;
 pub mod memory;
 pub mod metrics;

@@ -36,16 +36,7 @@ pub fn init(format: LogFormat, level: &str) {
     match format {
         LogFormat::Text => text(level),
         LogFormat::Json => {
-            // Event fields at the top level; the spans list (root first) carries the span
-            // fields, e.g. [{"name":"cycle","account":"acme-kh","cycle":17},{"name":"member",...}].
-            let _ = tracing_subscriber::fmt()
-                .json()
-                .flatten_event(true)
-                .with_current_span(false)
-                .with_span_list(true)
-                .with_writer(|| RedactingWriter(std::io::stderr()))
-                .with_env_filter(filter(level))
-                .try_init();
+            let _ = json(filter(level), std::io::stderr).try_init();
         }
         LogFormat::Journald => match tracing_journald::layer() {
             Ok(layer) => {
@@ -67,13 +58,46 @@ pub fn init(format: LogFormat, level: &str) {
     }
 }
 
+/// Text on stderr, in colour only when stderr is a terminal.
 fn text(level: &str) {
-    let _ = tracing_subscriber::fmt()
+    let _ = text_to(
+        filter(level),
+        std::io::stderr,
+        std::io::stderr().is_terminal(),
+    )
+    .try_init();
+}
+
+/// The text format (the one definition: `init` and the tests use it): escaped field values
+/// ([`escaping_fields`]), every line masked ([`RedactingWriter`]) on its way to `out()`.
+fn text_to<W: Write + 'static>(
+    filter: EnvFilter,
+    out: impl Fn() -> W + Send + Sync + 'static,
+    ansi: bool,
+) -> impl tracing::Subscriber + Send + Sync {
+    tracing_subscriber::fmt()
         .fmt_fields(escaping_fields())
-        .with_writer(|| RedactingWriter(std::io::stderr()))
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(filter(level))
-        .try_init();
+        .with_writer(move || RedactingWriter(out()))
+        .with_ansi(ansi)
+        .with_env_filter(filter)
+        .finish()
+}
+
+/// The JSON format (the one definition): event fields at the top level; the spans list (root
+/// first) carries the span fields, e.g. `[{"name":"cycle","account":"acme-kh","cycle":17},
+/// {"name":"member",...}]`; every line masked on its way to `out()`.
+fn json<W: Write + 'static>(
+    filter: EnvFilter,
+    out: impl Fn() -> W + Send + Sync + 'static,
+) -> impl tracing::Subscriber + Send + Sync {
+    tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_span_list(true)
+        .with_writer(move || RedactingWriter(out()))
+        .with_env_filter(filter)
+        .finish()
 }
 
 /// The text format's field formatter: the default layout (`message`, then `name=value`
@@ -130,37 +154,46 @@ impl<W: Write> Write for RedactingWriter<W> {
     }
 }
 
+/// For unit tests: what a subscriber from [`LogBuf::subscriber`] wrote.
+#[cfg(test)]
+#[derive(Clone, Default)]
+pub(crate) struct LogBuf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+#[cfg(test)]
+impl LogBuf {
+    /// The text format as `init` builds it (no colour), at `filter`, writing here. Install it
+    /// with `tracing::subscriber::set_default` (a current-thread runtime keeps every task of
+    /// the test on the thread it covers).
+    pub(crate) fn subscriber(&self, filter: &str) -> impl tracing::Subscriber + Send + Sync {
+        let out = self.clone();
+        text_to(EnvFilter::new(filter), move || out.clone(), false)
+    }
+
+    pub(crate) fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+#[cfg(test)]
+impl Write for LogBuf {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::{Arc, Mutex};
-
-    #[derive(Clone, Default)]
-    struct Buf(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Buf {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
 
     /// The text format as `init` builds it, writing into a buffer.
     fn text_logs(f: impl FnOnce()) -> String {
-        let buf = Buf::default();
-        let out = buf.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .fmt_fields(escaping_fields())
-            .with_writer(move || RedactingWriter(out.clone()))
-            .with_ansi(false)
-            .with_env_filter("trace")
-            .finish();
-        tracing::subscriber::with_default(subscriber, f);
-        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
-        text
+        let buf = LogBuf::default();
+        tracing::subscriber::with_default(buf.subscriber("trace"), f);
+        buf.text()
     }
 
     #[test]
@@ -193,16 +226,13 @@ mod tests {
         assert!(!logs.contains("echoed-refresh-token-4242"), "{logs}");
         assert_eq!(logs.matches("<redacted>").count(), 2, "{logs}");
 
-        let buf = Buf::default();
+        let buf = LogBuf::default();
         let out = buf.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .json()
-            .with_writer(move || RedactingWriter(out.clone()))
-            .finish();
+        let subscriber = json(EnvFilter::new("trace"), move || out.clone());
         tracing::subscriber::with_default(subscriber, || {
             tracing::error!(error = %"x echoed-refresh-token-4242\n", "failed");
         });
-        let json = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        let json = buf.text();
         assert!(!json.contains("echoed-refresh-token-4242"), "{json}");
         assert_eq!(json.lines().count(), 1, "{json}");
     }

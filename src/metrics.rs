@@ -19,8 +19,6 @@ use std::time::{Duration, Instant};
 /// Added to the longest silence a healthy cycle can have (one request timeout after the longest
 /// wait between attempts): pacing, commits and a slow disk fit in it.
 const QUIET_MARGIN: Duration = Duration::from_secs(60);
-/// The longest backoff step `http` takes between attempts (its `MAX_BACKOFF`).
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// How late a scheduled tick may be before an idle account counts as stalled: the scheduler
 /// checks its jobs twice a second; this covers a busy machine and small clock steps.
 pub const TICK_GRACE: Duration = Duration::from_secs(60);
@@ -82,6 +80,9 @@ pub struct AccountState {
     /// Absurd things the provider answered, by kind (`future_timestamp`, `unusable_item`,
     /// `duplicate_id`, `oversized_answer`): each handled, counted here.
     pub anomalies: BTreeMap<&'static str, u64>,
+    /// Answers in which a field pollhook reads was missing from every item (or carried only
+    /// values outside its known set), by field: contract drift (`providers::contract`).
+    pub drift: BTreeMap<String, u64>,
 }
 
 impl AccountMetrics {
@@ -96,13 +97,13 @@ impl AccountMetrics {
         AccountMetrics {
             name: name.to_string(),
             provider,
-            quiet_limit: timeout + retry_after_cap.max(MAX_BACKOFF) + QUIET_MARGIN,
+            quiet_limit: timeout + retry_after_cap.max(crate::backoff::MAX_STEP) + QUIET_MARGIN,
             state: Mutex::default(),
         }
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut AccountState) -> R) -> R {
-        f(&mut self.state.lock().unwrap_or_else(|p| p.into_inner()))
+        f(&mut crate::locks::lock(&self.state))
     }
 
     /// One HTTP attempt completed: `status` is `None` when no answer came (timeout, refused).
@@ -126,6 +127,11 @@ impl AccountMetrics {
         if n > 0 {
             self.with(|s| *s.anomalies.entry(kind).or_default() += n);
         }
+    }
+
+    /// An answer in which `field` drifted (missing from every item, or only unknown values).
+    pub fn drift(&self, field: &str) {
+        self.with(|s| *s.drift.entry(field.to_string()).or_default() += 1);
     }
 
     /// The scheduler ticked this account (the cycle may still be skipped).
@@ -194,7 +200,9 @@ pub fn stall(
         });
     }
     let since = s.last_tick.unwrap_or(started_ms);
-    let due = schedule.next_after(ms_to_utc(since))?.timestamp_millis();
+    let due = schedule
+        .next_after(crate::time::utc(since))?
+        .timestamp_millis();
     (now_wall > due + TICK_GRACE.as_millis() as i64).then(|| {
         format!(
             "account {name}: the scheduler missed its tick due at {}",
@@ -213,16 +221,12 @@ pub fn stale(
     periods: u32,
     now_wall: Millis,
 ) -> Option<Millis> {
-    let mut t = ms_to_utc(last_success.unwrap_or(started_ms));
+    let mut t = crate::time::utc(last_success.unwrap_or(started_ms));
     for _ in 0..periods {
         t = schedule.next_after(t)?;
     }
     let deadline = t.timestamp_millis();
     (now_wall > deadline).then_some(deadline)
-}
-
-fn ms_to_utc(ms: Millis) -> chrono::DateTime<chrono::Utc> {
-    chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }
 
 /// One account in the `/healthz` answer.
@@ -433,6 +437,20 @@ impl Metrics {
             }
         }
         out.family(
+            "pollhook_contract_drift_total",
+            "counter",
+            "Answers in which a field pollhook reads was missing from every item, or carried only values outside its known set, by account and field (the field as read, after [accounts.api]): run `pollhook probe`.",
+        );
+        for (a, s) in &snaps {
+            for (field, n) in &s.drift {
+                out.sample(
+                    "pollhook_contract_drift_total",
+                    &[("account", &a.name), ("field", field)],
+                    *n as f64,
+                );
+            }
+        }
+        out.family(
             "pollhook_last_success_timestamp_seconds",
             "gauge",
             "When the account's last cycle without failures ended, in Unix seconds (absent before the first).",
@@ -451,11 +469,7 @@ impl Metrics {
             "counter",
             "Events committed to the outbox by this process, by event type.",
         );
-        let committed = self
-            .committed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let committed = crate::locks::lock(&self.committed).clone();
         for (t, n) in committed {
             out.sample("pollhook_events_total", &[("type", &t)], n as f64);
         }
@@ -484,7 +498,7 @@ impl Metrics {
 
 impl crate::store::CommitObserver for Metrics {
     fn committed(&self, types: &[&str]) {
-        let mut by_type = self.committed.lock().unwrap_or_else(|p| p.into_inner());
+        let mut by_type = crate::locks::lock(&self.committed);
         for t in types {
             match by_type.get_mut(*t) {
                 Some(n) => *n += 1,

@@ -33,7 +33,7 @@ impl Gcra {
 
     /// Reserves the next slot and returns how long to wait for it (zero when it is free now).
     pub fn reserve(&self, now: Millis) -> Duration {
-        let mut tat = self.tat.lock().unwrap();
+        let mut tat = crate::locks::lock(&self.tat);
         let start = (*tat).max(now);
         let allowed_at = start - (self.burst - 1) * self.interval_ms;
         *tat = start + self.interval_ms;
@@ -50,12 +50,12 @@ impl Gcra {
 
     /// The state to save.
     pub fn tat_ms(&self) -> Millis {
-        *self.tat.lock().unwrap()
+        *crate::locks::lock(&self.tat)
     }
 
     /// Restores a saved state (never moves it backwards).
     pub fn restore(&self, tat: Millis) {
-        let mut t = self.tat.lock().unwrap();
+        let mut t = crate::locks::lock(&self.tat);
         *t = (*t).max(tat);
     }
 

@@ -199,6 +199,42 @@ pub fn clip(s: &str, max_chars: usize) -> String {
     out
 }
 
+/// How [`sample`] shows a value a provider sent (in `pollhook probe`'s report).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Show {
+    /// As it is (clipped): timestamps, numbers, enumerations — their form is the point.
+    Full,
+    /// Its first 8 characters: ids.
+    Short,
+    /// Its form only: letters become `x`/`X`, digits `9`, the rest stays — names, emails,
+    /// messages, links, tax numbers (`99.999.999.9-999.999` tells the NPWP form apart).
+    Form,
+}
+
+/// A provider value fit to print as an example: masked ([`text`]) first, then shown as `show`
+/// says, at most 40 characters.
+pub fn sample(value: &str, show: Show) -> String {
+    const MAX: usize = 40;
+    let masked = text(value);
+    match show {
+        Show::Full => clip(&masked, MAX),
+        Show::Short => clip(&masked, 8),
+        Show::Form => {
+            let form: String = masked
+                .chars()
+                .map(|c| match c {
+                    c if c.is_ascii_digit() => '9',
+                    c if c.is_uppercase() => 'X',
+                    c if c.is_alphabetic() => 'x',
+                    c => c,
+                })
+                .collect();
+            // The mask itself stays readable.
+            clip(&form.replace("<xxxxxxxx>", MASK), MAX)
+        }
+    }
+}
+
 /// [`text`] for bytes (a log line); invalid UTF-8 is passed through lossily.
 pub fn bytes(b: &[u8]) -> Cow<'_, [u8]> {
     match String::from_utf8_lossy(b) {
@@ -266,6 +302,34 @@ impl std::fmt::Debug for Redacted {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn samples_show_the_form_not_the_content() {
+        assert_eq!(sample("a.b@c.id", Show::Form), "x.x@x.xx");
+        assert_eq!(
+            sample("12.312.312.0-001.123", Show::Form),
+            "99.999.999.9-999.999"
+        );
+        assert_eq!(sample("PT Maju Jaya", Show::Form), "XX Xxxx Xxxx");
+        assert_eq!(
+            sample("490e6ab5-3aa2-4e76-9569-c84aecc56c73", Show::Short),
+            "490e6ab5…"
+        );
+        assert_eq!(
+            sample("2024-03-07T07:16:07.859Z", Show::Full),
+            "2024-03-07T07:16:07.859Z"
+        );
+        let secret: Arc<str> = Arc::from("sample-secret-value-123");
+        register(&secret);
+        assert_eq!(
+            sample("x sample-secret-value-123", Show::Form),
+            "x <redacted>"
+        );
+        assert_eq!(sample("sample-secret-value-123", Show::Full), MASK);
+        drop(secret);
+        assert!(sample(&"y".repeat(100), Show::Full).chars().count() <= 41);
+    }
+
     use super::*;
 
     fn held(v: &str) -> Arc<str> {

@@ -2,7 +2,9 @@
 //! "1d"), provider timestamps in and out, and milliseconds since the epoch as the one compact
 //! representation the store keeps.
 //!
-//! Everything here is pure; nothing reads the clock except [`now_ms`].
+//! Everything here is pure except [`now_ms`], which reads the wall clock; the daemon asks the
+//! time through it (the store's own ids and file stamps aside). The `/status` report's
+//! instants go out as RFC 3339 through [`rfc3339`].
 
 use chrono::{DateTime, NaiveDateTime, SecondsFormat, TimeZone, Utc};
 use std::time::Duration;
@@ -53,6 +55,41 @@ const LAST_RFC3339: Millis = 253_402_300_799_999; // 9999-12-31T23:59:59.999Z
 /// The current wall-clock time in milliseconds.
 pub fn now_ms() -> Millis {
     Utc::now().timestamp_millis()
+}
+
+/// `ms` as a UTC date-time (the epoch when out of chrono's range).
+pub fn utc(ms: Millis) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+/// Serde for an optional instant as RFC 3339 (`format_ms`) in JSON that people and scripts
+/// read (`GET /status`); reads it back, and the epoch milliseconds of an older daemon too.
+pub mod rfc3339 {
+    use super::{format_ms, parse_timestamp, Millis};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &Option<Millis>, s: S) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(ms) => s.serialize_str(&format_ms(*ms)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Millis>, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Text(String),
+            Millis(Millis),
+        }
+        match Option::<Either>::deserialize(d)? {
+            None => Ok(None),
+            Some(Either::Millis(ms)) => Ok(Some(ms)),
+            Some(Either::Text(t)) => parse_timestamp(&t)
+                .map(Some)
+                .ok_or_else(|| serde::de::Error::custom(format!("not an RFC 3339 instant: {t:?}"))),
+        }
+    }
 }
 
 /// Parses a human duration: a number followed by `ms`, `s`, `m`, `h` or `d`
@@ -150,6 +187,29 @@ pub fn format_naive_seconds(ms: Millis) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn status_instants_go_out_as_rfc3339_and_come_back_either_way() {
+        #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+        struct T {
+            #[serde(default, with = "super::rfc3339")]
+            at: Option<Millis>,
+        }
+        let t = T {
+            at: Some(1_772_867_790_002),
+        };
+        let json = serde_json::to_string(&t).unwrap();
+        assert_eq!(json, r#"{"at":"2026-03-07T07:16:30.002Z"}"#);
+        assert_eq!(serde_json::from_str::<T>(&json).unwrap(), t);
+        let older: T = serde_json::from_str(r#"{"at":1772867790002}"#).unwrap();
+        assert_eq!(older, t);
+        assert_eq!(serde_json::from_str::<T>("{}").unwrap(), T { at: None });
+        assert_eq!(
+            serde_json::to_string(&T { at: None }).unwrap(),
+            r#"{"at":null}"#
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -172,6 +172,18 @@ fn check_config_accepts_the_example_and_never_prints_secrets() {
         !t.contains("your-client-secret") && !t.contains("refresh-token-of"),
         "{t}"
     );
+    // The next tick as every other instant pollhook prints: RFC 3339 to the millisecond.
+    let next = t
+        .lines()
+        .find_map(|l| l.split("(UTC; next ").nth(1))
+        .and_then(|n| n.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("no next tick in:\n{t}"));
+    assert!(
+        next.len() == "2026-01-01T00:05:00.000Z".len()
+            && next.ends_with(":00.000Z")
+            && chrono::DateTime::parse_from_rfc3339(next).is_ok(),
+        "{next}"
+    );
 
     // Every secret set to a marker, in every form: none reaches the output.
     let dir = tempfile::tempdir().unwrap();
@@ -258,4 +270,81 @@ fn bad_configs_exit_2_naming_line_column_and_fix() {
         );
         assert!(t.contains(want) && t.contains("help: "), "{t}");
     }
+}
+
+/// A daemon config that reaches no provider before it fails: `daemon_extra` goes into
+/// `[daemon]`, `client_secret` is the TOML value.
+fn offline_config(dir: &Path, daemon_extra: &str, client_secret: &str) -> PathBuf {
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[daemon]
+state_dir = "{state}"
+schedule = "0 0 * * * *"
+{daemon_extra}
+
+[[accounts]]
+name = "acme"
+provider = "caminvoice"
+base_url = "http://127.0.0.1:9"
+client_id = "id"
+client_secret = {client_secret}
+
+[[accounts.members]]
+endpoint_id = "KHUID00000001"
+refresh_token = "token"
+
+[[sinks]]
+kind = "jsonl"
+path = "{events}"
+"#,
+            state = dir.join("state").display(),
+            events = dir.join("events.jsonl").display(),
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// Regression (issue 15): an admin endpoint that cannot bind is a run-time failure — exit 1,
+/// which systemd restarts, naming the address — not a configuration error with the hint
+/// about secrets (exit 2, which systemd does not restart). A secret that cannot be read is
+/// that configuration error.
+#[test]
+fn run_picks_its_exit_code_and_hint_from_what_failed() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = offline_config(
+        dir.path(),
+        &format!("admin_listen = \"{addr}\""),
+        "\"secret\"",
+    );
+    let o = pollhook(&["run", "--config", config.to_str().unwrap()]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains(&format!("admin_listen {addr}: cannot listen there")),
+        "{t}"
+    );
+    assert!(!t.contains("check-config"), "{t}");
+    // The log (a warning about the inline secrets) has no colour codes: stderr is no terminal.
+    assert!(t.contains(" WARN ") && !t.contains('\u{1b}'), "{t:?}");
+    drop(taken);
+
+    let config = offline_config(dir.path(), "", "{ env = \"POLLHOOK_TEST_SURELY_UNSET\" }");
+    let o = Command::new(BIN)
+        .args(["run", "--config", config.to_str().unwrap()])
+        .env_remove("POLLHOOK_TEST_SURELY_UNSET")
+        .output()
+        .unwrap();
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{t}");
+    assert!(
+        t.contains("account acme: ")
+            && t.contains("(client_secret): environment variable POLLHOOK_TEST_SURELY_UNSET")
+            && t.contains("help: `pollhook check-config` lists every secret"),
+        "{t}"
+    );
 }

@@ -78,7 +78,7 @@ fn a_burst_of_5xx_beyond_the_retries_fails_the_cycle_and_the_next_one_recovers()
         assert!(
             r.failures
                 .iter()
-                .all(|f| f.contains("5 attempt(s): HTTP 503")),
+                .all(|f| f.text.contains("5 attempt(s): HTTP 503")),
             "{:?}",
             r.failures
         );

@@ -214,7 +214,7 @@ async fn a_malformed_answer_fails_the_member_and_the_next_cycle_recovers() {
     }
     assert_eq!(failures.len(), 3, "{failures:?}");
     assert!(
-        failures.iter().any(|f| f.contains("not valid JSON")),
+        failures.iter().any(|f| f.text.contains("not valid JSON")),
         "{failures:?}"
     );
     run_rounds(&rig, 3).await;
@@ -236,7 +236,7 @@ async fn refused_client_credentials_are_a_config_error_not_a_revocation() {
         assert!(
             r.failures
                 .iter()
-                .all(|f| f.contains("refused the client credentials")),
+                .all(|f| f.text.contains("refused the client credentials")),
             "{:?}",
             r.failures
         );

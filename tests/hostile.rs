@@ -233,7 +233,9 @@ async fn a_poll_answer_of_a_million_zeros_is_one_warning_and_not_a_success() {
     let r = rig.cycle().await;
     assert_eq!(r.failures.len(), 1, "{:?}", r.failures);
     assert!(
-        r.failures[0].contains("1048576 item(s), none of them a document object"),
+        r.failures[0]
+            .text
+            .contains("1048576 item(s), none of them a document object"),
         "{:?}",
         r.failures
     );

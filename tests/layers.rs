@@ -12,7 +12,8 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "foundations",
         &[
-            "time", "redact", "files", "shutdown", "shard", "notify", "memory",
+            "time", "redact", "files", "shutdown", "shard", "notify", "memory", "backoff",
+            "locks",
         ],
     ),
     ("values", &["event", "pacing"]),
@@ -28,7 +29,7 @@ const LAYERS: &[(&str, &[&str])] = &[
 ];
 
 /// Modules of `providers` that every provider shares; any other is one provider's own.
-const SHARED_PROVIDER_MODULES: &[&str] = &["wire"];
+const SHARED_PROVIDER_MODULES: &[&str] = &["wire", "census", "contract", "probe"];
 
 /// Source files (under src/) allowed to name the simulator crate.
 const SIM_USERS: &[&str] = &["demo.rs", "bench/", "cli/sim_cmd.rs"];

@@ -114,7 +114,7 @@ async fn a_rejected_token_fails_that_account_only_and_says_what_to_fix() {
         let f = &reports[1].failures;
         assert_eq!(f.len(), 1, "{f:?}");
         assert!(
-            f[0].contains("rejected the token") && f[0].contains("auth_scheme"),
+            f[0].text.contains("rejected the token") && f[0].text.contains("auth_scheme"),
             "{f:?}"
         );
     }

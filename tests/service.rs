@@ -200,6 +200,31 @@ fn the_unit_passes_systemd_analyze_verify_and_exposes_at_most_2() {
     assert!(exposure <= 2.0, "exposure {exposure} > 2.0:\n{out}");
 }
 
+/// systemd restarts the daemon after a failure a retry may fix (exit 1), never after one only
+/// the operator can fix: a configuration error (2) or a refused store (3), which would
+/// otherwise restart every `RestartSec` forever.
+#[test]
+fn the_unit_does_not_restart_what_a_restart_cannot_fix() {
+    use pollhook::cli::exit;
+    let unit = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/pollhook.service"),
+    )
+    .unwrap();
+    let prevented: Vec<u8> = unit
+        .lines()
+        .filter_map(|l| l.strip_prefix("RestartPreventExitStatus="))
+        .flat_map(|v| v.split_whitespace().map(|n| n.parse::<u8>().unwrap()))
+        .collect();
+    assert!(unit.contains("\nRestart=on-failure\n"), "{unit}");
+    for code in [exit::CONFIG, exit::ACTION_NEEDED] {
+        assert!(
+            prevented.contains(&code),
+            "exit {code} is restarted: {prevented:?}"
+        );
+    }
+    assert!(!prevented.contains(&exit::FAILED), "{prevented:?}");
+}
+
 fn text_of(o: &std::process::Output) -> (String, String) {
     (
         String::from_utf8_lossy(&o.stdout).into_owned(),
@@ -383,6 +408,18 @@ async fn under_systemd_the_daemon_notifies_ready_feeds_the_watchdog_and_answers_
         );
     }
     assert!(out.contains("sink jsonl: delivered up to seq"), "{out}");
+    // `/status` itself: its instants are RFC 3339, as the CLI prints them.
+    let (code, body) = get(&format!("http://{addr}/status")).await;
+    assert_eq!(code, 200, "{body}");
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let unit = &status["accounts"][0]["units"][0];
+    let last = unit["last_success"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{body}"));
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(last).is_ok(),
+        "{last} in {body}"
+    );
 
     daemon.stop().await;
     recv_until(&socket, &mut seen, "STOPPING=1", common::process::PATIENCE).await;
@@ -699,6 +736,23 @@ async fn json_logs_carry_the_account_cycle_and_counts_as_fields() {
         err.lines()
             .all(|l| l.starts_with('{') || l.starts_with("sim-kh: ") || l.starts_with("sink ")),
         "non-JSON log line:\n{err}"
+    );
+
+    // Nothing new: still, an account's first cycle of a run says at info that it ran
+    // (regression, issue 15: a quiet first cycle, a baseline, logged nothing above debug).
+    let o = pollhook(&["once", "--config", s.cfg()], None).await;
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    let done = err
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|l| l["message"] == "cycle done")
+        .unwrap_or_else(|| panic!("no cycle done line in:\n{err}"));
+    assert_eq!(
+        (&done["level"], &done["cycle"], &done["events"]),
+        (&"INFO".into(), &1.into(), &0.into()),
+        "{done}"
     );
 }
 

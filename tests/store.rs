@@ -108,9 +108,14 @@ fn seqs_and_ids(log: &str) -> Vec<(u64, String)> {
         .collect()
 }
 
+/// Refused: exit 4 (operator action needed: systemd does not restart it), saying what to do.
 fn assert_refused(o: &Output, what: &str) {
     let t = text(o);
-    assert_eq!(o.status.code(), Some(1), "{what}: not refused:\n{t}");
+    assert_eq!(
+        o.status.code(),
+        Some(pollhook::cli::exit::ACTION_NEEDED.into()),
+        "{what}: not refused:\n{t}"
+    );
     assert!(
         t.contains("pollhook store restore") && t.contains("pollhook store reset"),
         "{what}: the refusal does not say what to do:\n{t}"

@@ -104,13 +104,16 @@ pub async fn diff_and_commit(
         return Err("the bench config is not CamInvoice (a bug)".into());
     };
     let metrics = Metrics::new(&config);
-    let provider = Arc::new(CamInvoice::new(
-        &account.name,
-        settings,
-        &account.http,
-        crate::http::Http::new(&account.http),
-        Arc::clone(metrics.account(0)),
-    )?);
+    let provider = Arc::new(
+        CamInvoice::new(
+            &account.name,
+            settings,
+            &account.http,
+            crate::http::Http::new(&account.http),
+            Arc::clone(metrics.account(0)),
+        )
+        .map_err(|e| e.to_string())?,
+    );
     let store = Arc::new(Store::open(&config.daemon.state_dir).map_err(|e| e.to_string())?);
     let ctx = CycleContext {
         store: Arc::clone(&store),

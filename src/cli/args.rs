@@ -11,10 +11,21 @@ use std::time::Duration;
 
 const DEFAULT_CONFIG: &str = "/etc/pollhook/config.toml";
 
-/// pollhook: the webhook events of CamInvoice, synthesized by polling, for ERPs that no
-/// webhook can reach.
+/// What `pollhook --help` says of exit codes (the numbers are `cli::exit`'s).
+const EXIT_CODES: &str = "Exit codes:
+  0  success
+  1  a run-time failure: trying again may succeed (systemd restarts the daemon)
+  2  a configuration or usage error, or a secret the config names that cannot be read
+  3  `probe` only: every account ready, with warnings to read
+  4  the operator must act: the state store was refused (damaged, replaced, behind its
+     sinks) or written by a newer pollhook, or a JSONL file belongs to another store
+     (README, \"When the store is refused\"); systemd does not restart it
+  128+N  a second SIGTERM (N=15) or SIGINT (N=2) made it exit at once";
+
+/// pollhook: the webhook events of CamInvoice and OnlinePajak, synthesized by polling, for
+/// ERPs that no webhook can reach.
 #[derive(Parser, Debug)]
-#[command(name = "pollhook", version, about, long_about = None)]
+#[command(name = "pollhook", version, about, long_about = None, after_help = EXIT_CODES)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -67,10 +78,26 @@ pub enum Command {
         #[command(subcommand)]
         command: StoreCommand,
     },
+    /// First contact: read-only calls to each account's provider, checked against what
+    /// pollhook reads (reachability, TLS, authentication, each endpoint's answer, every field
+    /// and value); a verdict per account, and the config lines to try. Never opens the store
+    /// (works while the daemon runs). Exit 0 ready, 3 ready with warnings, 1 not usable, 2 a
+    /// configuration error.
+    Probe {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Only this [[accounts]] name.
+        #[arg(long)]
+        account: Option<String>,
+        /// One JSON document on stdout instead of the report.
+        #[arg(long)]
+        json: bool,
+    },
     /// Connect a business (member) to a CamInvoice account: print the connect URL, then
     /// exchange the authToken the business's browser was redirected with.
     Connect(ConnectArgs),
-    /// Run the simulator and the daemon against it, print events as they are emitted, then a summary.
+    /// Run the simulator (CamInvoice and OnlinePajak) and the daemon against it, print events
+    /// as they are emitted, then a summary.
     #[cfg(feature = "sim")]
     Demo {
         /// How long the traffic runs.
@@ -90,6 +117,7 @@ pub enum Command {
     #[cfg(feature = "sim")]
     #[command(hide = true)]
     BenchWorker {
+        /// The config `bench` wrote.
         #[arg(long)]
         config: PathBuf,
     },
@@ -106,11 +134,14 @@ pub enum Command {
         #[arg(long)]
         dir: PathBuf,
     },
-    /// Run the CamInvoice simulator alone.
+    /// Run the provider simulator alone (CamInvoice, and OnlinePajak under /v2.0), and print a
+    /// pollhook config for it.
     #[cfg(feature = "sim")]
     Simulate {
+        /// The address the simulated APIs listen on.
         #[arg(long, default_value = "127.0.0.1:8700")]
         listen: SocketAddr,
+        /// Seed of the simulated world and traffic.
         #[arg(long, default_value_t = 1)]
         seed: u64,
         /// Time between traffic steps.
@@ -173,6 +204,7 @@ pub struct BenchArgs {
     /// Documents of the diff + commit measurement without HTTP (0 skips it).
     #[arg(long, default_value_t = 1_000_000)]
     pub micro_documents: usize,
+    /// Seed of the simulated worlds and churn.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Also write the report to this file.
@@ -200,6 +232,7 @@ pub enum StoreCommand {
     /// Write a consistent, checksummed copy of the store to FILE, mode 0600 (it holds refresh
     /// tokens). While the daemon runs, it comes through its admin endpoint.
     Backup {
+        /// Where to write the backup.
         file: PathBuf,
         #[command(flatten)]
         config: ConfigArg,
@@ -207,6 +240,7 @@ pub enum StoreCommand {
     /// Replace the store with a backup (the daemon must be stopped). Refuses a backup older
     /// than what the sinks already hold unless --force; the replaced store is kept aside.
     Restore {
+        /// The backup to restore (written by `pollhook store backup`).
         file: PathBuf,
         #[command(flatten)]
         config: ConfigArg,
@@ -247,6 +281,7 @@ pub enum EventsCommand {
     Replay {
         #[command(flatten)]
         config: ConfigArg,
+        /// The hook, webhook or NATS sink to deliver through (its `name` in the config).
         #[arg(long)]
         sink: String,
         /// Events detected at or after this RFC 3339 instant (that the sink's filter passes).
@@ -292,6 +327,44 @@ mod tests {
     #[test]
     fn the_command_line_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    /// Every option and argument of every subcommand says what it is in `--help`.
+    #[test]
+    fn every_argument_has_help_text() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if !matches!(id, "help" | "version") && arg.get_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "pollhook", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:?}");
+    }
+
+    #[test]
+    fn the_help_explains_every_exit_code() {
+        use crate::cli::exit;
+        let help = Cli::command().render_help().to_string();
+        for code in [
+            0,
+            exit::FAILED,
+            exit::CONFIG,
+            exit::WARNINGS,
+            exit::ACTION_NEEDED,
+        ] {
+            assert!(help.contains(&format!("\n  {code}  ")), "{code}:\n{help}");
+        }
+        // `probe` exits by its verdict with the same numbers.
+        use crate::providers::probe::Verdict;
+        assert_eq!(Verdict::NotUsable.exit_code(), exit::FAILED);
+        assert_eq!(Verdict::ReadyWithWarnings.exit_code(), exit::WARNINGS);
     }
 
     #[test]

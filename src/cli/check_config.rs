@@ -16,8 +16,8 @@ pub(super) fn run(config: &Config) -> Result<ExitCode, Failure> {
     println!("  state_dir        {}", d.state_dir.display());
     let next = d
         .schedule
-        .next_after(chrono::Utc::now())
-        .map(|t| t.to_rfc3339())
+        .next_after(crate::time::utc(crate::time::now_ms()))
+        .map(|t| format_ms(t.timestamp_millis()))
         .unwrap_or_else(|| "never".into());
     println!("  schedule         {}   (UTC; next {next})", d.schedule.0);
     match &d.resync_schedule {
@@ -124,7 +124,7 @@ pub(super) fn run(config: &Config) -> Result<ExitCode, Failure> {
         for e in &errors {
             eprintln!("error: {e}");
         }
-        return Ok(ExitCode::from(2));
+        return Ok(ExitCode::from(super::exit::CONFIG));
     }
     // Webhook secrets resolve; are they whsec_<base64>? NATS creds parse, TLS files read?
     let mut bad = 0;
@@ -139,7 +139,7 @@ pub(super) fn run(config: &Config) -> Result<ExitCode, Failure> {
         }
     }
     if bad > 0 {
-        return Ok(ExitCode::from(2));
+        return Ok(ExitCode::from(super::exit::CONFIG));
     }
     println!("secrets: all {} resolve", config.secrets().len());
     Ok(ExitCode::SUCCESS)

@@ -6,7 +6,7 @@
 use super::{init_logging, Failure};
 use crate::admin;
 use crate::cli::ConnectArgs;
-use crate::providers::caminvoice::connect::{self, ConnectError};
+use crate::providers::caminvoice::connect;
 use crate::store::{Store, StoreError};
 use std::process::ExitCode;
 
@@ -28,13 +28,12 @@ pub(super) async fn run(args: ConnectArgs) -> Result<ExitCode, Failure> {
         )));
     }
     init_logging("warn");
-    let run = |e: ConnectError| Failure::Run(e.to_string());
-    connect::check_account(&config, &account).map_err(run)?;
+    connect::check_account(&config, &account).map_err(Failure::from)?;
     if print_url {
         let state = state.unwrap_or_else(connect::new_state);
         println!(
             "{}",
-            connect::url(&config, &account, &redirect_url, &state).map_err(run)?
+            connect::url(&config, &account, &redirect_url, &state).map_err(Failure::from)?
         );
         eprintln!(
             "Open this URL where the business signs in to CamInvoice and approves the connection."
@@ -57,16 +56,13 @@ pub(super) async fn run(args: ConnectArgs) -> Result<ExitCode, Failure> {
         Some(t) => t.to_string(),
         None => unreachable!("clap requires --auth-token without --print-url"),
     };
-    let token = connect::auth_token_from(&raw).map_err(run)?;
+    let token = connect::auth_token_from(&raw).map_err(Failure::from)?;
     let connected = match Store::open(&config.daemon.state_dir) {
         Ok(store) => {
             let c = connect::exchange(&config, &account, &store, &token)
                 .await
-                .map_err(run)?;
-            store
-                .flush()
-                .await
-                .map_err(|e| Failure::Run(e.to_string()))?;
+                .map_err(Failure::from)?;
+            store.flush().await?;
             c
         }
         Err(StoreError::Locked(_)) => {
@@ -75,7 +71,7 @@ pub(super) async fn run(args: ConnectArgs) -> Result<ExitCode, Failure> {
                 .await
                 .map_err(Failure::Run)?
         }
-        Err(e) => return Err(Failure::Run(e.to_string())),
+        Err(e) => return Err(e.into()),
     };
     println!("{}", connected.endpoint_id);
     eprintln!(

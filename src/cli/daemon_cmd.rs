@@ -56,14 +56,10 @@ pub(super) async fn once(config: Config) -> Result<ExitCode, Failure> {
         }
     }
     scheduler::prune(engine.store(), &config).await;
-    engine
-        .store()
-        .flush()
-        .await
-        .map_err(|e| Failure::Run(e.to_string()))?;
+    engine.store().flush().await?;
     if failed {
         eprintln!("error: some accounts or sinks failed (see above); what was fetched before a failure is committed and kept");
-        Ok(ExitCode::from(1))
+        Ok(ExitCode::from(super::exit::FAILED))
     } else {
         Ok(ExitCode::SUCCESS)
     }
@@ -72,8 +68,7 @@ pub(super) async fn once(config: Config) -> Result<ExitCode, Failure> {
 /// Reads the store itself, or — when the running daemon holds it — asks the daemon.
 pub(super) async fn status(config: &Config) -> Result<ExitCode, Failure> {
     let report = match scheduler::open(config) {
-        Ok(engine) => StatusReport::collect(&engine, &config.sinks)
-            .map_err(|e| Failure::Run(e.to_string()))?,
+        Ok(engine) => StatusReport::collect(&engine, &config.sinks)?,
         Err(DaemonError::Store(crate::store::StoreError::Locked(_))) => {
             let report = admin::fetch_status(config).await.map_err(Failure::Run)?;
             eprintln!("(from the running daemon)");

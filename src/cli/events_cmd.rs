@@ -75,7 +75,7 @@ pub(super) async fn run(command: EventsCommand) -> Result<ExitCode, Failure> {
                 report.events.len() - failed
             );
             Ok(if failed > 0 {
-                ExitCode::from(1)
+                ExitCode::from(super::exit::FAILED)
             } else {
                 ExitCode::SUCCESS
             })
@@ -160,6 +160,7 @@ fn list_events(
             .collect();
         acks.push((s, store.acked(&s.name).map_err(run_err)?, dead));
     }
+    let mut rows = Vec::with_capacity(events.len());
     for e in &events {
         let env = e.envelope().map_err(run_err)?;
         let mut states = Vec::new();
@@ -178,15 +179,25 @@ fn list_events(
             };
             states.push(format!("{}={state}", s.name));
         }
+        rows.push((e.seq, env, states.join(" ")));
+    }
+    if !rows.is_empty() {
+        let width = rows
+            .iter()
+            .map(|(_, env, _)| env.account.len())
+            .max()
+            .unwrap_or(0)
+            .max("ACCOUNT".len());
         println!(
-            "{:>6}  {}  {}  {:<24}  {}  {}",
-            e.seq,
-            env.detected_at,
-            env.id,
-            env.event_type,
-            env.account,
-            states.join(" ")
+            "{:>6}  {:<24}  {:<36}  {:<24}  {:<width$}  SINK=STATE",
+            "SEQ", "DETECTED", "EVENT ID", "TYPE", "ACCOUNT"
         );
+        for (seq, env, states) in rows {
+            println!(
+                "{seq:>6}  {:<24}  {:<36}  {:<24}  {:<width$}  {states}",
+                env.detected_at, env.id, env.event_type, env.account
+            );
+        }
     }
     match store.first_seq().map_err(run_err)? {
         None => println!("the outbox is empty"),

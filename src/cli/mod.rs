@@ -1,5 +1,7 @@
 //! The command line: parses the subcommand ([`args`]), runs it, and is the one place that
-//! prints errors and picks exit codes (0 ok, 1 a run-time failure, 2 a configuration error).
+//! prints errors and picks exit codes ([`exit`]: 0 ok, 1 a run-time failure, 2 a
+//! configuration error, 3 `probe`'s warnings, 4 operator action needed), from the variant of
+//! the typed error a command met (`Failure`).
 //!
 //! # Layout
 //! - [`args`]: the clap types (a public contract); `--config` is one flattened [`ConfigArg`];
@@ -7,6 +9,7 @@
 //! - `check_config`: `check-config`, the config printer;
 //! - `events_cmd`: `events list|replay|tail`;
 //! - `connect_cmd`: `connect caminvoice`, in this process or through the running daemon;
+//! - `probe_cmd`: `probe`, first contact with each account's provider (read-only);
 //! - `store_cmd`: `store verify|backup|restore|reset`;
 //! - `sim_cmd` (feature `sim`): `demo`, `bench`, `bench-worker`, `simulate`.
 
@@ -15,6 +18,7 @@ mod check_config;
 mod connect_cmd;
 mod daemon_cmd;
 mod events_cmd;
+mod probe_cmd;
 #[cfg(feature = "sim")]
 mod sim_cmd;
 mod store_cmd;
@@ -22,8 +26,11 @@ mod store_cmd;
 pub use args::{Cli, Command, ConfigArg, ConnectArgs, EventsCommand, StoreCommand};
 
 use crate::config::{Config, ConfigError};
+use crate::providers::caminvoice::connect::ConnectError;
 use crate::redact;
 use crate::scheduler::DaemonError;
+use crate::sinks::jsonl::PositionError;
+use crate::store::StoreError;
 use clap::Parser;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -43,29 +50,79 @@ pub fn main() -> ExitCode {
     runtime.shutdown_timeout(Duration::from_secs(1));
     match outcome {
         Ok(code) => code,
-        Err(Failure::Config(e)) => {
-            eprintln!("error: {}", redact::text(&e.to_string()));
-            ExitCode::from(2)
-        }
-        Err(Failure::Setup(e)) => {
-            eprintln!(
-                "error: {}\nhelp: `pollhook check-config` lists every secret that cannot be read",
-                redact::text(&e)
-            );
-            ExitCode::from(2)
-        }
-        Err(Failure::Run(e)) => {
-            eprintln!("error: {}", redact::text(&e));
-            ExitCode::from(1)
+        Err(failure) => {
+            eprintln!("error: {}", redact::text(&failure.to_string()));
+            if let Some(hint) = failure.hint() {
+                eprintln!("help: {hint}");
+            }
+            ExitCode::from(failure.exit_code())
         }
     }
 }
 
-/// How a command failed: the exit code and the hint follow from it.
+/// Exit codes, one per kind of failure: README ("Commands") and `pollhook --help` list them,
+/// and the systemd unit restarts the daemon only after [`FAILED`](exit::FAILED).
+pub mod exit {
+    /// A run-time failure: trying again may succeed (a provider, a disk, a port).
+    pub const FAILED: u8 = 1;
+    /// A configuration or usage error, or a secret the config names that cannot be read:
+    /// fix the config.
+    pub const CONFIG: u8 = 2;
+    /// `probe` only: every account usable, with warnings to read
+    /// (`providers::probe::Verdict::ReadyWithWarnings`).
+    pub const WARNINGS: u8 = 3;
+    /// The operator must act before pollhook can run: the state store was refused (damaged,
+    /// replaced, behind its sinks), was written by a newer pollhook, or a JSONL file belongs
+    /// to another store. Restarting cannot fix it.
+    pub const ACTION_NEEDED: u8 = 4;
+}
+
+/// How a command failed: the exit code and the hint follow from the variant. Typed errors
+/// become one of these in the `From` impls below, which are the one place that classifies
+/// them; each error's text already carries its causes, so it is printed once, as it is.
+#[derive(Debug)]
 enum Failure {
+    /// The config file is invalid (exit 2; the error names file:line:column and the fix).
     Config(ConfigError),
-    Setup(String),
+    /// A secret or a file the config names cannot be read or used (exit 2).
+    Secret(String),
+    /// A command line that names something the config does not have (exit 2).
+    Usage(String),
+    /// Operator action needed (exit 4): the text says what to do.
+    ActionNeeded(String),
+    /// Anything else at run time (exit 1).
     Run(String),
+}
+
+impl Failure {
+    fn exit_code(&self) -> u8 {
+        match self {
+            Failure::Config(_) | Failure::Secret(_) | Failure::Usage(_) => exit::CONFIG,
+            Failure::ActionNeeded(_) => exit::ACTION_NEEDED,
+            Failure::Run(_) => exit::FAILED,
+        }
+    }
+
+    /// A line on what to do next, when the error text does not say it already.
+    fn hint(&self) -> Option<&'static str> {
+        match self {
+            Failure::Secret(_) => {
+                Some("`pollhook check-config` lists every secret and sink file that cannot be read")
+            }
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Config(e) => write!(f, "{e}"),
+            Failure::Secret(e) | Failure::Usage(e) | Failure::ActionNeeded(e) | Failure::Run(e) => {
+                f.write_str(e)
+            }
+        }
+    }
 }
 
 impl From<ConfigError> for Failure {
@@ -73,12 +130,51 @@ impl From<ConfigError> for Failure {
         Failure::Config(e)
     }
 }
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Refused { .. }
+            | StoreError::Newer { .. }
+            | StoreError::Legacy { .. }
+            | StoreError::NoRoom { .. } => Failure::ActionNeeded(e.to_string()),
+            other => Failure::Run(other.to_string()),
+        }
+    }
+}
+
+impl From<crate::providers::BuildError> for Failure {
+    fn from(e: crate::providers::BuildError) -> Self {
+        match e {
+            crate::providers::BuildError::Secret { .. } => Failure::Secret(e.to_string()),
+        }
+    }
+}
+
+impl From<ConnectError> for Failure {
+    fn from(e: ConnectError) -> Self {
+        match e {
+            ConnectError::Secret(e) => Failure::Secret(e.to_string()),
+            ConnectError::Store(e) => e.into(),
+            other => Failure::Run(other.to_string()),
+        }
+    }
+}
+
 impl From<DaemonError> for Failure {
     fn from(e: DaemonError) -> Self {
         match e {
+            DaemonError::Store(e) => e.into(),
+            DaemonError::Positions(e @ PositionError::Foreign(_)) => {
+                Failure::ActionNeeded(e.to_string())
+            }
             // A secret that cannot be read is a configuration problem: exit 2, as check-config.
-            DaemonError::Setup(why) => Failure::Setup(why),
-            other => Failure::Run(other.to_string()),
+            DaemonError::Provider(e) => e.into(),
+            DaemonError::Sink(e) if e.is_config() => Failure::Secret(e.to_string()),
+            e @ (DaemonError::Positions(_)
+            | DaemonError::Sink(_)
+            | DaemonError::Admin(_)
+            | DaemonError::Scheduler { .. }) => Failure::Run(e.to_string()),
         }
     }
 }
@@ -91,6 +187,11 @@ async fn dispatch(command: Command) -> Result<ExitCode, Failure> {
         Command::CheckConfig { config } => check_config::run(&config.load()?),
         Command::Status { config } => daemon_cmd::status(&config.load()?).await,
         Command::Connect(args) => connect_cmd::run(args).await,
+        Command::Probe {
+            config,
+            account,
+            json,
+        } => probe_cmd::run(&config.load()?, account.as_deref(), json).await,
         Command::Events { command } => events_cmd::run(command).await,
         Command::Store { command } => {
             init_logging("warn");
@@ -135,13 +236,18 @@ fn log_warnings(config: &Config) {
 
 /// Opens the store for a command that needs the daemon stopped.
 fn open_stopped(config: &Config, what: &str) -> Result<crate::store::Store, Failure> {
-    crate::store::Store::open(&config.daemon.state_dir).map_err(|e| match e {
-        crate::store::StoreError::Locked(dir) => Failure::Run(format!(
-            "the state dir {} is held by the running daemon (sled allows one process); stop it to {what}, or read its log",
+    crate::store::Store::open(&config.daemon.state_dir).map_err(|e| stopped_err(e, what))
+}
+
+/// A store error of a command that needs the daemon stopped: the locked case says so.
+fn stopped_err(e: StoreError, what: &str) -> Failure {
+    match e {
+        StoreError::Locked(dir) => Failure::Run(format!(
+            "the state dir {} is held by the running daemon (sled allows one process); stop it first (systemctl stop pollhook) to {what}",
             dir.display()
         )),
-        other => Failure::Run(other.to_string()),
-    })
+        other => other.into(),
+    }
 }
 
 fn run_err(e: impl std::fmt::Display) -> Failure {

@@ -12,7 +12,7 @@ use std::time::Duration;
 /// The simulator and the daemon together, for `duration`.
 pub(super) async fn demo(duration: Duration, seed: u64) -> Result<ExitCode, Failure> {
     init_logging("warn");
-    crate::demo::run(duration, seed)
+    crate::demo::run(duration, seed, &mut std::io::stdout())
         .await
         .map_err(Failure::Run)?;
     Ok(ExitCode::SUCCESS)

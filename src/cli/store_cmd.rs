@@ -26,17 +26,6 @@ pub(super) async fn run(command: StoreCommand) -> Result<ExitCode, Failure> {
     }
 }
 
-/// A store error, with the locked case explained for a command that needs the daemon stopped.
-fn stopped_err(e: StoreError, what: &str) -> Failure {
-    match e {
-        StoreError::Locked(dir) => Failure::Run(format!(
-            "the state dir {} is held by the running daemon; stop it first (systemctl stop pollhook): {what} needs the state dir to itself",
-            dir.display()
-        )),
-        other => Failure::Run(other.to_string()),
-    }
-}
-
 fn jsonl_sinks(config: &Config) -> impl Iterator<Item = (&str, &crate::config::JsonlSettings)> {
     config.sinks.iter().filter_map(|s| match &s.kind {
         SinkKind::Jsonl(j) => Some((s.name.as_str(), j)),
@@ -50,7 +39,7 @@ async fn verify(config: &Config) -> Result<ExitCode, Failure> {
         Ok((store, problem)) => {
             let mut report = store.verify(problem, check).await.map_err(run_err)?;
             if let Err(why) = sinks::check_positions(&store, &config.sinks) {
-                report.add_problem(why);
+                report.add_problem(why.to_string());
             }
             report
         }
@@ -61,14 +50,14 @@ async fn verify(config: &Config) -> Result<ExitCode, Failure> {
         }
         Err(e) => {
             println!("PROBLEM: {e}");
-            return Ok(ExitCode::from(1));
+            return Ok(ExitCode::from(super::exit::FAILED));
         }
     };
     print!("{}", report.render());
     Ok(if report.ok() {
         ExitCode::SUCCESS
     } else {
-        ExitCode::from(1)
+        ExitCode::from(super::exit::FAILED)
     })
 }
 
@@ -129,7 +118,7 @@ async fn backup(config: &Config, file: &Path) -> Result<ExitCode, Failure> {
 fn restore(config: &Config, file: &Path, force: bool) -> Result<ExitCode, Failure> {
     let state_dir = &config.daemon.state_dir;
     let staged = Staged::load(state_dir, file).map_err(|e| match e {
-        backup::BackupError::Store(s) => stopped_err(s, "restore"),
+        backup::BackupError::Store(s) => super::stopped_err(s, "restore"),
         other => run_err(other),
     })?;
     let h = staged.summary.header.clone();
@@ -239,7 +228,7 @@ fn restore(config: &Config, file: &Path, force: bool) -> Result<ExitCode, Failur
     let aside = staged.install().map_err(run_err)?;
     // The restored store opens, and every sink's file belongs to it.
     let store = Store::open(state_dir).map_err(run_err)?;
-    sinks::check_positions(&store, &config.sinks).map_err(Failure::Run)?;
+    sinks::check_positions(&store, &config.sinks).map_err(run_err)?;
     println!(
         "restored store {} (events up to seq {})",
         store.id(),
@@ -288,11 +277,11 @@ fn reset(config: &Config, yes: bool) -> Result<ExitCode, Failure> {
         eprintln!(
             "{plan}\nNothing was changed. If that is what you want, run it again with --yes."
         );
-        return Ok(ExitCode::from(2));
+        return Ok(ExitCode::from(super::exit::CONFIG));
     }
     let adopted: Vec<(String, u64)> = tails.iter().map(|(_, t)| (t.id.clone(), t.seq)).collect();
     let (store, aside) =
-        Store::reset(state_dir, first, &adopted).map_err(|e| stopped_err(e, "reset"))?;
+        Store::reset(state_dir, first, &adopted).map_err(|e| super::stopped_err(e, "reset"))?;
     match &aside {
         Some(a) => eprintln!(
             "the old store is in {} (delete it when you no longer need it)",

@@ -101,20 +101,21 @@ impl Schedule {
     /// no calendar has, such as the 31st of February, is refused).
     pub fn new(expr: &str) -> Result<Schedule, String> {
         let cron = Self::parser().parse(expr).map_err(|e| e.to_string())?;
-        cron.find_next_occurrence(&chrono::Utc::now(), false)
+        cron.find_next_occurrence(&crate::time::utc(crate::time::now_ms()), false)
             .map_err(|_| "it never fires: no future date matches it".to_string())?;
         Ok(Schedule(expr.to_string()))
     }
 
-    /// The next run strictly after `after`, in UTC.
+    /// The next run strictly after `after`, in UTC: a whole second, as the scheduler fires.
     pub fn next_after(
         &self,
         after: chrono::DateTime<chrono::Utc>,
     ) -> Option<chrono::DateTime<chrono::Utc>> {
+        use chrono::SubsecRound;
         Self::parser()
             .parse(&self.0)
             .ok()?
-            .find_next_occurrence(&after, false)
+            .find_next_occurrence(&after.trunc_subsecs(0), false)
             .ok()
     }
 }
@@ -143,7 +144,8 @@ pub struct HttpSettings {
     pub timeout: Duration,
     /// Retries after the first attempt on 5xx, 429, timeouts and connection errors.
     pub max_retries: u32,
-    /// First backoff step; doubles per retry, with full jitter, capped at 30 s.
+    /// First backoff step; doubles per retry, capped at 30 s; each wait with equal jitter
+    /// (between half the step and the step: `backoff`).
     pub retry_base: Duration,
     /// The longest `Retry-After` honoured; longer values are capped (and logged).
     pub retry_after_cap: Duration,
@@ -225,11 +227,21 @@ pub struct SecretRef {
 
 impl SecretRef {
     /// Reads the secret; the error names the config location and the source, not the value.
-    pub fn resolve(&self) -> Result<Secret, String> {
-        self.source
-            .resolve()
-            .map_err(|e| format!("{}: {e}", self.origin))
+    pub fn resolve(&self) -> Result<Secret, ResolveError> {
+        self.source.resolve().map_err(|source| ResolveError {
+            origin: self.origin.clone(),
+            source,
+        })
     }
+}
+
+/// A configured secret that cannot be read: where the config names it, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{origin}: {source}")]
+pub struct ResolveError {
+    /// `file:line:col (key)`.
+    pub origin: String,
+    pub source: SecretError,
 }
 
 /// CamInvoice account keys.
@@ -849,8 +861,8 @@ impl Config {
     }
 
     /// Resolves every secret once, to report all that are missing (for `check-config`).
-    pub fn resolve_secrets(&self) -> Result<(), Vec<String>> {
-        let errors: Vec<String> = self
+    pub fn resolve_secrets(&self) -> Result<(), Vec<ResolveError>> {
+        let errors: Vec<ResolveError> = self
             .secrets()
             .into_iter()
             .filter_map(|(_, s)| s.resolve().err())

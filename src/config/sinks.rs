@@ -203,7 +203,8 @@ pub enum Body {
 /// Retries, dead letters and ordering of hook, webhook and NATS sinks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
-    /// Wait before retry n (1-based) is entry n-1; past the end, the last entry repeats.
+    /// Wait before retry n (1-based) is entry n-1; past the end, the last entry repeats
+    /// (`backoff::on_schedule`).
     pub retry_schedule: Vec<Duration>,
     /// Attempts before an event becomes a dead letter.
     pub max_attempts: u32,
@@ -223,17 +224,6 @@ impl Default for Delivery {
             ordering: DeliveryOrder::InOrder,
             concurrency: 1,
         }
-    }
-}
-
-impl Delivery {
-    /// The wait after failed attempt number `attempts` (1-based).
-    pub fn backoff(&self, attempts: u32) -> Duration {
-        let i = (attempts.max(1) as usize - 1).min(self.retry_schedule.len().saturating_sub(1));
-        self.retry_schedule
-            .get(i)
-            .copied()
-            .unwrap_or(Duration::from_secs(3600))
     }
 }
 
@@ -962,9 +952,10 @@ max_attempts = 3
         assert_eq!(h.stdin, HookStdin::Payload);
         assert_eq!(h.timeout, Duration::from_secs(30));
         assert_eq!(h.delivery, Delivery::default());
-        assert_eq!(h.delivery.backoff(1), Duration::from_secs(5));
-        assert_eq!(h.delivery.backoff(6), Duration::from_secs(3600));
-        assert_eq!(h.delivery.backoff(20), Duration::from_secs(3600));
+        assert_eq!(
+            h.delivery.retry_schedule,
+            [5, 30, 120, 600, 1800, 3600].map(Duration::from_secs)
+        );
         assert_eq!(c.sinks[0].filter.accounts, vec!["acme-kh"]);
         let SinkKind::Webhook(w) = &c.sinks[1].kind else {
             panic!()
@@ -975,7 +966,7 @@ max_attempts = 3
         assert_eq!(w.retry_after_cap, Duration::from_secs(600));
         assert_eq!(w.delivery.ordering, DeliveryOrder::PerDocument);
         assert_eq!(w.delivery.concurrency, 4);
-        assert_eq!(w.delivery.backoff(9), Duration::from_millis(10));
+        assert_eq!(w.delivery.retry_schedule, [Duration::from_millis(10)]);
         assert_eq!(w.delivery.max_attempts, 3);
     }
 

@@ -171,6 +171,7 @@ fn secrets_resolve_with_their_origin_in_errors() {
     assert_eq!(errors.len(), 1);
     assert!(
         errors[0]
+            .to_string()
             .starts_with("pollhook.toml:12:17 (client_secret): environment variable ACME_SECRET"),
         "{}",
         errors[0]
@@ -358,4 +359,17 @@ fn plain_http_to_another_host_and_a_member_in_two_accounts_are_warnings() {
         "{w}"
     );
     assert!(w.contains("(help: keep it in one account"), "{w}");
+}
+
+#[test]
+fn the_next_run_is_a_whole_second_strictly_after() {
+    let s = Schedule("*/5 * * * * *".into());
+    let at = |ms: i64| crate::time::utc(ms);
+    // 2026-03-07T07:16:20.544Z
+    let after = at(1_772_867_780_544);
+    assert_eq!(s.next_after(after), Some(at(1_772_867_785_000)));
+    assert_eq!(
+        s.next_after(at(1_772_867_785_000)),
+        Some(at(1_772_867_790_000))
+    );
 }

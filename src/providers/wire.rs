@@ -30,7 +30,8 @@ pub fn json(body: &[u8]) -> Result<Value, Malformed> {
     serde_json::from_slice(body).map_err(|e| diagnose(body, &e))
 }
 
-fn diagnose(body: &[u8], e: &serde_json::Error) -> Malformed {
+/// Why `body` is not JSON: serde's error, with a hint for an HTML page or a truncated body.
+pub fn diagnose(body: &[u8], e: &serde_json::Error) -> Malformed {
     let hint = if body.trim_ascii_start().starts_with(b"<") {
         " (looks like an HTML page: a proxy or gateway answered instead of the API)"
     } else if e.is_eof() {

@@ -42,22 +42,40 @@ pub const STOP_BUDGET: Duration = Duration::from_secs(30);
 /// late is nothing, and a prune scans only the prunable head of the outbox.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
-/// Why the daemon could not run.
+/// Why the daemon could not run, by phase. The CLI picks the exit code and the hint from the
+/// variant (`cli::Failure`).
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
+    /// The store cannot be opened (held by another process, unreadable, refused as damaged
+    /// or replaced, of a newer schema), or a write failed.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
-    #[error("{0}")]
-    Setup(String),
-    #[error("scheduler: {0}")]
-    Scheduler(String),
-    /// A sink's own position does not belong to the store (see `sinks::check_positions`).
-    #[error("{0}")]
-    Refused(String),
+    /// A sink's own position does not belong to the store, or cannot be read (see
+    /// `sinks::check_positions`).
+    #[error(transparent)]
+    Positions(#[from] sinks::jsonl::PositionError),
+    /// An account's provider client cannot be built (a secret cannot be read).
+    #[error(transparent)]
+    Provider(#[from] crate::providers::BuildError),
+    /// A sink cannot be built (a secret or file it names, or its HTTP client).
+    #[error(transparent)]
+    Sink(#[from] sinks::BuildError),
+    /// The admin endpoint cannot start.
+    #[error(transparent)]
+    Admin(#[from] crate::admin::StartError),
+    /// tokio-cron-scheduler failed `while` doing something.
+    #[error("the scheduler failed while {while_}: {source}")]
+    Scheduler {
+        while_: &'static str,
+        source: tokio_cron_scheduler::JobSchedulerError,
+    },
 }
 
-fn sched_err(e: impl std::fmt::Debug) -> DaemonError {
-    DaemonError::Scheduler(format!("{e:?}"))
+/// A scheduler error, saying what the daemon was doing.
+fn sched_err(
+    while_: &'static str,
+) -> impl Fn(tokio_cron_scheduler::JobSchedulerError) -> DaemonError {
+    move |source| DaemonError::Scheduler { while_, source }
 }
 
 /// Opens the store and builds the engine: what `run` and `once` share.
@@ -67,8 +85,8 @@ pub fn open(config: &Config) -> Result<Arc<Engine>, DaemonError> {
 
 fn open_with_stop(config: &Config, stop: &Stop) -> Result<Arc<Engine>, DaemonError> {
     let store = Arc::new(Store::open(&config.daemon.state_dir)?);
-    sinks::check_positions(&store, &config.sinks).map_err(DaemonError::Refused)?;
-    let engine = Engine::with_stop(store, config, stop).map_err(DaemonError::Setup)?;
+    sinks::check_positions(&store, &config.sinks)?;
+    let engine = Engine::with_stop(store, config, stop)?;
     Ok(Arc::new(engine))
 }
 
@@ -82,21 +100,16 @@ pub async fn run(
     // Fired near the end of the sinks' grace: hooks still running are terminated.
     let (stop_hooks, hooks_stopped) = crate::shutdown::channel();
     let engine = open_with_stop(&config, &polls_stopped)?;
-    let (stop_tx, stop_rx) = watch::channel(false);
-    // The admin endpoint, the watchdog, READY=1: the config is valid and the store open.
-    let mut service = service::Service::start(&config, &engine, stop_rx.clone())
-        .await
-        .map_err(DaemonError::Setup)?;
-
     // Fired at every SIGHUP: JSONL sinks reopen their files (logrotate).
     let reopen = sinks::jsonl::Reopen::default();
     let mut runners = Vec::new();
     for s in &config.sinks {
-        runners.push(
-            sinks::build_with(s, &hooks_stopped, &reopen)
-                .map_err(|e| DaemonError::Setup(e.to_string()))?,
-        );
+        runners.push(sinks::build_with(s, &hooks_stopped, &reopen)?);
     }
+    let (stop_tx, stop_rx) = watch::channel(false);
+    // The admin endpoint, the watchdog, READY=1: the config is valid (every secret read, every
+    // sink built) and the store open.
+    let mut service = service::Service::start(&config, &engine, stop_rx.clone()).await?;
     let sink_tasks: Vec<_> = runners
         .into_iter()
         .map(|r| tokio::spawn(sinks::run(Arc::clone(engine.store()), r, stop_rx.clone())))
@@ -119,7 +132,7 @@ pub async fn run(
         })
     };
 
-    let mut sched = JobScheduler::new().await.map_err(sched_err)?;
+    let mut sched = JobScheduler::new().await.map_err(sched_err("setting up"))?;
     for idx in 0..engine.accounts().len() {
         let schedules = [
             Some((&config.daemon.schedule, false)),
@@ -133,8 +146,11 @@ pub async fn run(
                     e.tick(idx, resync).await;
                 })
             })
-            .map_err(sched_err)?;
-            sched.add(job).await.map_err(sched_err)?;
+            .map_err(sched_err("reading a schedule"))?;
+            sched
+                .add(job)
+                .await
+                .map_err(sched_err("adding an account's schedule"))?;
         }
     }
     tracing::info!(accounts = engine.accounts().len(), sinks = config.sinks.len(), schedule = %config.daemon.schedule.0,
@@ -145,7 +161,7 @@ pub async fn run(
         let e = Arc::clone(&engine);
         tokio::spawn(async move { e.tick(idx, false).await });
     }
-    sched.start().await.map_err(sched_err)?;
+    sched.start().await.map_err(sched_err("starting"))?;
 
     shutdown.await;
     let began = std::time::Instant::now();
@@ -155,7 +171,7 @@ pub async fn run(
         budget = ?STOP_BUDGET,
         "shutting down: no new requests; cycles commit what they finished, then sinks catch up"
     );
-    sched.shutdown().await.map_err(sched_err)?;
+    sched.shutdown().await.map_err(sched_err("stopping"))?;
     if tokio::time::timeout(CYCLE_GRACE, engine.wait_idle())
         .await
         .is_err()

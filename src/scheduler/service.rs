@@ -4,7 +4,7 @@
 //! endpoint closes. It only starts and stops these: what they say is `admin`'s, `notify`'s
 //! and `metrics`' business.
 
-use crate::admin::Admin;
+use crate::admin::{Admin, StartError};
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::notify::{watchdog, watchdog_period, Notifier};
@@ -22,11 +22,12 @@ pub struct Service {
 
 impl Service {
     /// Binds the admin endpoint, starts feeding the watchdog, and tells systemd it is ready.
+    /// Only the admin endpoint can fail to start (the watchdog and sd_notify cannot).
     pub async fn start(
         config: &Config,
         engine: &Arc<Engine>,
         stop: watch::Receiver<bool>,
-    ) -> Result<Service, String> {
+    ) -> Result<Service, StartError> {
         let notifier = Arc::new(Notifier::from_env());
         let admin = match config.daemon.admin_listen {
             None => None,
@@ -37,8 +38,7 @@ impl Service {
                     Arc::clone(engine),
                     stop.clone(),
                 )
-                .await
-                .map_err(|e| format!("admin_listen {listen}: {e}"))?,
+                .await?,
             ),
         };
         let watchdog = watchdog_period().map(|period| {

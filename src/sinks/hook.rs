@@ -1,6 +1,8 @@
 //! The hook sink: runs the configured program once per event, by argv, never through a shell.
 //!
-//! The payload (or the envelope line) goes to stdin, exactly, with no trailing newline; the
+//! The payload (or the envelope line) goes to stdin, exactly, with no trailing newline, and
+//! whole before the program starts: stdin is an in-memory file ([`input_file`], a memfd) read
+//! from its start, so no hook ever sees a cut input, whatever happens to the daemon. The
 //! event's id, type, account, provider, seq and attempt number go into `POLLHOOK_*` variables
 //! of an environment cleared of everything but PATH, HOME, LANG, TZ and the sink's `env`
 //! allow-list — the daemon's own secrets never reach a hook. The program runs in its own
@@ -24,7 +26,7 @@ use std::ffi::OsString;
 use std::process::{ExitStatus, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// Bytes of each of stdout and stderr kept for the log; the rest is read and counted.
 pub const OUTPUT_KEPT: usize = 4096;
@@ -42,7 +44,7 @@ static LIVE_GROUPS: Mutex<BTreeSet<libc::pid_t>> = Mutex::new(BTreeSet::new());
 /// SIGKILLs every hook process group still running: for an exit that cannot wait (a second
 /// signal to the daemon), so that no hook outlives it.
 pub fn kill_all_groups() {
-    let groups = std::mem::take(&mut *LIVE_GROUPS.lock().unwrap_or_else(|p| p.into_inner()));
+    let groups = std::mem::take(&mut *crate::locks::lock(&LIVE_GROUPS));
     for pgid in groups {
         // SAFETY: kill(2) with a negative pid signals the group; no memory is involved.
         unsafe {
@@ -111,7 +113,6 @@ impl Hook {
             .env("POLLHOOK_PROVIDER", &env.provider)
             .env("POLLHOOK_SEQ", job.event.seq.to_string())
             .env("POLLHOOK_ATTEMPT", job.attempt.to_string())
-            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)
@@ -119,6 +120,19 @@ impl Hook {
         if let Some(dir) = &s.workdir {
             cmd.current_dir(dir);
         }
+        let input = match s.stdin {
+            HookStdin::Payload => env.payload.get().as_bytes(),
+            HookStdin::Envelope => job.event.line.as_slice(),
+        };
+        match input_file(input) {
+            Ok(file) => cmd.stdin(file),
+            Err(e) => {
+                return Outcome::Failed {
+                    error: format!("cannot prepare the hook's input (an in-memory file): {e}"),
+                    retry_after: None,
+                }
+            }
+        };
         if let Some(mask) = crate::files::inherited_umask() {
             // SAFETY: umask(2) is async-signal-safe; the closure allocates nothing.
             unsafe {
@@ -146,16 +160,6 @@ impl Hook {
         // cannot be reused, so killing the group cannot hit a stranger.
         let mut group = GroupKill::new(child.id().map(|p| p as libc::pid_t));
 
-        let input: Vec<u8> = match s.stdin {
-            HookStdin::Payload => env.payload.get().as_bytes().to_vec(),
-            HookStdin::Envelope => job.event.line.clone(),
-        };
-        let mut stdin = child.stdin.take().expect("stdin is piped");
-        let writer = tokio::spawn(async move {
-            // A hook that exits without reading its input is not an error of ours.
-            let _ = stdin.write_all(&input).await;
-            let _ = stdin.shutdown().await;
-        });
         let out = tokio::spawn(capture(child.stdout.take().expect("stdout is piped")));
         let err = tokio::spawn(capture(child.stderr.take().expect("stderr is piped")));
 
@@ -181,7 +185,6 @@ impl Hook {
             None => match terminate(&mut child, &mut group).await {
                 (Some(status), _) if status.success() => Ok(status),
                 (_, how) => {
-                    writer.abort();
                     let (stdout, stderr) = (collect(out).await, collect(err).await);
                     self.log_output(job, &stdout, &stderr);
                     return Outcome::Interrupted {
@@ -190,7 +193,6 @@ impl Hook {
                 }
             },
         };
-        writer.abort();
         let stdout = collect(out).await;
         let stderr = collect(err).await;
         self.log_output(job, &stdout, &stderr);
@@ -222,6 +224,26 @@ impl Endpoint for Hook {
     fn deliver(&self, job: Job) -> BoxFuture<'_, Outcome> {
         Box::pin(async move { self.attempt(&job).await })
     }
+}
+
+/// The hook's stdin: `input` in an anonymous in-memory file (memfd), positioned at its start.
+/// It is complete before the hook starts, so a daemon killed mid-attempt (`kill -9`) cannot
+/// leave the hook reading a cut payload, as it could from a pipe the daemon was still
+/// writing; and no task feeds a pipe. `memfd_create` is in systemd's `@system-service` set.
+fn input_file(input: &[u8]) -> std::io::Result<std::fs::File> {
+    use std::io::{Seek, Write};
+    use std::os::fd::FromRawFd;
+    // SAFETY: a static NUL-terminated name and flags; a non-negative result is a new file
+    // descriptor that nothing else owns, which the File takes over.
+    let fd = unsafe { libc::memfd_create(c"pollhook-hook-input".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: see above: `fd` is open and owned by nothing else.
+    let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
+    file.write_all(input)?;
+    file.rewind()?;
+    Ok(file)
 }
 
 /// SIGTERM to the hook's group, up to [`TERM_GRACE`] for it to exit, then SIGKILL to whatever
@@ -262,10 +284,7 @@ struct GroupKill(Option<libc::pid_t>);
 impl GroupKill {
     fn new(pgid: Option<libc::pid_t>) -> GroupKill {
         if let Some(p) = pgid {
-            LIVE_GROUPS
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(p);
+            crate::locks::lock(&LIVE_GROUPS).insert(p);
         }
         GroupKill(pgid)
     }
@@ -283,10 +302,7 @@ impl GroupKill {
     }
     fn disarm(&mut self) {
         if let Some(p) = self.0.take() {
-            LIVE_GROUPS
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&p);
+            crate::locks::lock(&LIVE_GROUPS).remove(&p);
         }
     }
 }
@@ -370,7 +386,14 @@ mod tests {
     use std::sync::Arc;
 
     fn job(attempt: u32) -> Job {
-        let line = br#"{"id":"evt_1","seq":7,"provider":"caminvoice","account":"acme","type":"DOCUMENT.DELIVERED","occurred_at":"2026-01-01T00:00:00.000Z","detected_at":"2026-01-01T00:00:01.000Z","payload":{"type":"DOCUMENT.DELIVERED","document_id":"d1"}}"#.to_vec();
+        job_with(
+            attempt,
+            r#"{"type":"DOCUMENT.DELIVERED","document_id":"d1"}"#,
+        )
+    }
+
+    fn job_with(attempt: u32, payload: &str) -> Job {
+        let line = format!(r#"{{"id":"evt_1","seq":7,"provider":"caminvoice","account":"acme","type":"DOCUMENT.DELIVERED","occurred_at":"2026-01-01T00:00:00.000Z","detected_at":"2026-01-01T00:00:01.000Z","payload":{payload}}}"#).into_bytes();
         let event = StoredEvent { seq: 7, line };
         let envelope: Envelope = event.envelope().unwrap();
         Job {
@@ -451,6 +474,29 @@ mod tests {
             Path::new(pwd.trim()).canonicalize().unwrap(),
             dir.path().canonicalize().unwrap()
         );
+    }
+
+    /// Regression: a daemon killed (`kill -9`) while it wrote a hook's stdin left that hook a
+    /// cut payload. The input is now whole before the hook starts: its size, looked at before
+    /// a byte is read, is the payload's — a megabyte, where a pipe holds 64 KiB.
+    #[tokio::test]
+    async fn the_whole_input_is_there_before_the_hook_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = hook(
+            dir.path(),
+            "stat -L -c %s /dev/stdin > size.out\ncat > stdin.out\n",
+            Duration::from_secs(30),
+            HookStdin::Payload,
+        );
+        let payload = format!(
+            r#"{{"type":"DOCUMENT.DELIVERED","pad":"{}"}}"#,
+            "x".repeat(1 << 20)
+        );
+        assert_eq!(h.deliver(job_with(1, &payload)).await, Outcome::Delivered);
+        let size = std::fs::read_to_string(dir.path().join("size.out")).unwrap();
+        assert_eq!(size.trim(), payload.len().to_string());
+        let stdin = std::fs::read_to_string(dir.path().join("stdin.out")).unwrap();
+        assert!(stdin == payload, "the hook read {} bytes", stdin.len());
     }
 
     #[tokio::test]
@@ -666,20 +712,14 @@ mod tests {
             Duration::from_secs(600),
             HookStdin::Payload,
         );
-        let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
-        let sink = std::sync::Arc::clone(&logs);
-        let subscriber = tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_max_level(tracing::Level::INFO)
-            .with_writer(move || Capture(std::sync::Arc::clone(&sink)))
-            .finish();
+        let logs = crate::logging::LogBuf::default();
         // A current-thread runtime: the hook's reader tasks run on this thread too.
         let outcome = {
-            let _scope = tracing::subscriber::set_default(subscriber);
+            let _scope = tracing::subscriber::set_default(logs.subscriber("info"));
             h.deliver(job(1)).await
         };
         assert_eq!(outcome, Outcome::Delivered);
-        let text = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+        let text = logs.text();
         let more = format!("… ({} more bytes)", 100_000 - OUTPUT_KEPT);
         for (message, field, byte) in [
             ("hook output", "stdout", "x"),
@@ -692,18 +732,6 @@ mod tests {
             let kept = byte.repeat(OUTPUT_KEPT);
             assert!(line.contains(&format!("{field}={kept} {more}")), "{line}");
             assert!(!line.contains(&format!("{kept}{byte}")), "more than kept");
-        }
-    }
-
-    struct Capture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Capture {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
         }
     }
 

@@ -187,18 +187,48 @@ fn foreign(name: &str, tail: &Tail, origin: &Origin) -> Result<Option<String>, S
     )))
 }
 
+/// Why a JSONL sink's file cannot be resumed from with a store.
+#[derive(Debug, thiserror::Error)]
+pub enum PositionError {
+    /// The file's last line was not written by this store: the message says what happened and
+    /// what to do (an operator must choose: restore, reset, or move the file aside).
+    #[error("{0}")]
+    Foreign(String),
+    /// The file cannot be read.
+    #[error("sink {sink}: cannot read {}: {source}", path.display())]
+    Unreadable {
+        sink: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The store could not be asked.
+    #[error("sink {sink}: {source}")]
+    Store { sink: String, source: StoreError },
+}
+
 /// Checks before anything runs that the file of a JSONL sink can be resumed from with this
 /// store: its last line, if any, is one `origin` wrote. The error says what happened and what
 /// to do.
-pub fn check(name: &str, path: &Path, rotating: bool, origin: &Origin) -> Result<(), String> {
-    let tail = tail(path, rotating)
-        .map_err(|e| format!("sink {name}: cannot read {}: {e}", path.display()))?;
+pub fn check(
+    name: &str,
+    path: &Path,
+    rotating: bool,
+    origin: &Origin,
+) -> Result<(), PositionError> {
+    let tail = tail(path, rotating).map_err(|source| PositionError::Unreadable {
+        sink: name.to_string(),
+        path: path.to_path_buf(),
+        source,
+    })?;
     match tail {
         None => Ok(()),
         Some(t) => match foreign(name, &t, origin) {
             Ok(None) => Ok(()),
-            Ok(Some(why)) => Err(why),
-            Err(e) => Err(format!("sink {name}: {e}")),
+            Ok(Some(why)) => Err(PositionError::Foreign(why)),
+            Err(source) => Err(PositionError::Store {
+                sink: name.to_string(),
+                source,
+            }),
         },
     }
 }

@@ -22,6 +22,7 @@ pub mod replay;
 pub mod tail;
 pub mod webhook;
 
+use crate::backoff::{Backoff, Retry};
 use crate::config::{Delivery, Filter, Sink as SinkConfig, SinkKind};
 use crate::event::{Envelope, StoredEvent};
 use crate::shutdown::Stop;
@@ -33,9 +34,8 @@ use tokio::sync::watch;
 
 /// Events read from the outbox per batch delivery.
 const BATCH: usize = 512;
-/// Backoff bounds after a failed batch delivery.
-const RETRY_MIN: Duration = Duration::from_secs(1);
-const RETRY_MAX: Duration = Duration::from_secs(60);
+/// After a failed batch delivery (a full disk heals): 1 s, doubling, at most a minute.
+const BATCH_RETRY: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
 
 /// A batch delivery that did not complete.
 #[derive(Debug, thiserror::Error)]
@@ -164,13 +164,40 @@ impl Runner {
     }
 }
 
-/// Why a sink could not be built from its config.
+/// Why a sink could not be built from its config, by phase.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
+    /// A secret (webhook secret, NATS credential) cannot be read.
+    #[error("sink {sink}: {source}")]
+    Secret {
+        sink: String,
+        source: crate::config::ResolveError,
+    },
+    /// A secret was read but is not what the sink needs (not `whsec_` + base64, not a NATS
+    /// credentials file); `message` names where it is configured.
     #[error("sink {sink}: {message}")]
-    Secret { sink: String, message: String },
-    #[error("sink {sink}: cannot build the HTTP client: {message}")]
-    Client { sink: String, message: String },
+    BadSecret { sink: String, message: String },
+    /// A file the sink's config names (a TLS certificate or key) cannot be read.
+    #[error("sink {sink}: cannot read {}: {source}", path.display())]
+    File {
+        sink: String,
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    /// The HTTP client could not be built.
+    #[error("sink {sink}: cannot build the HTTP client: {source}")]
+    Client {
+        sink: String,
+        source: reqwest::Error,
+    },
+}
+
+impl BuildError {
+    /// Whether the config is at fault (a secret or file it names), not the machine: what
+    /// `check-config` reports too.
+    pub fn is_config(&self) -> bool {
+        !matches!(self, BuildError::Client { .. })
+    }
 }
 
 /// Builds the sink a config entry describes. Resolves webhook and NATS secrets (the error
@@ -220,7 +247,7 @@ pub fn build_with(
 
 /// Checks, before anything runs, that every sink that keeps its own position (JSONL) can
 /// resume from it with `store`: see [`jsonl::check`]. The error says what to do.
-pub fn check_positions(store: &Store, sinks: &[SinkConfig]) -> Result<(), String> {
+pub fn check_positions(store: &Store, sinks: &[SinkConfig]) -> Result<(), jsonl::PositionError> {
     let origin = store.origin();
     for s in sinks {
         if let SinkKind::Jsonl(j) = &s.kind {
@@ -339,7 +366,7 @@ async fn run_batch(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut committed = store.subscribe();
-    let mut wait = RETRY_MIN;
+    let mut retry = Retry::new(BATCH_RETRY);
     loop {
         let stopping = *shutdown.borrow();
         committed.borrow_and_update();
@@ -348,7 +375,7 @@ async fn run_batch(
                 if n > 0 {
                     tracing::debug!(sink = sink.name(), events = n, "delivered");
                 }
-                wait = RETRY_MIN;
+                retry.reset();
                 if stopping {
                     return;
                 }
@@ -358,6 +385,7 @@ async fn run_batch(
                 }
             }
             Err(e) => {
+                let wait = retry.failed();
                 tracing::error!(sink = sink.name(), error = %e, retry_in = ?wait, "delivery failed; nothing after the failure is acknowledged, retrying");
                 if stopping {
                     return;
@@ -366,7 +394,6 @@ async fn run_batch(
                     _ = tokio::time::sleep(wait) => {}
                     _ = shutdown.changed() => {}
                 }
-                wait = (wait * 2).min(RETRY_MAX);
             }
         }
     }

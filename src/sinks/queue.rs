@@ -14,6 +14,7 @@
 //! blocks another sink: it owns one sink's task and nothing else.
 
 use super::{DrainError, Endpoint, Job, Outcome};
+use crate::backoff::{on_schedule, Backoff, Retry};
 use crate::config::{Delivery, DeliveryOrder, Filter};
 use crate::event::StoredEvent;
 use crate::store::{Attempts, DeadLetter, Store};
@@ -37,9 +38,9 @@ const FLUSH_EVERY: Duration = Duration::from_secs(1);
 const INTERRUPTED_HOLD: Duration = Duration::from_secs(24 * 3600);
 /// Pause after a store error before the loop tries again.
 const STORE_RETRY: Duration = Duration::from_secs(5);
-/// Backoff bounds while the endpoint's `prepare` fails (its destination unreachable).
-const PREPARE_RETRY_MIN: Duration = Duration::from_secs(1);
-const PREPARE_RETRY_MAX: Duration = Duration::from_secs(30);
+/// While the endpoint's `prepare` fails (its destination unreachable): 1 s, doubling, at most
+/// 30 s.
+const PREPARE_RETRY: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
 
 /// Where one event of the window is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,8 +160,9 @@ impl Queue {
                 }
             }
         }
-        let mut wait = PREPARE_RETRY_MIN;
+        let mut retry = Retry::new(PREPARE_RETRY);
         while let Err(e) = self.endpoint.prepare(&store, self.acked).await {
+            let wait = retry.failed();
             tracing::error!(sink = %self.name, error = %e, retry_in = ?wait, "the sink is not ready; nothing is delivered to it until it is (retrying)");
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
@@ -170,7 +172,6 @@ impl Queue {
                     }
                 }
             }
-            wait = (wait * 2).min(PREPARE_RETRY_MAX);
         }
         loop {
             let stopping = *shutdown.borrow();
@@ -278,7 +279,8 @@ impl Queue {
                 let (attempts, due) = match store.attempts(&self.name, seq)? {
                     None => (0, Instant::now()),
                     Some(a) => {
-                        let wait_ms = self.delivery.backoff(a.count).as_millis() as i64;
+                        let wait_ms =
+                            on_schedule(&self.delivery.retry_schedule, a.count).as_millis() as i64;
                         let left = (a.last_at + wait_ms - now_ms()).max(0) as u64;
                         (a.count, Instant::now() + Duration::from_millis(left))
                     }
@@ -435,7 +437,8 @@ impl Queue {
                 "gave up: the event is a dead letter; `pollhook events list --dead` shows it, `pollhook events replay --sink {} --dead` re-delivers it", self.name);
             return Ok(());
         }
-        let wait = retry_after.unwrap_or_else(|| self.delivery.backoff(attempt));
+        let wait =
+            retry_after.unwrap_or_else(|| on_schedule(&self.delivery.retry_schedule, attempt));
         slot.state = State::Waiting {
             due: Instant::now() + wait,
         };

@@ -35,25 +35,23 @@ impl Webhook {
     pub fn new(name: &str, s: &WebhookSettings) -> Result<Webhook, BuildError> {
         let mut keys = Vec::new();
         for r in &s.secrets {
-            let secret = r.resolve().map_err(|message| BuildError::Secret {
+            let secret = r.resolve().map_err(|source| BuildError::Secret {
                 sink: name.to_string(),
-                message,
+                source,
             })?;
-            let key = whsec_key(secret.expose()).map_err(|why| BuildError::Secret {
+            let key = whsec_key(secret.expose()).map_err(|why| BuildError::BadSecret {
                 sink: name.to_string(),
                 message: format!("{}: {why}", r.origin),
             })?;
             keys.push(key);
         }
-        let client = reqwest::Client::builder()
-            .timeout(s.timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("pollhook/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| BuildError::Client {
-                sink: name.to_string(),
-                message: e.to_string(),
-            })?;
+        let client =
+            crate::http::client(s.timeout)
+                .build()
+                .map_err(|source| BuildError::Client {
+                    sink: name.to_string(),
+                    source,
+                })?;
         Ok(Webhook {
             url: s.url.clone(),
             keys,
@@ -65,7 +63,7 @@ impl Webhook {
     async fn attempt(&self, job: &Job) -> Outcome {
         let body = job.envelope.payload.get().as_bytes().to_vec();
         let id = &job.envelope.id;
-        let timestamp = chrono::Utc::now().timestamp();
+        let timestamp = crate::time::now_ms().div_euclid(1000);
         let resp = self
             .client
             .post(&self.url)

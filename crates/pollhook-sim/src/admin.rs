@@ -33,6 +33,7 @@ pub fn routes(sim: &Simulator) -> Router {
         .route("/_sim/fault", post(fault))
         .route("/_sim/advance-clock", post(advance_clock))
         .route("/_sim/op-burst", post(op_burst))
+        .route("/_sim/drift", post(drift))
         .with_state(sim.clone())
 }
 
@@ -121,6 +122,21 @@ async fn op_burst(State(sim): State<Simulator>, body: Bytes) -> Response {
     }
     let n = usize::try_from(n).unwrap_or(usize::MAX);
     Json(json!({"journaled": sim.op_burst(npwp, n)})).into_response()
+}
+
+/// `POST /_sim/drift` with `{"drift": "OpStatusRenamed"}` (a [`Drift`](super::Drift) variant).
+async fn drift(State(sim): State<Simulator>, body: Bytes) -> Response {
+    let v = serde_json::from_slice::<Value>(&body).unwrap_or_default();
+    match serde_json::from_value::<super::Drift>(v["drift"].clone()) {
+        Ok(d) => {
+            sim.set_drift(d);
+            Json(json!({"drift": d})).into_response()
+        }
+        Err(e) => bad_request(&format!(
+            "expected {{\"drift\": \"<variant>\"}}, one of {:?}: {e}",
+            super::Drift::ALL
+        )),
+    }
 }
 
 fn bad_request(text: &str) -> Response {

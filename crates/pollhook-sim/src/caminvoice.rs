@@ -305,15 +305,22 @@ async fn poll(
             parse_last_synced(text, tz).ok_or_else(|| unprocessable("Invalid last_synced_at"))?,
         ),
     };
-    let (items, variant) = sim.with(|w| {
+    let (items, variant, drift) = sim.with(|w| {
         w.unread.read_each(member);
         let items = super::hostile::poll(w, member, w.poll(member, since));
-        (items, w.cfg.poll_variant)
+        (items, w.cfg.poll_variant, w.drift)
     });
-    ok(match variant {
-        PollVariant::BareArray => Value::Array(items),
-        PollVariant::Wrapped => json!({"documents": items}),
-    })
+    let items: Vec<Value> = items
+        .into_iter()
+        .map(|i| super::drift::poll_item(drift, i))
+        .collect();
+    ok(super::drift::poll_body(
+        drift,
+        match variant {
+            PollVariant::BareArray => Value::Array(items),
+            PollVariant::Wrapped => json!({"documents": items}),
+        },
+    ))
 }
 
 /// `GET /api/v1/document/{id}`: the detail, if this member can see the document.
@@ -325,7 +332,7 @@ async fn detail(
     let member = check_bearer(&sim, &headers)?;
     let found = sim.with(|w| {
         w.visible_document(member, &id)
-            .map(|d| super::hostile::detail(w, w.detail_json(d)))
+            .map(|d| super::drift::document(w.drift, super::hostile::detail(w, w.detail_json(d))))
     });
     ok(found.ok_or_else(|| refuse(StatusCode::NOT_FOUND, "Document not found"))?)
 }
@@ -365,7 +372,10 @@ async fn list(
             .into_iter()
             .map(|i| w.detail_json(&w.documents[i]))
             .collect();
-        let data = super::hostile::list(w, member, side, page == 1, data);
+        let data: Vec<Value> = super::hostile::list(w, member, side, page == 1, data)
+            .into_iter()
+            .map(|d| super::drift::document(w.drift, d))
+            .collect();
         json!({
             "data": data,
             "pagination": {

@@ -24,6 +24,8 @@
 //!   counts of the faults that fired.
 //! - `floor`: the API cost floor from what the simulator changed (documents and invoices not
 //!   yet read by a poll), for grading a poller's requests by the simulator's counters alone.
+//! - `drift`: contract drift — renamed fields, values in another case or language, another
+//!   envelope — switchable, never touching the journal.
 //! - `hostile`: a hostile provider — duplicated, reordered and phantom items, poisoned
 //!   timestamps, junk bodies — switchable, never touching the journal.
 //! - `scale`: bulk worlds (thousands of members, millions of documents) and churn on demand,
@@ -48,6 +50,7 @@
 
 mod admin;
 mod caminvoice;
+mod drift;
 mod faults;
 pub mod fidelity;
 mod floor;
@@ -70,6 +73,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub use drift::Drift;
 pub use faults::{Fault, FaultCounts, FaultKind};
 pub use floor::Cost;
 pub use hostile::Hostility;

@@ -182,20 +182,24 @@ async fn bulk_fetch(
             .into_iter()
             .skip((page - 1).saturating_mul(size))
             .take(size)
-            .map(|inv| super::hostile::op_invoice(w, inv, w.op.invoice_json(inv)))
+            .map(|inv| {
+                let v = super::hostile::op_invoice(w, inv, w.op.invoice_json(inv));
+                super::drift::op_invoice(w.drift, v)
+            })
             .collect();
         if content.len() < size {
             // A short page ends the walk: it has read every change of the company.
             w.op.unread
                 .read_paged(company, super::floor::PAGE_FLOOR_SIZE);
         }
-        json!({
+        let data = json!({
             "content": content,
             "page": page,
             "size": size,
             "totalPages": total.div_ceil(size),
             "totalElements": total,
-        })
+        });
+        super::drift::op_bulk(w.drift, data)
     }))
 }
 
@@ -207,7 +211,13 @@ async fn retrieve(
 ) -> Answer {
     let company = authenticate(&sim, &headers)?;
     let found = sim.with(|w| match w.op.visible(company, &id) {
-        Some(inv) => Ok(super::hostile::op_invoice(w, inv, w.op.invoice_json(inv))),
+        Some(inv) => {
+            let v = super::hostile::op_invoice(w, inv, w.op.invoice_json(inv));
+            Ok(super::drift::op_retrieved(
+                w.drift,
+                super::drift::op_invoice(w.drift, v),
+            ))
+        }
         None => Err(w.op.next_error_id()),
     });
     match found {

@@ -256,6 +256,8 @@ pub struct World {
     pub fault_counts: FaultCounts,
     /// Hostile answer variants and poisoned timestamps (see [`super::hostile`]).
     pub hostile: super::hostile::HostileState,
+    /// How the wire drifts from the contract (see [`super::drift`]).
+    pub drift: super::drift::Drift,
 }
 
 impl World {
@@ -298,6 +300,7 @@ impl World {
             unread: Pending::new(Utc::now()),
             fault_counts: FaultCounts::default(),
             hostile: Default::default(),
+            drift: Default::default(),
         };
         let created = world.now();
         for i in 0..world.cfg.members {

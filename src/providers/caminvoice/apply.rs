@@ -320,18 +320,5 @@ fn distinct<'c>(items: &'c [Candidate], notes: &mut Notes) -> Vec<&'c Candidate>
 }
 
 fn status_is_unknown(status: &str) -> bool {
-    !matches!(
-        status,
-        "VALID"
-            | "DELIVERED"
-            | "ACKNOWLEDGED"
-            | "IN_PROCESS"
-            | "UNDER_QUERY"
-            | "CONDITIONALLY_ACCEPTED"
-            | "ACCEPTED"
-            | "REJECTED"
-            | "PAID"
-            | "SENT"
-            | "PENDING"
-    )
+    !model::STATUSES.contains(&status)
 }

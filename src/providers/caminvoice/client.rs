@@ -115,6 +115,20 @@ impl Api {
         refresh_token: &Secret,
         count: &RequestCount,
     ) -> Result<Refreshed, ApiError> {
+        let r = self.refresh_answer(refresh_token, count).await?;
+        parse_refresh(&r.body, now_ms()).map_err(|why| ApiError::Malformed {
+            label: TOKEN,
+            why: Malformed(why),
+        })
+    }
+
+    /// [`Api::refresh`]'s successful answer, unread (for `pollhook probe`, which reads it with
+    /// the same parser and reports its shape). It holds tokens: never print it.
+    pub async fn refresh_answer(
+        &self,
+        refresh_token: &Secret,
+        count: &RequestCount,
+    ) -> Result<Reply, ApiError> {
         let url = format!("{}/api/v1/auth/token", self.base);
         let body = serde_json::json!({ "refresh_token": refresh_token.expose() });
         let r = self
@@ -125,10 +139,7 @@ impl Api {
             })
             .await?;
         match r.status {
-            200..=299 => parse_refresh(&r.body, now_ms()).map_err(|why| ApiError::Malformed {
-                label: TOKEN,
-                why: Malformed(why),
-            }),
+            200..=299 => Ok(r),
             400 | 401 | 403 => match error_body(&r.body) {
                 ErrorBody::Client(m) => Err(ApiError::ClientRejected(m)),
                 ErrorBody::Message(message) => Err(ApiError::RefreshRefused {

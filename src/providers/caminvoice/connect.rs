@@ -16,7 +16,7 @@
 use super::client::{Api, ApiError};
 use super::fingerprint;
 use super::model::Connection;
-use crate::config::{Account, CamInvoiceSettings, Config, ProviderSettings, Secret};
+use crate::config::{Account, CamInvoiceSettings, Config, ProviderSettings, ResolveError, Secret};
 use crate::http::Http;
 use crate::providers::RequestCount;
 use crate::store::{Store, StoreError, Unit};
@@ -30,8 +30,8 @@ pub enum ConnectError {
     UnknownAccount(String),
     #[error("account {0:?} is not a CamInvoice account; only CamInvoice has a connect flow (OnlinePajak tokens go into the config)")]
     NotCamInvoice(String),
-    #[error("{0}")]
-    Secret(String),
+    #[error(transparent)]
+    Secret(#[from] ResolveError),
     #[error("the authToken is empty: pass the value of authToken= from the address the browser was sent to (or that whole address)")]
     EmptyToken,
     #[error("the connect exchange failed: {0}")]

@@ -63,7 +63,7 @@ pub enum Emit {
 
 /// The diff's verdict.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outcome {
+pub struct Verdict {
     /// The record to store, or `None` when the observation is not newer than what is stored.
     pub record: Option<DocState>,
     pub emits: Vec<Emit>,
@@ -89,10 +89,10 @@ pub fn diff(
     start: Millis,
     after_baseline: bool,
     now: Millis,
-) -> Outcome {
+) -> Verdict {
     if let Some(p) = prev {
         if !changed(p, obs.updated_at, Some(obs.status), trust_limit(now)) {
-            return Outcome {
+            return Verdict {
                 record: None,
                 emits: vec![],
             };
@@ -145,7 +145,7 @@ pub fn diff(
             }
         }
     };
-    Outcome { record, emits }
+    Verdict { record, emits }
 }
 
 /// The document webhook body, keys in the documented order.

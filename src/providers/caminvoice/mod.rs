@@ -41,6 +41,7 @@ pub mod connect;
 pub mod diff;
 pub mod member;
 pub mod model;
+pub mod probe;
 mod roster;
 mod session;
 mod sync;
@@ -49,9 +50,10 @@ pub mod token;
 use self::client::{Api, DETAIL, POLL};
 use self::member::Standing;
 use self::roster::MemberCreds;
+use self::sync::MemberError;
 use self::token::AccessToken;
-use super::{CycleContext, CycleReport, Provider, UnitStatus};
-use crate::config::{CamInvoiceSettings, HttpSettings, Secret};
+use super::{CycleContext, CycleReport, FailureKind, Provider, UnitFailure, UnitStatus};
+use crate::config::{CamInvoiceSettings, HttpSettings, ResolveError, Secret};
 use crate::http::Http;
 use crate::metrics::AccountMetrics;
 use crate::shard::Shard;
@@ -82,6 +84,8 @@ pub struct CamInvoice {
     member_pool: Arc<tokio::sync::Semaphore>,
     /// The account's counters (provider anomalies are counted there).
     metrics: Arc<AccountMetrics>,
+    /// Poll fields missing from every item of an answer: logged once an hour per account.
+    drift: super::contract::DriftWatch,
 }
 
 impl CamInvoice {
@@ -92,7 +96,7 @@ impl CamInvoice {
         settings: &HttpSettings,
         http: Http,
         metrics: Arc<AccountMetrics>,
-    ) -> Result<CamInvoice, String> {
+    ) -> Result<CamInvoice, ResolveError> {
         let secret = s.client_secret.resolve()?;
         let mut members = Vec::new();
         for m in &s.members {
@@ -117,6 +121,7 @@ impl CamInvoice {
             tokens: Mutex::new(HashMap::new()),
             rotated: Mutex::new(HashMap::new()),
             member_pool,
+            drift: super::contract::DriftWatch::new("CamInvoice", account, Arc::clone(&metrics)),
             metrics,
         })
     }
@@ -135,9 +140,11 @@ impl Provider for CamInvoice {
         Box::pin(async move {
             let mut report = CycleReport::default();
             if let Err(e) = self.sync_members(&ctx.store) {
-                report.failures.push(
-                    format!("cannot read the connected members from the state store: {e}").into(),
-                );
+                report.failures.push(UnitFailure::new(
+                    None,
+                    FailureKind::Store,
+                    format!("cannot read the connected members from the state store: {e}"),
+                ));
             }
             let owned: Vec<usize> = (0..self.member_count())
                 .filter(|&idx| ctx.shard.owns(&self.account, &self.member(idx).endpoint_id))
@@ -173,19 +180,23 @@ impl Provider for CamInvoice {
                         report.events += c.events;
                         report.duplicates += c.duplicates;
                     }
-                    Ok(Err(why)) => {
+                    Ok(Err(e)) => {
                         report.units += 1;
-                        report
-                            .failures
-                            .push(format!("member {endpoint}: {why}").into());
+                        report.failures.push(UnitFailure::new(
+                            Some(format!("member {endpoint}")),
+                            e.kind(),
+                            e.to_string(),
+                        ));
                     }
                     Err(e) => {
                         // A bug, never a provider's answer: still, the member's status says so.
-                        let why = format!("the sync task failed (a bug; please report it): {e}");
-                        self.note_failure(idx, &ctx.store, &why).await;
-                        report
-                            .failures
-                            .push(format!("member {endpoint}: {why}").into());
+                        let e = MemberError::Bug(format!("the sync task failed: {e}"));
+                        self.note_failure(idx, &ctx.store, &e.to_string()).await;
+                        report.failures.push(UnitFailure::new(
+                            Some(format!("member {endpoint}")),
+                            e.kind(),
+                            e.to_string(),
+                        ));
                     }
                 }
             }
@@ -199,13 +210,13 @@ impl Provider for CamInvoice {
         })
     }
 
+    fn probe(self: Arc<Self>) -> BoxFuture<'static, super::probe::ProbeReport> {
+        Box::pin(async move { CamInvoice::run_probe(&self).await })
+    }
+
     fn status(&self, store: &Store, shard: Shard) -> Result<Vec<UnitStatus>, StoreError> {
         self.sync_members(store)?;
-        let members = self
-            .members
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let members = crate::locks::read(&self.members).clone();
         let mut out = Vec::new();
         for (idx, m) in members.iter().enumerate() {
             if !shard.owns(&self.account, &m.endpoint_id) {
@@ -235,6 +246,10 @@ impl Provider for CamInvoice {
                 last_success: rec.as_ref().and_then(|r| r.last_success),
                 cursor: rec.as_ref().and_then(|r| r.cursor),
                 documents,
+                warnings: rec
+                    .as_ref()
+                    .map(|r| super::contract::status_lines("CamInvoice", &r.drift))
+                    .unwrap_or_default(),
                 last_error: rec.and_then(|r| r.last_error),
             });
         }

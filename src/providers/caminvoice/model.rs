@@ -8,6 +8,7 @@
 //! panic, and one bad item does not hide the good ones next to it: it is counted in
 //! [`Unusable`], which the caller logs as one line per answer.
 
+use crate::providers::contract::{Class, Field, Need, Presence};
 use crate::providers::wire::{check_id, read, read_each, Node, Page, Shape, Unusable};
 pub use crate::providers::wire::{json, timestamp, Malformed};
 use crate::time::Millis;
@@ -58,9 +59,110 @@ pub struct PollAnswer {
     /// Every element the answer listed.
     pub listed: u64,
     pub over_cap: bool,
+    /// How many items carried each of [`poll_fields`].
+    pub presence: Presence,
 }
 
 const POLL_FIELDS: [&str; 3] = ["document_id", "updated_at", "type"];
+
+/// The statuses the documentation lists (today's, then the pre-2025 `SENT` and `PENDING`).
+pub const STATUSES: [&str; 11] = [
+    "VALID",
+    "DELIVERED",
+    "ACKNOWLEDGED",
+    "IN_PROCESS",
+    "UNDER_QUERY",
+    "CONDITIONALLY_ACCEPTED",
+    "ACCEPTED",
+    "REJECTED",
+    "PAID",
+    "SENT",
+    "PENDING",
+];
+
+fn statuses() -> Class {
+    Class::Choice {
+        known: STATUSES.map(String::from).to_vec(),
+        fold_case: false,
+    }
+}
+
+/// What pollhook reads of a poll item ([`POLL_FIELDS`], in order).
+pub fn poll_fields() -> Vec<Field> {
+    use Need::{Required, Useful};
+    vec![
+        Field::new("document_id", Class::Id, Required, "the document to fetch"),
+        Field::new(
+            "updated_at",
+            Class::Timestamp,
+            Required,
+            "the version (a seen one costs no detail call) and the cursor",
+        ),
+        Field::new(
+            "type",
+            Class::Choice {
+                known: ["SEND", "RECEIVE", "SENT", "RECEIVED"]
+                    .map(String::from)
+                    .to_vec(),
+                fold_case: true,
+            },
+            Useful,
+            "the member's side; else the detail's parties decide",
+        ),
+    ]
+}
+
+/// What pollhook reads of Get Document Detail and of a list entry ([`DETAIL_FIELDS`], in
+/// order). In a list entry only `document_id` is required: without a status, the detail is
+/// fetched.
+pub fn detail_fields(list: bool) -> Vec<Field> {
+    use Need::{Required, Useful};
+    let status_need = if list { Useful } else { Required };
+    vec![
+        Field::new("document_id", Class::Id, Required, "the document"),
+        Field::new(
+            "status",
+            statuses(),
+            status_need,
+            if list {
+                "the status; else one detail call per entry"
+            } else {
+                "decides the event"
+            },
+        ),
+        Field::new(
+            "supplier_id",
+            Class::Id,
+            Useful,
+            "the member's side when the poll gives no type",
+        ),
+        Field::new(
+            "customer_id",
+            Class::Id,
+            Useful,
+            "the member's side when the poll gives no type",
+        ),
+        Field::new(
+            "created_at",
+            Class::Timestamp,
+            Useful,
+            "first sight: was it created after `start`",
+        ),
+        Field::new(
+            "updated_at",
+            Class::Timestamp,
+            Useful,
+            "the version; else the poll item's",
+        ),
+    ]
+}
+
+/// Counts `node`'s `fields` (an item read through their shape) in `p`.
+fn note_all(p: &mut Presence, fields: &[Field], node: &Node) {
+    for (i, f) in fields.iter().enumerate() {
+        p.note(i, node.field(i), true, &f.class);
+    }
+}
 
 /// Parses a poll answer: a bare array (documented) or `{"documents": [...]}` (or `data`).
 /// Items without a usable `document_id`/`updated_at` are counted beside the good items; an
@@ -69,12 +171,15 @@ const POLL_FIELDS: [&str; 3] = ["document_id", "updated_at", "type"];
 pub fn poll_items(body: &[u8]) -> Result<PollAnswer, Malformed> {
     let mut items = Vec::new();
     let mut unusable = Unusable::default();
+    let fields = poll_fields();
+    let mut presence = Presence::new("poll items", &fields);
     let seen = read_each(
         body,
         &["documents", "data"],
         &Shape::record(POLL_FIELDS),
         MAX_POLL_ITEMS,
         |i, mut node| {
+            note_all(&mut presence, &fields, &node);
             let (id, at) = (node.take(0).into_text(), node.field(1).timestamp());
             match (id, at) {
                 (Some(document_id), Some(updated_at)) => match check_id(&document_id) {
@@ -113,6 +218,7 @@ pub fn poll_items(body: &[u8]) -> Result<PollAnswer, Malformed> {
         unusable,
         listed: seen.total(),
         over_cap: seen.dropped > 0,
+        presence,
     })
 }
 
@@ -176,15 +282,24 @@ impl Detail {
 
 /// Parses Get Document Detail: the object itself, or under `data`.
 pub fn detail(body: &[u8]) -> Result<Detail, Malformed> {
+    detail_read(body).map(|(d, _)| d)
+}
+
+/// [`detail`], and which fields it carried ([`detail_fields`]).
+pub fn detail_read(body: &[u8]) -> Result<(Detail, Presence), Malformed> {
     let mut fields: Vec<(&str, Shape)> = DETAIL_FIELDS.map(|k| (k, Shape::scalar())).to_vec();
     fields.push(("data", detail_shape()));
     let node = read(body, &Shape::object(fields))?;
     let data = node.field(DETAIL_FIELDS.len());
-    if data.is_object() && node.field(0).is_absent() {
-        Detail::from_node(data)
+    let doc = if data.is_object() && node.field(0).is_absent() {
+        data
     } else {
-        Detail::from_node(&node)
-    }
+        &node
+    };
+    let contract = detail_fields(false);
+    let mut presence = Presence::new("document details", &contract);
+    note_all(&mut presence, &contract, doc);
+    Ok((Detail::from_node(doc)?, presence))
 }
 
 /// One page of the list endpoint.
@@ -193,6 +308,8 @@ pub struct ListPage {
     pub page: Page<Detail>,
     /// From `pagination.total_pages`, when given.
     pub total_pages: Option<u64>,
+    /// How many entries carried each of [`detail_fields`].
+    pub presence: Presence,
 }
 
 pub fn list_page(body: &[u8]) -> Result<ListPage, Malformed> {
@@ -211,9 +328,17 @@ pub fn list_page(body: &[u8]) -> Result<ListPage, Malformed> {
             "expected {\"data\": [...], \"pagination\": {...}}".into(),
         ));
     };
+    let contract = detail_fields(true);
+    let mut presence = Presence::new("list entries", &contract);
+    for (_, n) in &data.kept {
+        if n.is_object() {
+            note_all(&mut presence, &contract, n);
+        }
+    }
     Ok(ListPage {
         page: data.page("list item", "a document", Detail::from_node)?,
         total_pages,
+        presence,
     })
 }
 
@@ -257,20 +382,8 @@ pub struct DocState {
     pub updated_at: Millis,
 }
 
-/// Documented statuses get a one-byte code; anything else is stored as its text.
-const STATUSES: [&str; 11] = [
-    "VALID",
-    "DELIVERED",
-    "ACKNOWLEDGED",
-    "IN_PROCESS",
-    "UNDER_QUERY",
-    "CONDITIONALLY_ACCEPTED",
-    "ACCEPTED",
-    "REJECTED",
-    "PAID",
-    "SENT",
-    "PENDING",
-];
+// Documented statuses get a one-byte code (their position in [`STATUSES`] + 1); anything
+// else is stored as its text.
 
 impl DocState {
     /// `[side][updated_at i64 BE][status code][status text if code = 0]`.
@@ -342,6 +455,12 @@ pub struct MemberRecord {
     /// Masked by [`crate::redact`] when set and again when read back.
     #[serde(default)]
     pub last_error: Option<crate::redact::Redacted>,
+    /// Fields of the poll answer that drifted (missing from every item), since when.
+    #[serde(
+        default,
+        skip_serializing_if = "crate::providers::contract::DriftMarks::is_empty"
+    )]
+    pub drift: crate::providers::contract::DriftMarks,
 }
 
 /// A member's refresh token kept in the store (`connections` tree): from `pollhook connect`,

@@ -28,11 +28,11 @@ pub(crate) fn fingerprint(token: &str) -> String {
 impl CamInvoice {
     /// Member `idx`, as currently known.
     pub(super) fn member(&self, idx: usize) -> Arc<MemberCreds> {
-        Arc::clone(&self.members.read().unwrap_or_else(|p| p.into_inner())[idx])
+        Arc::clone(&crate::locks::read(&self.members)[idx])
     }
 
     pub(super) fn member_count(&self) -> usize {
-        self.members.read().unwrap_or_else(|p| p.into_inner()).len()
+        crate::locks::read(&self.members).len()
     }
 
     /// Takes in the refresh tokens stored in the `connections` tree: a member only the store
@@ -55,13 +55,13 @@ impl CamInvoice {
                 fingerprint: fingerprint(&conn.refresh_token),
                 refresh_token: Secret::new(conn.refresh_token),
             });
-            let mut members = self.members.write().unwrap_or_else(|p| p.into_inner());
+            let mut members = crate::locks::write(&self.members);
             match members.iter().position(|m| m.endpoint_id == endpoint) {
                 Some(i) if members[i].fingerprint == creds.fingerprint => {}
                 Some(i) => {
                     members[i] = creds;
                     drop(members); // never hold the members and rotated locks together
-                    self.rotated.lock().unwrap().remove(&i);
+                    crate::locks::lock(&self.rotated).remove(&i);
                     tracing::info!(member = %endpoint, source = %conn.source, stored_at = %crate::time::format_ms(conn.stored_at),
                         "using the refresh token from the state store (newer than the config's)");
                 }
@@ -78,7 +78,7 @@ impl CamInvoice {
     /// Stores a refresh token CamInvoice rotated during this cycle, so that it outlives the
     /// run (and takes precedence over the config's until the config changes).
     pub(super) async fn keep_rotated(&self, idx: usize, store: &Store) -> Result<(), StoreError> {
-        let Some(new) = self.rotated.lock().unwrap().get(&idx).cloned() else {
+        let Some(new) = crate::locks::lock(&self.rotated).get(&idx).cloned() else {
             return Ok(());
         };
         let m = self.member(idx);
@@ -100,12 +100,12 @@ impl CamInvoice {
         store
             .put_connection(Unit::new(&self.account, &m.endpoint_id), value)
             .await?;
-        self.members.write().unwrap_or_else(|p| p.into_inner())[idx] = Arc::new(MemberCreds {
+        crate::locks::write(&self.members)[idx] = Arc::new(MemberCreds {
             endpoint_id: m.endpoint_id.clone(),
             fingerprint: fingerprint(new.expose()),
             refresh_token: new,
         });
-        self.rotated.lock().unwrap().remove(&idx);
+        crate::locks::lock(&self.rotated).remove(&idx);
         tracing::info!(member = %m.endpoint_id, "stored the refresh token CamInvoice rotated; it takes precedence over the config's");
         Ok(())
     }

@@ -30,24 +30,24 @@ impl CamInvoice {
         count: &RequestCount,
     ) -> Result<Secret, ApiError> {
         if !force {
-            if let Some(t) = self.tokens.lock().unwrap().get(&idx) {
+            if let Some(t) = crate::locks::lock(&self.tokens).get(&idx) {
                 if !t.needs_refresh(now_ms()) {
                     return Ok(t.token.clone());
                 }
             }
         }
-        let rotated = self.rotated.lock().unwrap().get(&idx).cloned();
+        let rotated = crate::locks::lock(&self.rotated).get(&idx).cloned();
         let refresh_token = rotated.unwrap_or_else(|| self.member(idx).refresh_token.clone());
         let fresh = self.api.refresh(&refresh_token, count).await?;
         if let Some(new) = fresh.refresh_token {
             if new != refresh_token {
                 tracing::warn!(member = %self.member(idx).endpoint_id,
                     "CamInvoice returned a new refresh token; using it (stored in the state store at the end of the cycle)");
-                self.rotated.lock().unwrap().insert(idx, new);
+                crate::locks::lock(&self.rotated).insert(idx, new);
             }
         }
         let token = fresh.access.token.clone();
-        self.tokens.lock().unwrap().insert(idx, fresh.access);
+        crate::locks::lock(&self.tokens).insert(idx, fresh.access);
         Ok(token)
     }
 

@@ -11,7 +11,8 @@ use super::model::{self, MemberRecord, Side};
 use super::CamInvoice;
 use crate::config::Start;
 use crate::event::NewEvent;
-use crate::providers::CycleContext;
+use crate::providers::contract::Need;
+use crate::providers::{CycleContext, FailureKind};
 use crate::store::{Batch, Store, StoreError, Unit};
 use crate::time::{
     format_duration, format_ms, format_naive_seconds, now_ms, trust_limit, MAX_FUTURE_SKEW,
@@ -32,6 +33,37 @@ pub(super) enum Stop {
     /// The poll (or a detail it led to) was over its cap: the list walk stands in.
     #[error("{0}")]
     Oversized(String),
+}
+
+/// Why one member's cycle failed, by phase (its line in the cycle report).
+#[derive(Debug, thiserror::Error)]
+pub(super) enum MemberError {
+    /// Reading the member's record, or committing what the cycle did.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The work stopped: a request failed for good, an unusable answer, the store mid-work,
+    /// or the daemon's shutdown.
+    #[error(transparent)]
+    Work(Stop),
+    /// CamInvoice refused the member's refresh token, `left` refusals short of revocation.
+    #[error("{source}; {left} more refusal(s) and it counts as revoked")]
+    Refused { source: ApiError, left: u32 },
+    /// A bug: the state machine ended nowhere, or the member's task failed.
+    #[error("{0} (a bug; please report it)")]
+    Bug(String),
+}
+
+impl MemberError {
+    pub(super) fn kind(&self) -> FailureKind {
+        match self {
+            MemberError::Store(_) | MemberError::Work(Stop::Store(_)) => FailureKind::Store,
+            MemberError::Work(Stop::Api(ApiError::Http(h))) if h.is_shutdown() => {
+                FailureKind::Interrupted
+            }
+            MemberError::Work(_) | MemberError::Refused { .. } => FailureKind::Provider,
+            MemberError::Bug(_) => FailureKind::Bug,
+        }
+    }
 }
 
 /// Tallies of one member's cycle.
@@ -126,8 +158,27 @@ impl CamInvoice {
                 model::MAX_POLL_ITEMS
             )));
         }
+        let drifted = self
+            .drift
+            .observe(&answer.presence, &mut rec.drift, |name| {
+                let effect = match model::poll_fields()
+                    .iter()
+                    .find(|f| f.name == name)
+                    .map(|f| f.need)
+                {
+                    Some(Need::Required) => "poll items without it are skipped",
+                    _ => "the detail's parties decide the member's side instead",
+                };
+                format!(
+                    "{effect}; CamInvoice documents this name, so pollhook has no override for it"
+                )
+            });
         if let Some(line) = answer.unusable.summary("unusable poll item(s) skipped") {
-            tracing::warn!(member = %self.member(idx).endpoint_id, "{line}; the next list walk looks again");
+            if drifted {
+                tracing::debug!(member = %self.member(idx).endpoint_id, "{line}");
+            } else {
+                tracing::warn!(member = %self.member(idx).endpoint_id, "{line}; the next list walk looks again");
+            }
         }
         // Oldest first (a document listed twice keeps its newest entry: `apply`).
         let mut items = answer.items;
@@ -174,6 +225,7 @@ impl CamInvoice {
                 let model::ListPage {
                     page: p,
                     total_pages,
+                    ..
                 } = model::list_page(&r.body)
                     .map_err(|why| ApiError::Malformed { label: LIST, why })?;
                 drop(r);
@@ -212,11 +264,9 @@ impl CamInvoice {
         self: Arc<Self>,
         idx: usize,
         ctx: CycleContext,
-    ) -> Result<Option<Counts>, String> {
+    ) -> Result<Option<Counts>, MemberError> {
         let m = self.member(idx);
-        let existing = self
-            .load_record(&ctx.store, idx)
-            .map_err(|e| e.to_string())?;
+        let existing = self.load_record(&ctx.store, idx)?;
         let mut rec = existing.unwrap_or_else(|| MemberRecord {
             start: match ctx.start {
                 Start::Now => now_ms(),
@@ -236,10 +286,12 @@ impl CamInvoice {
         let mut observation = begin;
         let mut counts = Counts::default();
         let mut batch = Batch::default();
-        // What stopped the last piece of work (the text behind Oversized, Refused, Failed).
+        // What stopped the last piece of work (the text behind Oversized, Refused, Failed),
+        // and the error itself when it failed.
         let mut why = String::new();
+        let mut failure: Option<Stop> = None;
         let mut cursor_checked = false;
-        let result: Result<(), String> = loop {
+        let result: Result<(), MemberError> = loop {
             let (actions, next) = member::step(state, observation, revoke_after);
             state = next;
             let mut work = None;
@@ -278,16 +330,17 @@ impl CamInvoice {
                         rec.refusals = 0;
                         end = Some(Ok(()));
                     }
-                    Action::Fail {
-                        refusals_left: Some(left),
-                    } => {
-                        end = Some(Err(format!(
-                            "{why}; {left} more refusal(s) and it counts as revoked"
-                        )))
+                    Action::Fail { refusals_left } => {
+                        end = Some(Err(match (failure.take(), refusals_left) {
+                            (Some(Stop::Api(source)), Some(left)) => {
+                                MemberError::Refused { source, left }
+                            }
+                            (Some(stop), None) => MemberError::Work(stop),
+                            (stop, _) => MemberError::Bug(format!(
+                                "the member's cycle failed in {state:?} after {stop:?}"
+                            )),
+                        }))
                     }
-                    Action::Fail {
-                        refusals_left: None,
-                    } => end = Some(Err(why.clone())),
                     Action::EmitRevoked => {
                         let (payload, id) =
                             diff::revoked(&self.account, &m.endpoint_id, &m.fingerprint);
@@ -335,7 +388,11 @@ impl CamInvoice {
                             rec.last_resync = Some(now_ms());
                             Observation::Walked { began }
                         }
-                        Err(e) => self.observe_failure(idx, &mut rec, e, &mut why),
+                        Err(e) => {
+                            let seen = self.observe_failure(idx, &mut rec, &e, &mut why);
+                            failure = Some(e);
+                            seen
+                        }
                     }
                 }
                 Some(Work::Poll) => match self.poll(idx, &ctx, &mut rec).await {
@@ -347,22 +404,23 @@ impl CamInvoice {
                         why = w;
                         Observation::Oversized
                     }
-                    Err(e) => self.observe_failure(idx, &mut rec, e, &mut why),
+                    Err(e) => {
+                        let seen = self.observe_failure(idx, &mut rec, &e, &mut why);
+                        failure = Some(e);
+                        seen
+                    }
                 },
                 // Never: every step ends the cycle or asks for work (`member::tests`).
                 None => {
-                    break Err(format!(
-                        "the member's state machine stopped in {state:?} (a bug; please report it)"
-                    ))
+                    break Err(MemberError::Bug(format!(
+                        "the member's state machine stopped in {state:?}"
+                    )))
                 }
             };
         };
         self.note_accepted(idx, &mut rec);
         self.put_record(&mut batch, idx, &rec);
-        match ctx.store.commit(batch).await {
-            Ok(c) => counts.events += c.events as u64,
-            Err(e) => return Err(e.to_string()),
-        }
+        counts.events += ctx.store.commit(batch).await?.events as u64;
         if let Err(e) = self.keep_rotated(idx, &ctx.store).await {
             tracing::warn!(member = %m.endpoint_id, "cannot store the rotated refresh token ({e}); it is used for this run only");
         }
@@ -383,7 +441,7 @@ impl CamInvoice {
     /// Every cached access token was issued by an accepted refresh of this member: the
     /// evidence that it was connected ([`member::seen_connected`]).
     fn note_accepted(&self, idx: usize, rec: &mut MemberRecord) {
-        if let Some(t) = self.tokens.lock().unwrap().get(&idx) {
+        if let Some(t) = crate::locks::lock(&self.tokens).get(&idx) {
             rec.accepted_at = Some(rec.accepted_at.unwrap_or(t.issued_at).max(t.issued_at));
         }
     }
@@ -395,14 +453,14 @@ impl CamInvoice {
         &self,
         idx: usize,
         rec: &mut MemberRecord,
-        e: Stop,
+        e: &Stop,
         why: &mut String,
     ) -> Observation {
         match e {
-            Stop::Api(ApiError::RefreshRefused { status, message }) => {
+            Stop::Api(refused @ ApiError::RefreshRefused { .. }) => {
                 self.note_accepted(idx, rec);
                 rec.refusals += 1;
-                *why = format!("CamInvoice refused the refresh token (HTTP {status}: {message})");
+                *why = refused.to_string();
                 rec.last_error = Some(why.clone().into());
                 Observation::Refused {
                     refusals: rec.refusals,
@@ -411,7 +469,7 @@ impl CamInvoice {
             }
             e => {
                 // A cycle cut short by the daemon's shutdown did not fail: keep the last error.
-                if !matches!(&e, Stop::Api(ApiError::Http(h)) if h.is_shutdown()) {
+                if !matches!(e, Stop::Api(ApiError::Http(h)) if h.is_shutdown()) {
                     rec.last_error = Some(e.to_string().into());
                 }
                 *why = e.to_string();

@@ -14,6 +14,11 @@ use serde_json::Value;
 /// Assumed lifetime when the answer says nothing usable (the documented 900 s).
 pub const DEFAULT_LIFETIME_MS: i64 = 900_000;
 
+/// Expiry instants a refresh answer may give, in the order they are looked for.
+pub const EXPIRES_AT: [&str; 4] = ["expire_at", "expired_at", "expires_at", "expireAt"];
+/// Lifetimes (seconds, or "15m") a refresh answer may give, in the order they are looked for.
+pub const EXPIRES_IN: [&str; 4] = ["expire_in", "expires_in", "expireIn", "expiresIn"];
+
 /// An access token and when it stops working.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccessToken {
@@ -57,12 +62,9 @@ pub fn parse_refresh(body: &[u8], now: Millis) -> Result<Refreshed, String> {
         .filter(|t| !t.is_empty())
         .ok_or("the token answer has no access_token or token field")?;
     let expires_at = jwt_exp(token)
+        .or_else(|| pick(&EXPIRES_AT).and_then(super::model::timestamp))
         .or_else(|| {
-            pick(&["expire_at", "expired_at", "expires_at", "expireAt"])
-                .and_then(super::model::timestamp)
-        })
-        .or_else(|| {
-            pick(&["expire_in", "expires_in", "expireIn", "expiresIn"])
+            pick(&EXPIRES_IN)
                 .and_then(lifetime)
                 .map(|ms| now.saturating_add(ms))
         })

@@ -9,6 +9,7 @@
 //! [`ApiMap::with_overrides`] lays the config's overrides over it.
 
 use crate::config::ApiOverrides;
+use crate::providers::contract::{Class, Field, Need};
 use std::collections::BTreeMap;
 
 /// Paths, parameters and field names of the OnlinePajak invoice API.
@@ -155,6 +156,138 @@ impl ApiMap {
             rejected_value: rejected_value.unwrap_or(d.rejected_value),
             types: types.unwrap_or(d.types),
         }
+    }
+
+    /// The invoice fields read through this map, in the order the parser keeps them
+    /// (`model::invoice_shape`), each with its `[accounts.api]` key and the values it knows.
+    pub fn fields(&self) -> Vec<Field> {
+        use Class::{Id, Number, Text, Timestamp};
+        use Need::{Required, Useful};
+        let statuses = [
+            "DRAFT",
+            "APPROVAL_IN_PROGRESS",
+            &self.approved_value,
+            &self.rejected_value,
+        ];
+        let mut types: Vec<String> = self.types.keys().cloned().collect();
+        if !types.iter().any(|t| t == "2") {
+            // A credit note: passed through as "2" (documented).
+            types.push("2".into());
+        }
+        let choice = |known: Vec<String>| Class::Choice {
+            known,
+            fold_case: false,
+        };
+        let f =
+            |name: &str, key, class, need, role| Field::new(name, class, need, role).setting(key);
+        vec![
+            f(
+                &self.id,
+                "id",
+                Id,
+                Required,
+                "the invoice's id: the webhook's reference_number",
+            ),
+            f(
+                &self.document_number,
+                "document_number",
+                Text,
+                Useful,
+                "event_data.document_number (approved invoices)",
+            ),
+            f(
+                &self.client_reference_id,
+                "client_reference_id",
+                Id,
+                Useful,
+                "event_data.client_reference_id",
+            ),
+            f(
+                &self.commercial_invoice_number,
+                "commercial_invoice_number",
+                Text,
+                Useful,
+                "event_data.commercial_invoice_number",
+            ),
+            f(
+                &self.tax_period,
+                "tax_period",
+                Text,
+                Useful,
+                "event_data.tax_period",
+            ),
+            f(
+                &self.revision,
+                "revision",
+                Number,
+                Useful,
+                "the revision: a replacement approved again is a new event",
+            ),
+            f(
+                &self.document_type,
+                "document_type",
+                choice(types),
+                Useful,
+                "event_data.type (through api.types)",
+            ),
+            f(
+                &self.approval_status,
+                "approval_status",
+                choice(statuses.map(String::from).to_vec()),
+                Required,
+                "decides the event, with approved_value and rejected_value",
+            ),
+            f(
+                &self.djp_response_message,
+                "djp_response_message",
+                Text,
+                Useful,
+                "event_data.djp_response_message (answered invoices)",
+            ),
+            f(
+                &self.pdf_download_link,
+                "pdf_download_link",
+                Text,
+                Useful,
+                "event_data.pdf_download_link (approved invoices)",
+            ),
+            f(
+                &self.created_by,
+                "created_by",
+                Text,
+                Useful,
+                "the payload's user_email",
+            ),
+            f(
+                &self.npwp,
+                "npwp",
+                Text,
+                Useful,
+                "the payload's npwp (else the configured one)",
+            ),
+            f(
+                &self.approved_at,
+                "approved_at",
+                Timestamp,
+                Useful,
+                "the payload's event_date (else when pollhook saw it)",
+            ),
+            f(
+                &self.updated_at,
+                "updated_at",
+                Timestamp,
+                Required,
+                "the invoice's version, and the walk's keyset",
+            ),
+        ]
+    }
+
+    /// Identifies the names this map reads (any override changes it): an invoice remembered as
+    /// unreadable under one map is read again under another.
+    pub fn fingerprint(&self) -> [u8; 8] {
+        use sha2::{Digest, Sha256};
+        let d = Sha256::digest(format!("{self:?}").as_bytes());
+        d[..8].try_into().expect("8 bytes")
     }
 
     /// The webhook's `type` for a `documentType`.

@@ -6,7 +6,7 @@
 //! is "gone"; anything else carries the envelope's own code and message.
 
 use super::api::ApiMap;
-use super::model::{error_text, page, retrieved, BulkPage, Invoice};
+use super::model::{error_text, page, retrieved, BulkPage, Retrieved};
 use crate::config::Secret;
 use crate::http::{Http, HttpError, Reply};
 use crate::providers::wire::{segment, Malformed};
@@ -107,6 +107,22 @@ impl Api {
         size: u32,
         count: &RequestCount,
     ) -> Result<BulkPage, ApiError> {
+        let r = self.bulk_fetch_answer(from, page_no, size, count).await?;
+        page(&r.body, &self.map).map_err(|why| ApiError::Malformed {
+            label: BULK_FETCH,
+            why,
+        })
+    }
+
+    /// [`Api::bulk_fetch`]'s answer, unread (for `pollhook probe`, which reads it with the
+    /// same parser and also takes its census).
+    pub async fn bulk_fetch_answer(
+        &self,
+        from: Millis,
+        page_no: u32,
+        size: u32,
+        count: &RequestCount,
+    ) -> Result<Reply, ApiError> {
         let m = &self.map;
         let query = [
             (m.page_param.as_str(), page_no.to_string()),
@@ -125,10 +141,7 @@ impl Api {
                 ),
             });
         }
-        page(&r.body, m).map_err(|why| ApiError::Malformed {
-            label: BULK_FETCH,
-            why,
-        })
+        Ok(r)
     }
 
     /// Retrieve one invoice; `None` when OnlinePajak answers 404.
@@ -136,17 +149,26 @@ impl Api {
         &self,
         id: &str,
         count: &RequestCount,
-    ) -> Result<Option<Invoice>, ApiError> {
-        let path = self.map.retrieve_path.replace("{id}", &segment(id));
-        let r = self.get(RETRIEVE, &path, &[], count).await?;
-        if r.status == 404 {
+    ) -> Result<Option<Retrieved>, ApiError> {
+        let Some(r) = self.retrieve_answer(id, count).await? else {
             return Ok(None);
-        }
+        };
         retrieved(&r.body, &self.map)
             .map(Some)
             .map_err(|why| ApiError::Malformed {
                 label: RETRIEVE,
                 why,
             })
+    }
+
+    /// [`Api::retrieve`]'s answer, unread; `None` for a 404.
+    pub async fn retrieve_answer(
+        &self,
+        id: &str,
+        count: &RequestCount,
+    ) -> Result<Option<Reply>, ApiError> {
+        let path = self.map.retrieve_path.replace("{id}", &segment(id));
+        let r = self.get(RETRIEVE, &path, &[], count).await?;
+        Ok((r.status != 404).then_some(r))
     }
 }

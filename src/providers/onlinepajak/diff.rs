@@ -18,7 +18,7 @@ pub const APPROVED_EVENT: &str = "PPN_INVOICE_APPROVED";
 
 /// The verdict for one observation.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outcome {
+pub struct Verdict {
     /// The version to store; `None` when the observation is not newer than the stored one.
     pub record: Option<InvoiceState>,
     /// `Some(approved)` when a PPN_INVOICE_APPROVED is due.
@@ -63,9 +63,9 @@ pub fn diff(
     start: Millis,
     map: &ApiMap,
     now: Millis,
-) -> Outcome {
+) -> Verdict {
     if prev.is_some_and(|p| !changed(p, inv, updated_at, status, trust_limit(now))) {
-        return Outcome {
+        return Verdict {
             record: None,
             emit: None,
         };
@@ -87,7 +87,7 @@ pub fn diff(
         }
         (None, Some(approved)) => (answered_at(inv, updated_at, now) >= start).then_some(approved),
     };
-    Outcome {
+    Verdict {
         record: Some(record),
         emit,
     }

@@ -13,12 +13,14 @@ pub mod api;
 pub mod client;
 pub mod diff;
 pub mod model;
+pub mod probe;
 
 use self::client::{Api, ApiError};
-use self::model::InvoiceState;
+use self::model::{InvoiceRecord, Unreadable};
+use super::contract::{self, DriftMarks, DriftWatch, Need};
 use super::wire::{addressable, Unusable};
-use super::{CycleContext, CycleReport, Provider, UnitStatus};
-use crate::config::{OnlinePajakSettings, Start};
+use super::{CycleContext, CycleReport, FailureKind, Provider, UnitFailure, UnitStatus};
+use crate::config::{OnlinePajakSettings, ResolveError, Start};
 use crate::event::NewEvent;
 use crate::http::Http;
 use crate::metrics::AccountMetrics;
@@ -30,6 +32,7 @@ use crate::time::{
 };
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 /// Pages walked in one cycle at most: a guard against a server that never stops paging.
@@ -43,6 +46,8 @@ pub struct OnlinePajak {
     pacer: Arc<Gcra>,
     /// The account's counters (provider anomalies are counted there).
     metrics: Arc<AccountMetrics>,
+    /// Mapped fields missing from every invoice of an answer: logged once an hour.
+    drift: DriftWatch,
 }
 
 /// The account's progress, kept in the store's `cursors` tree.
@@ -58,6 +63,9 @@ struct AccountRecord {
     /// The GCRA limiter's state (epoch ms) at the end of the last cycle.
     #[serde(default)]
     pacer_tat: Millis,
+    /// Mapped fields that drifted (missing from every invoice of an answer), since when.
+    #[serde(default, skip_serializing_if = "DriftMarks::is_empty")]
+    drift: DriftMarks,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -83,7 +91,7 @@ impl OnlinePajak {
         s: &OnlinePajakSettings,
         http: Http,
         metrics: Arc<AccountMetrics>,
-    ) -> Result<OnlinePajak, String> {
+    ) -> Result<OnlinePajak, ResolveError> {
         let token = s.token.resolve()?;
         let pacer = Arc::new(Gcra::per_minute(s.rate_limit, s.rate_burst));
         let http = http.with_pacer(Arc::clone(&pacer));
@@ -98,13 +106,37 @@ impl OnlinePajak {
             ),
             settings: s.clone(),
             pacer,
+            drift: DriftWatch::new("OnlinePajak", account, Arc::clone(&metrics)),
             metrics,
         })
+    }
+
+    /// What to check when the mapped field `name` drifted, for the warning.
+    fn advice(&self, name: &str) -> String {
+        let fields = self.api.map.fields();
+        let Some(f) = fields.iter().find(|f| f.name == name) else {
+            return "check [accounts.api]".into();
+        };
+        let effect = match f.need {
+            Need::Required => {
+                "invoices without it are not processed (each is Retrieved once per change at most)"
+            }
+            Need::Useful => "payloads carry it empty",
+        };
+        format!(
+            "{effect}; the name is `{}` in [accounts.api]",
+            f.setting.unwrap_or("?")
+        )
     }
 
     /// The company: the unit the store keys this account's records by.
     fn unit(&self) -> Unit<'_> {
         Unit::new(&self.account, &self.settings.npwp)
+    }
+
+    /// The company as reports and `status` name it.
+    fn unit_name(&self) -> String {
+        format!("npwp {}", self.settings.npwp)
     }
 
     fn load_record(&self, store: &Store) -> Result<Option<AccountRecord>, StoreError> {
@@ -134,6 +166,10 @@ impl OnlinePajak {
         let mut from = rec.cursor.unwrap_or(rec.start).saturating_sub(overlap);
         let mut page_no = first_page;
         let mut counts = Counts::default();
+        let map_id = self.api.map.fingerprint();
+        // Which gaps (no status, no `updatedAt`) a Retrieve this cycle could not fill: an
+        // invoice with the same gap is not Retrieved again in this cycle.
+        let mut futile: HashSet<(bool, bool)> = HashSet::new();
         for _ in 0..MAX_PAGES {
             let page = match self
                 .api
@@ -146,12 +182,21 @@ impl OnlinePajak {
                     (size, page_no) = (size / 2, first_page);
                     continue;
                 }
-                page => page?.page,
+                bulk => bulk?,
             };
+            let presence = page.presence;
+            let page = page.page;
             counts.pages += 1;
             self.metrics.anomaly("unusable_item", page.unusable.count);
+            let drifted = self
+                .drift
+                .observe(&presence, &mut rec.drift, |f| self.advice(f));
             if let Some(line) = page.unusable.summary("unusable invoice(s) skipped") {
-                tracing::warn!(account = %self.account, "{line}");
+                if drifted {
+                    tracing::debug!(account = %self.account, "{line}");
+                } else {
+                    tracing::warn!(account = %self.account, "{line}");
+                }
             }
             let mut notes = Notes::default();
             let mut last_at = None;
@@ -164,10 +209,12 @@ impl OnlinePajak {
                 }
                 // Keyed by the id Bulk Fetch listed (a Retrieve answers for that id).
                 let key = listed.id.clone();
-                let prev = ctx
+                let stored = ctx
                     .store
                     .get_state(self.unit(), &key)?
-                    .and_then(|v| InvoiceState::decode(&v));
+                    .and_then(|v| InvoiceRecord::decode(&v))
+                    .unwrap_or_default();
+                let prev = stored.state.clone();
                 // Not newer: skipped unread (a quarantined stored stamp says nothing: the diff
                 // compares the whole version).
                 if let (Some(p), Some(at)) = (&prev, listed.updated_at) {
@@ -175,17 +222,40 @@ impl OnlinePajak {
                         continue;
                     }
                 }
+                let gap = listed.gap();
                 let inv = if listed.is_complete() {
                     listed
                 } else if !addressable(&listed.id) {
                     notes.skipped.add(1, || format!("invoice {:?}: incomplete, and its id cannot be sent as a URL path segment (Retrieve)", listed.id));
                     continue;
+                } else if stored
+                    .unreadable
+                    .is_some_and(|u| u.covers(map_id, listed.updated_at))
+                    || futile.contains(&gap)
+                {
+                    // Retrieve could not complete this version (or, this cycle, one with the
+                    // same gap): the drift warning says why; no call.
+                    notes.incomplete += 1;
+                    continue;
                 } else {
                     counts.retrieved += 1;
                     match self.api.retrieve(&listed.id, &ctx.requests).await {
-                        Ok(Some(full)) if full.is_complete() => full,
-                        Ok(Some(_)) => {
-                            notes.skipped.add(1, || format!("invoice {:?}: no approval status or updatedAt even when retrieved (check [accounts.api] field names)", listed.id));
+                        Ok(Some(full)) if full.invoice.is_complete() => full.invoice,
+                        Ok(Some(full)) => {
+                            self.drift
+                                .observe(&full.presence, &mut rec.drift, |f| self.advice(f));
+                            futile.insert(gap);
+                            notes.incomplete += 1;
+                            if let Some(version) = listed.updated_at {
+                                let record = InvoiceRecord {
+                                    unreadable: Some(Unreadable {
+                                        map: map_id,
+                                        version,
+                                    }),
+                                    ..stored
+                                };
+                                batch.put_state(self.unit(), &key, record.encode());
+                            }
                             continue;
                         }
                         Ok(None) => {
@@ -254,6 +324,10 @@ impl OnlinePajak {
                 if updated_at <= limit {
                     rec.cursor = Some(rec.cursor.map_or(updated_at, |c| c.max(updated_at)));
                 }
+                let record = InvoiceRecord {
+                    state: Some(record),
+                    unreadable: None,
+                };
                 batch.put_state(self.unit(), &key, record.encode());
             }
             self.report(&notes);
@@ -290,6 +364,10 @@ impl OnlinePajak {
         }
         self.metrics
             .anomaly("future_timestamp", notes.quarantined.count);
+        if notes.incomplete > 0 {
+            tracing::debug!(account = %self.account, incomplete = notes.incomplete,
+                "invoices without an approval status or updatedAt even when retrieved: not retrieved again until they change (or [accounts.api] does)");
+        }
     }
 }
 
@@ -298,6 +376,8 @@ impl OnlinePajak {
 struct Notes {
     skipped: Unusable,
     quarantined: Unusable,
+    /// Invoices Retrieve could not complete (a drifted field: the drift warning covers them).
+    incomplete: u64,
 }
 
 impl Provider for OnlinePajak {
@@ -328,9 +408,11 @@ impl Provider for OnlinePajak {
                     ..AccountRecord::default()
                 },
                 Err(e) => {
-                    report
-                        .failures
-                        .push(format!("npwp {}: {e}", self.settings.npwp).into());
+                    report.failures.push(UnitFailure::new(
+                        Some(self.unit_name()),
+                        FailureKind::Store,
+                        e.to_string(),
+                    ));
                     return report;
                 }
             };
@@ -360,29 +442,38 @@ impl Provider for OnlinePajak {
                 }
                 Err(e) => {
                     // A cycle cut short by the daemon's shutdown did not fail.
-                    if !matches!(e, Stop::Api(ApiError::Http(h)) if h.is_shutdown()) {
+                    let kind = match e {
+                        Stop::Api(ApiError::Http(h)) if h.is_shutdown() => FailureKind::Interrupted,
+                        Stop::Api(_) => FailureKind::Provider,
+                        Stop::Store(_) => FailureKind::Store,
+                    };
+                    if kind != FailureKind::Interrupted {
                         rec.last_error = Some(e.to_string().into());
                     }
-                    report.failures.push(
-                        format!(
-                            "npwp {}: {e}; nothing is lost, the next cycle retries from the cursor",
-                            self.settings.npwp
-                        )
-                        .into(),
-                    );
+                    report.failures.push(UnitFailure::new(
+                        Some(self.unit_name()),
+                        kind,
+                        format!("{e}; nothing is lost, the next cycle retries from the cursor"),
+                    ));
                 }
             }
             let mut batch = Batch::default();
             self.put_record(&mut batch, &rec);
             if let Err(e) = ctx.store.commit(batch).await {
-                report
-                    .failures
-                    .push(format!("npwp {}: {e}", self.settings.npwp).into());
+                report.failures.push(UnitFailure::new(
+                    Some(self.unit_name()),
+                    FailureKind::Store,
+                    e.to_string(),
+                ));
             }
             report.requests = ctx.requests.snapshot();
             report.core_requests = report.requests.values().sum();
             report
         })
+    }
+
+    fn probe(self: Arc<Self>) -> BoxFuture<'static, super::probe::ProbeReport> {
+        Box::pin(async move { self.run_probe().await })
     }
 
     fn status(&self, store: &Store, shard: Shard) -> Result<Vec<UnitStatus>, StoreError> {
@@ -392,7 +483,7 @@ impl Provider for OnlinePajak {
         let rec = self.load_record(store)?;
         let documents = store.count_state(self.unit())?;
         Ok(vec![UnitStatus {
-            unit: format!("npwp {}", self.settings.npwp),
+            unit: self.unit_name(),
             state: match &rec {
                 None => "never polled".into(),
                 Some(r) if r.last_error.is_some() => "failing".into(),
@@ -401,6 +492,10 @@ impl Provider for OnlinePajak {
             last_success: rec.as_ref().and_then(|r| r.last_success),
             cursor: rec.as_ref().and_then(|r| r.cursor),
             documents,
+            warnings: rec
+                .as_ref()
+                .map(|r| contract::status_lines("OnlinePajak", &r.drift))
+                .unwrap_or_default(),
             last_error: rec.and_then(|r| r.last_error),
         }])
     }

@@ -9,6 +9,7 @@
 //! with what was expected; an invoice that cannot be read is counted in [`Unusable`].
 
 use super::api::ApiMap;
+use crate::providers::contract::{Field, Presence};
 pub use crate::providers::wire::Malformed;
 use crate::providers::wire::{check_id, read, Node, Page, Shape};
 use crate::time::Millis;
@@ -88,7 +89,43 @@ fn success_data(body: &[u8], data: Shape) -> Result<Node, Malformed> {
 pub struct BulkPage {
     pub page: Page<Invoice>,
     pub total_pages: Option<u64>,
+    /// How many of its invoices carried each mapped field where expected.
+    pub presence: Presence,
 }
+
+/// Retrieve's invoice, and which mapped fields it carried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retrieved {
+    pub invoice: Invoice,
+    pub presence: Presence,
+}
+
+/// What the items of an answer carried of the mapped fields. A field that belongs only to
+/// answered invoices (`approvedAt`, `djpResponseMessage`) or approved ones (`documentNumber`,
+/// `pdfDownloadLink`) is expected only there.
+fn presence<'a>(nodes: impl IntoIterator<Item = &'a Node>, map: &ApiMap) -> Presence {
+    let fields: Vec<Field> = map.fields();
+    let mut p = Presence::new("invoices", &fields);
+    for node in nodes.into_iter().filter(|n| n.is_object()) {
+        let outcome = node.field(STATUS).as_str().and_then(|s| map.outcome(s));
+        for (i, f) in fields.iter().enumerate() {
+            let expected = match i {
+                APPROVED_AT | DJP_RESPONSE_MESSAGE => outcome.is_some(),
+                DOCUMENT_NUMBER | PDF_DOWNLOAD_LINK => outcome == Some(true),
+                _ => true,
+            };
+            p.note(i, node.field(i), expected, &f.class);
+        }
+    }
+    p
+}
+
+// Positions in `ApiMap::fields` (and so in the invoice shape).
+const DOCUMENT_NUMBER: usize = 1;
+const STATUS: usize = 7;
+const DJP_RESPONSE_MESSAGE: usize = 8;
+const PDF_DOWNLOAD_LINK: usize = 9;
+const APPROVED_AT: usize = 12;
 
 pub fn page(body: &[u8], map: &ApiMap) -> Result<BulkPage, Malformed> {
     let data = Shape::object([
@@ -110,15 +147,21 @@ pub fn page(body: &[u8], map: &ApiMap) -> Result<BulkPage, Malformed> {
             map.content
         )));
     };
+    let presence = presence(items.kept.iter().map(|(_, n)| n), map);
     Ok(BulkPage {
         page: items.page("invoice", "an invoice", |n| Invoice::from_node(n, map))?,
         total_pages,
+        presence,
     })
 }
 
 /// Retrieve's answer: the envelope's `data` is the invoice.
-pub fn retrieved(body: &[u8], map: &ApiMap) -> Result<Invoice, Malformed> {
-    Invoice::from_node(&success_data(body, invoice_shape(map))?, map)
+pub fn retrieved(body: &[u8], map: &ApiMap) -> Result<Retrieved, Malformed> {
+    let node = success_data(body, invoice_shape(map))?;
+    Ok(Retrieved {
+        presence: presence([&node], map),
+        invoice: Invoice::from_node(&node, map)?,
+    })
 }
 
 /// An invoice as the diff and the payload need it. Text fields absent or null read as "".
@@ -142,27 +185,10 @@ pub struct Invoice {
     pub updated_at: Option<Millis>,
 }
 
-/// The mapped invoice fields, in the order [`Invoice::from_node`] reads them.
+/// The mapped invoice fields, in the order [`Invoice::from_node`] reads them
+/// ([`ApiMap::fields`]).
 fn invoice_shape(map: &ApiMap) -> Shape {
-    Shape::record(
-        [
-            &map.id,
-            &map.document_number,
-            &map.client_reference_id,
-            &map.commercial_invoice_number,
-            &map.tax_period,
-            &map.revision,
-            &map.document_type,
-            &map.approval_status,
-            &map.djp_response_message,
-            &map.pdf_download_link,
-            &map.created_by,
-            &map.npwp,
-            &map.approved_at,
-            &map.updated_at,
-        ]
-        .map(String::as_str),
-    )
+    Shape::record(map.fields().into_iter().map(|f| f.name))
 }
 
 impl Invoice {
@@ -224,6 +250,11 @@ impl Invoice {
     pub fn is_complete(&self) -> bool {
         self.approval_status.is_some() && self.updated_at.is_some()
     }
+
+    /// What it lacks for the diff: (no approval status, no `updatedAt`).
+    pub fn gap(&self) -> (bool, bool) {
+        (self.approval_status.is_none(), self.updated_at.is_none())
+    }
 }
 
 /// What pollhook keeps per invoice: the version that decides whether an approval is new.
@@ -264,9 +295,122 @@ impl InvoiceState {
     }
 }
 
+/// What pollhook keeps per invoice: its last version, and — when even Retrieve could not
+/// complete it — that this version was unreadable under this map, so that it costs no further
+/// Retrieve until it changes or `[accounts.api]` does.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InvoiceRecord {
+    pub state: Option<InvoiceState>,
+    pub unreadable: Option<Unreadable>,
+}
+
+/// A version of an invoice Retrieve could not complete (no approval status or `updatedAt`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unreadable {
+    /// [`ApiMap::fingerprint`] of the map it was read with.
+    pub map: [u8; 8],
+    /// Its `updatedAt` as Bulk Fetch listed it.
+    pub version: Millis,
+}
+
+impl Unreadable {
+    /// Whether it stands for this listing, read with this map.
+    pub fn covers(&self, map: [u8; 8], listed: Option<Millis>) -> bool {
+        self.map == map && Some(self.version) == listed
+    }
+}
+
+/// The tag of a record carrying [`Unreadable`]. A plain [`InvoiceState`] starts with its
+/// `updated_at` (i64 BE): these bytes would be a date some 1.5 million years BC.
+const UNREADABLE_TAG: [u8; 3] = [0xFF, b'I', 1];
+
+impl InvoiceRecord {
+    /// A plain [`InvoiceState`] (the layout of every record before), or
+    /// `[tag 3][map 8][version i64 BE][InvoiceState, if any]`.
+    pub fn encode(&self) -> Vec<u8> {
+        let state = self.state.as_ref().map(InvoiceState::encode);
+        match self.unreadable {
+            None => state.unwrap_or_default(),
+            Some(u) => {
+                let mut out = UNREADABLE_TAG.to_vec();
+                out.extend_from_slice(&u.map);
+                out.extend_from_slice(&u.version.to_be_bytes());
+                out.extend(state.unwrap_or_default());
+                out
+            }
+        }
+    }
+
+    pub fn decode(b: &[u8]) -> Option<InvoiceRecord> {
+        match b.strip_prefix(&UNREADABLE_TAG) {
+            Some(rest) if rest.len() >= 16 => {
+                let unreadable = Unreadable {
+                    map: rest[..8].try_into().ok()?,
+                    version: i64::from_be_bytes(rest[8..16].try_into().ok()?),
+                };
+                let state = match &rest[16..] {
+                    [] => None,
+                    s => Some(InvoiceState::decode(s)?),
+                };
+                Some(InvoiceRecord {
+                    state,
+                    unreadable: Some(unreadable),
+                })
+            }
+            _ => Some(InvoiceRecord {
+                state: Some(InvoiceState::decode(b)?),
+                unreadable: None,
+            }),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn invoice_records_round_trip_and_read_the_old_layout() {
+        let s = InvoiceState {
+            status: "APPROVED".into(),
+            revision: 1,
+            document_type: "1".into(),
+            updated_at: 1_700_000_000_123,
+        };
+        let u = Unreadable {
+            map: [7; 8],
+            version: 1_700_000_000_999,
+        };
+        for r in [
+            InvoiceRecord {
+                state: Some(s.clone()),
+                unreadable: None,
+            },
+            InvoiceRecord {
+                state: None,
+                unreadable: Some(u),
+            },
+            InvoiceRecord {
+                state: Some(s.clone()),
+                unreadable: Some(u),
+            },
+        ] {
+            assert_eq!(InvoiceRecord::decode(&r.encode()), Some(r));
+        }
+        assert_eq!(
+            InvoiceRecord::decode(&s.encode()).unwrap().state,
+            Some(s),
+            "a record written before is a plain state"
+        );
+        assert!(u.covers([7; 8], Some(1_700_000_000_999)));
+        assert!(!u.covers([8; 8], Some(1_700_000_000_999)), "another map");
+        assert!(
+            !u.covers([7; 8], Some(1_700_000_001_000)),
+            "another version"
+        );
+        assert!(!u.covers([7; 8], None));
+        assert_eq!(InvoiceRecord::decode(b"\xFFI\x01short"), None);
+    }
 
     const INVOICE: &str = r#"{"id":"490e6ab5-3aa2-4e76-9569-c84aecc56c73","documentNumber":"001-19.00000005",
         "clientReferenceId":"FC8C2DA9A924EB81DBC695E8A587F","commercialInvoiceNumber":"INV/2019/I/0001-A",
@@ -289,12 +433,9 @@ mod tests {
             (1, 3, 4)
         );
         let one = format!(r#"{{"success":{{}},"data":{INVOICE}}}"#);
-        assert_eq!(
-            retrieved(one.as_bytes(), &ApiMap::default())
-                .unwrap()
-                .revision,
-            0
-        );
+        let r = retrieved(one.as_bytes(), &ApiMap::default()).unwrap();
+        assert_eq!(r.invoice.revision, 0);
+        assert!(!r.presence.drifted());
         assert!(retrieved(br#"{"success":{},"data":null}"#, &ApiMap::default()).is_err());
         assert_eq!(
             error_text(br#"{"error":{"code":"10","message":"Invoice not found","errorId":"e1"}}"#),

@@ -88,15 +88,15 @@ impl Nats {
     pub fn new(name: &str, settings: &NatsSettings) -> Result<Nats, BuildError> {
         let secret = match settings.auth.secret() {
             None => None,
-            Some(r) => Some(r.resolve().map_err(|message| BuildError::Secret {
+            Some(r) => Some(r.resolve().map_err(|source| BuildError::Secret {
                 sink: name.to_string(),
-                message,
+                source,
             })?),
         };
         if let (NatsAuth::Creds(r), Some(s)) = (&settings.auth, &secret) {
             // Parse now, so a malformed creds file is a start-up error.
             async_nats::ConnectOptions::with_credentials(s.expose()).map_err(|_| {
-                BuildError::Secret {
+                BuildError::BadSecret {
                     sink: name.to_string(),
                     message: format!("{}: not a NATS credentials file (it holds a user JWT and an nkey seed between -----BEGIN/END----- lines; `nsc generate creds` makes one)", r.origin),
                 }
@@ -107,9 +107,10 @@ impl Nats {
             .iter()
             .chain(settings.tls_client.iter().flat_map(|(c, k)| [c, k]))
         {
-            std::fs::File::open(path).map_err(|e| BuildError::Client {
+            std::fs::File::open(path).map_err(|source| BuildError::File {
                 sink: name.to_string(),
-                message: format!("cannot read {}: {e}", path.display()),
+                path: path.clone(),
+                source,
             })?;
         }
         Ok(Nats {
@@ -352,7 +353,7 @@ impl Nats {
             }
         }
         let (from, ids): (Millis, HashSet<String>) = {
-            let m = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+            let m = crate::locks::lock(&self.memory);
             let oldest = m
                 .unknown
                 .values()
@@ -379,11 +380,7 @@ impl Nats {
         if !found.is_empty() {
             tracing::info!(sink = %self.name, stream = %self.settings.stream, events = found.len(), "{what}");
         }
-        self.memory
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .present
-            .extend(found);
+        crate::locks::lock(&self.memory).present.extend(found);
     }
 
     /// One publish and its PubAck.
@@ -445,7 +442,7 @@ impl Nats {
                 // Sent, but no answer, or an answer that is not a PubAck: the stream may
                 // hold it. Before the retry, the stream is asked (`check_unknown`).
                 let now = now_ms();
-                let mut m = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+                let mut m = crate::locks::lock(&self.memory);
                 let entry = m.unknown.entry(env.id.clone()).or_insert((sent_at, now));
                 entry.1 = now;
                 Outcome::Failed {
@@ -459,7 +456,7 @@ impl Nats {
     async fn attempt(&self, job: Job) -> Outcome {
         let id = job.envelope.id.clone();
         let unknown = {
-            let mut m = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+            let mut m = crate::locks::lock(&self.memory);
             if m.present.remove(&id) {
                 m.unknown.remove(&id);
                 return Outcome::Delivered;
@@ -482,7 +479,7 @@ impl Nats {
                     retry_after: None,
                 };
             }
-            let mut m = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+            let mut m = crate::locks::lock(&self.memory);
             if m.present.remove(&id) {
                 m.unknown.remove(&id);
                 return Outcome::Delivered;
@@ -492,11 +489,7 @@ impl Nats {
         let finished = matches!(outcome, Outcome::Delivered | Outcome::Gone { .. })
             || job.attempt >= self.settings.delivery.max_attempts;
         if finished {
-            self.memory
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .unknown
-                .remove(&id);
+            crate::locks::lock(&self.memory).unknown.remove(&id);
         }
         outcome
     }
