@@ -582,7 +582,12 @@ impl World {
         if customer != supplier && to.is_delivered() {
             self.by_update[customer].remove(&(before, d));
             self.by_update[customer].insert((after, d));
-            self.unread.changed(customer, d, after);
+            // The customer needs a detail only for its first sight (RECEIVED): later changes
+            // on its side produce no webhook, so a poller that has seen the document needs
+            // nothing more to read them.
+            if !was.is_delivered() {
+                self.unread.changed(customer, d, after);
+            }
             if !was.is_delivered() {
                 self.listed[customer][1].push(d, created);
             }
