@@ -466,7 +466,7 @@ fn per_doc(s: &SizeFigures) -> f64 {
 
 /// The cycle rows of a store at `documents`, with the store's baseline and restart cycles:
 /// every cycle of that store, as (what, figures).
-fn cycles_at<'a>(m: &'a Measured, documents: usize) -> Vec<(String, &'a CycleFigures)> {
+fn cycles_at(m: &Measured, documents: usize) -> Vec<(String, &CycleFigures)> {
     let mut out = Vec::new();
     for s in m.stores.iter().filter(|s| s.documents == documents) {
         out.push((format!("M={} baseline walk", s.members), &s.baseline));

@@ -79,7 +79,7 @@ pub(super) fn find(bucket: &[u8], rest: &Rest) -> Result<Option<u64>, Corrupt> {
 
 /// `old` with `new` entries added (an id already there keeps its seq). Sorts `new`.
 pub(super) fn merge(old: Option<&[u8]>, new: &mut [(Rest, u64)]) -> Result<Vec<u8>, Corrupt> {
-    new.sort_by(|a, b| a.0.cmp(&b.0));
+    new.sort_by_key(|a| a.0);
     let mut out = Vec::with_capacity(old.map_or(1, <[u8]>::len) + new.len() * 18);
     out.push(FORMAT);
     let put = |out: &mut Vec<u8>, id: &Rest, seq: u64| {

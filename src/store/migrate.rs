@@ -311,8 +311,8 @@ pub(super) fn convert(old: &sled::Db, new: &sled::Db) -> Result<Migrated, StoreE
     flush_run(&mut w, &mut run)?;
 
     // Event ids: sorted by text, so by bucket for pollhook's own (lowercase hex).
-    let mut current: Option<([u8; idset::HEAD], Vec<(Rest, u64)>)> = None;
-    let flush_ids = |w: &mut Writer, cur: Option<([u8; idset::HEAD], Vec<(Rest, u64)>)>| {
+    let mut current: IdRun = None;
+    let flush_ids = |w: &mut Writer, cur: IdRun| {
         if let Some((head, mut entries)) = cur {
             let v = idset::merge(None, &mut entries).expect("a new bucket");
             w.put(keys::id_bucket(head), v)?;
@@ -439,11 +439,15 @@ pub(super) fn split_legacy_outbox(v: &[u8]) -> (Option<&[u8]>, &[u8]) {
     (None, v)
 }
 
+/// The event ids of one id bucket being gathered by the migration: its head, (rest, seq)s.
+type IdRun = Option<([u8; idset::HEAD], Vec<(Rest, u64)>)>;
+
+/// A legacy store's identity, last seq and its sinks' acks.
+type LegacySummary = (String, u64, Vec<(String, u64)>);
+
 /// What a store from before schema 3 holds, read without migrating it (for a restore's
 /// comparison): its identity, its last seq, its sinks' acks.
-pub(super) fn legacy_summary(
-    state_dir: &Path,
-) -> Result<(String, u64, Vec<(String, u64)>), StoreError> {
+pub(super) fn legacy_summary(state_dir: &Path) -> Result<LegacySummary, StoreError> {
     let db = open_db(&state_dir.join(SLED_DIR), state_dir)?;
     let meta = db.open_tree("meta")?;
     let id = meta

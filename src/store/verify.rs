@@ -179,10 +179,12 @@ impl SeqBits {
     }
 
     fn get(&self, seq: u64) -> bool {
-        self.0.as_ref().is_none_or(|bits| {
-            bits.get((seq / 64) as usize)
-                .is_some_and(|w| w & (1 << (seq % 64)) != 0)
-        })
+        match &self.0 {
+            None => true,
+            Some(bits) => bits
+                .get((seq / 64) as usize)
+                .is_some_and(|w| w & (1 << (seq % 64)) != 0),
+        }
     }
 }
 
