@@ -126,8 +126,10 @@ pub enum Command {
     #[cfg(feature = "sim")]
     #[command(hide = true)]
     BenchMicro {
+        /// Documents stored before a tenth of them change.
         #[arg(long)]
         documents: usize,
+        /// Seed of the document ids.
         #[arg(long, default_value_t = 1)]
         seed: u64,
         /// A directory for the stores (removed afterwards).
