@@ -58,17 +58,7 @@ pub struct MicroFigures {
 fn uuid(rng: &mut fastrand::Rng) -> String {
     let mut b = [0u8; 16];
     rng.fill(&mut b);
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+    pollhook_sim::uuid_of(b)
 }
 
 /// Stores `documents` records, then changes the first `changed` of them (in creation order);

@@ -77,6 +77,7 @@ pub use drift::Drift;
 pub use faults::{Fault, FaultCounts, FaultKind};
 pub use floor::Cost;
 pub use hostile::Hostility;
+pub use world::uuid_of;
 
 use world::World;
 
