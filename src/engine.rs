@@ -193,6 +193,8 @@ impl Engine {
             tracing::Instrument::instrument(Arc::clone(&r.provider).cycle(ctx), span).await;
         report.observed = observed.take();
         let elapsed_ms = began.elapsed().as_millis() as u64;
+        // A busy cycle's buffers are freed by now: hand their memory back.
+        self.store.trim_memory();
         m.cycle_finished(report.ok());
         let requests: u64 = report.requests.values().sum();
         // Failures once the daemon is stopping are interruptions (requests not sent), not

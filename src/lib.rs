@@ -11,7 +11,8 @@
 //!   stored error text), [`files`] (umask 077, state dir 0700, files 0600), [`shutdown`] (the
 //!   stop flag HTTP attempts and hooks listen to), [`shard`] (which members this daemon of a
 //!   fleet polls, `shard = "K/N"`), [`notify`] (sd_notify READY/STOPPING, the watchdog),
-//!   [`backoff`] (the one backoff policy), [`locks`] (the one poisoned-lock policy);
+//!   [`memory`] (glibc's arena limit and trim), [`backoff`] (the one backoff policy), [`locks`]
+//!   (the one poisoned-lock policy);
 //! - values: [`event`] (the envelope, deterministic ids), [`pacing`] (the GCRA limiter that
 //!   keeps an account under its provider's rate limit), [`adaptive`] (adaptive polling under
 //!   a request budget: rate estimates, the allocation, the planner loop; pure);
@@ -53,6 +54,7 @@ pub mod files;
 pub mod http;
 pub mod locks;
 pub mod logging;
+pub mod memory;
 pub mod metrics;
 pub mod notify;
 pub mod pacing;

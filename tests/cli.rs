@@ -404,3 +404,63 @@ fn bench_latency_prints_both_modes_and_check_config_shows_the_mode() {
         "{t}"
     );
 }
+
+/// Issue 12: an access token still valid outlives the process (kept in the member's record
+/// with its expiry): `once` twice in a row costs one token call per member in all. A stored
+/// token the provider rejects (401) is refreshed as usual, once. The tokens (JWTs, `eyJ…`)
+/// never show in `once`'s output, `status` or `check-config`.
+#[test]
+fn a_valid_access_token_survives_a_restart_and_a_rejected_one_is_refreshed() {
+    let sim = SimProcess::start(21);
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _events) = write_config(&sim, dir.path(), "*/5 * * * * *");
+    let creds: pollhook_sim::SimCredentials =
+        serde_json::from_str(&sim.get("/_sim/credentials")).unwrap();
+    let members = creds.members.len() as u64;
+    assert!(members >= 2, "{members} members");
+    let tokens = || {
+        let counts: std::collections::BTreeMap<String, u64> =
+            serde_json::from_str(&sim.get("/_sim/requests")).unwrap();
+        counts.get("POST /api/v1/auth/token").copied().unwrap_or(0)
+    };
+    let once = || {
+        let o = pollhook(&["once", "--config", config.to_str().unwrap()]);
+        let t = text(&o);
+        assert!(o.status.success(), "{t}");
+        assert!(
+            !t.contains("eyJhbGci"),
+            "an access token in the output:\n{t}"
+        );
+    };
+    once();
+    assert_eq!(
+        tokens(),
+        members,
+        "the first `once` refreshes each member once"
+    );
+    once();
+    assert_eq!(
+        tokens(),
+        members,
+        "the second `once` used the stored, still valid tokens"
+    );
+    sim.post("/_sim/expire-tokens");
+    once();
+    assert_eq!(
+        tokens(),
+        2 * members,
+        "each rejected stored token is refreshed once"
+    );
+    once();
+    assert_eq!(tokens(), 2 * members, "and the new ones are kept in turn");
+    for args in [["status", "--config"], ["check-config", "--config"]] {
+        let o = pollhook(&[args[0], args[1], config.to_str().unwrap()]);
+        let t = text(&o);
+        assert!(o.status.success(), "{t}");
+        assert!(
+            !t.contains("eyJhbGci"),
+            "an access token in {}:\n{t}",
+            args[0]
+        );
+    }
+}

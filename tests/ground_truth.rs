@@ -349,3 +349,42 @@ fn without_companies_there_is_no_onlinepajak_traffic_nor_account() {
     assert!(!text.contains("onlinepajak"));
     pollhook::config::Config::parse(&text, "sim.toml".as_ref()).unwrap();
 }
+
+/// Issue 12: a document both of whose parties are members of one account changes after the
+/// customer saw it (RECEIVED emitted). Only the supplier hears of it (STATUS_UPDATED), so one
+/// detail call is the whole cost: the customer's RECEIVE item needs none. Counted by the
+/// simulator's per-endpoint request counters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_two_sided_change_inside_one_account_costs_one_detail_call() {
+    let rig = Rig::new(steady_sim(7)).await;
+    rig.cycle().await;
+    run_rounds(&rig, 8).await;
+    let details = |rig: &Rig| {
+        rig.sim
+            .request_counts()
+            .get("GET /api/v1/document/{id}")
+            .copied()
+            .unwrap_or(0)
+    };
+    for _ in 0..3 {
+        let (before, journal) = (details(&rig), rig.sim.journal_len());
+        let id = rig
+            .sim
+            .two_sided_change()
+            .expect("the simulated world has a delivered document between two members");
+        let r = rig.cycle().await;
+        assert!(r.ok(), "{:?}", r.failures);
+        assert_eq!(
+            rig.sim.journal_len() - journal,
+            1,
+            "one webhook (the supplier's)"
+        );
+        assert_eq!(r.events, 1, "document {id}: {r:?}");
+        assert_eq!(
+            details(&rig) - before,
+            1,
+            "document {id}: one detail call for a change both parties poll"
+        );
+    }
+    rig.assert_perfect();
+}

@@ -12,7 +12,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "foundations",
         &[
-            "time", "redact", "files", "shutdown", "shard", "notify", "backoff", "locks",
+            "time", "redact", "files", "shutdown", "shard", "notify", "memory", "backoff", "locks",
         ],
     ),
     ("values", &["event", "pacing", "adaptive"]),

@@ -1041,6 +1041,8 @@ async fn journald_logging_without_a_journal_falls_back_to_text() {
 struct Rotating {
     valid: std::sync::Arc<std::sync::Mutex<String>>,
     used: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// The next poll answers 401 (the access token rejected), once.
+    reject: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 async fn rotating_server(r: Rotating) -> std::net::SocketAddr {
@@ -1072,7 +1074,20 @@ async fn rotating_server(r: Rotating) -> std::net::SocketAddr {
         )
         .route(
             "/api/v1/document/poll",
-            get(|| async { axum::Json(serde_json::json!([])) }),
+            get(
+                |axum::extract::State(r): axum::extract::State<Rotating>| async move {
+                    if r.reject.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                        return (
+                            axum::http::StatusCode::UNAUTHORIZED,
+                            axum::Json(serde_json::json!({"message": "Unauthorized"})),
+                        );
+                    }
+                    (
+                        axum::http::StatusCode::OK,
+                        axum::Json(serde_json::json!([])),
+                    )
+                },
+            ),
         )
         .route(
             "/api/v1/document",
@@ -1113,7 +1128,12 @@ async fn a_rotated_refresh_token_is_stored_and_outranks_the_config_until_the_con
     };
     cycle(config("rt1")).await; // rotates to rt2, and stores it
     assert_eq!(*r.used.lock().unwrap(), ["rt1"]);
-    // A restart with the config unchanged: the stored rt2 is used (rt1 would be refused).
+    // A restart with the config unchanged: the stored access token is still valid (it goes
+    // with rt2): no refresh at all.
+    cycle(config("rt1")).await;
+    assert_eq!(*r.used.lock().unwrap(), ["rt1"]);
+    // It is rejected: the stored rt2 is used to refresh (rt1 would be refused).
+    r.reject.store(true, std::sync::atomic::Ordering::SeqCst);
     cycle(config("rt1")).await;
     assert_eq!(r.used.lock().unwrap().last().unwrap(), "rt2");
     // The operator puts a new token in the config: the config is newer now.

@@ -427,3 +427,208 @@ async fn a_backup_taken_while_run_runs_restores_a_store_that_loses_and_doubles_n
         r.unexpected.len()
     );
 }
+
+/// A schema-2 store as an older pollhook left it: `docs` documents of two members of the
+/// account "legacy", `events` outbox entries (valid envelopes), an ack, progress records and
+/// a connection.
+fn legacy_store(docs: usize, events: u64) -> pollhook::store::migrate::LegacyStore {
+    use pollhook::event::{event_id, NewEvent};
+    let members = ["KHUID00000001", "KHUID00000002"];
+    let doc_id = |i: usize| format!("{:08x}-1111-4222-8333-{:012x}", i * 7919, i);
+    pollhook::store::migrate::LegacyStore {
+        store_id: Some("0123456789abcdef0123456789abcdef".into()),
+        documents: (0..docs)
+            .map(|i| {
+                let record = format!("S{i:08}DELIVERED").into_bytes();
+                ("legacy".into(), members[i % 2].into(), doc_id(i), record)
+            })
+            .collect(),
+        cursors: members
+            .iter()
+            .map(|m| ("legacy".into(), m.to_string(), format!(r#"{{"start":1,"cursor":{}}}"#, m.len()).into_bytes()))
+            .collect(),
+        events: (1..=events)
+            .map(|seq| {
+                let doc = doc_id(seq as usize);
+                let e = NewEvent {
+                    id: event_id(&["legacy", &seq.to_string()]),
+                    provider: "caminvoice",
+                    account: "legacy".into(),
+                    event_type: "DOCUMENT.STATUS_UPDATED".into(),
+                    occurred_at: 1_700_000_000_000 + seq as i64,
+                    detected_at: 1_700_000_000_000 + seq as i64,
+                    subject: format!("{}/{doc}", members[0]),
+                    payload: format!(
+                        r#"{{"type":"DOCUMENT.STATUS_UPDATED","document_id":"{doc}","endpoint_id":"{}","status":"ACCEPTED"}}"#,
+                        members[0]
+                    ),
+                };
+                let line = e.to_line(seq);
+                (seq, e.id, format!("legacy\0{}", e.subject), line)
+            })
+            .collect(),
+        acks: vec![("legacy-sink".into(), events / 2)],
+        connections: vec![(
+            "legacy".into(),
+            members[1].into(),
+            br#"{"refresh_token":"r","source":"connect","stored_at":1}"#.to_vec(),
+        )],
+    }
+}
+
+/// The config's log level becomes `info` (the migration logs at info).
+fn log_info(s: &Setup) {
+    let text = std::fs::read_to_string(&s.config).unwrap();
+    let text = text.replacen("log_level = \"warn\"", "log_level = \"info\"", 1);
+    assert!(text.contains("log_level = \"info\""), "{text}");
+    std::fs::write(&s.config, text).unwrap();
+}
+
+/// Every document, progress record, connection and ack of `legacy` is in the (schema-3)
+/// store of `state`, and every outbox entry reached the JSONL log at `events` once.
+fn assert_holds(state: &Path, events: &Path, legacy: &pollhook::store::migrate::LegacyStore) {
+    use pollhook::store::{Store, Unit};
+    let store = Store::open(state).unwrap();
+    for (a, u, d, record) in &legacy.documents {
+        assert_eq!(
+            store.get_state(Unit::new(a, u), d).unwrap().as_ref(),
+            Some(record),
+            "document {a}/{u}/{d}"
+        );
+    }
+    let counted: usize = store.count_states("legacy").unwrap().values().sum();
+    assert_eq!(counted, legacy.documents.len());
+    for (a, u, v) in &legacy.cursors {
+        assert_eq!(store.get_cursor(Unit::new(a, u)).unwrap().as_ref(), Some(v));
+    }
+    let conns = store.connections("legacy").unwrap();
+    assert_eq!(conns.len(), legacy.connections.len());
+    // `once` delivered them to the JSONL sink (and may have pruned them since): each line
+    // once, identical, in order; those still in the outbox are there under their ids.
+    let jsonl = std::fs::read_to_string(events).unwrap_or_default();
+    let delivered: Vec<&str> = jsonl
+        .lines()
+        .filter(|l| l.contains(r#""account":"legacy""#))
+        .collect();
+    assert_eq!(
+        delivered.len(),
+        legacy.events.len(),
+        "legacy events in the JSONL log"
+    );
+    for ((seq, id, _, line), got) in legacy.events.iter().zip(&delivered) {
+        assert_eq!(got.as_bytes(), line.as_slice(), "event {seq}");
+        if let Some(e) = store.event(*seq).unwrap() {
+            assert_eq!(&e.line, line, "outbox entry {seq}");
+            assert_eq!(
+                store.seq_of(id).unwrap(),
+                Some(*seq),
+                "the id of event {seq}"
+            );
+        }
+    }
+    for (sink, seq) in &legacy.acks {
+        assert_eq!(store.acked(sink).unwrap(), *seq, "ack of {sink}");
+    }
+}
+
+/// Issue 12: kill -9 at random moments of the migration from schema 2 loses nothing. A
+/// schema-2 store of 60,000 documents, 3,000 events, acks, progress and connections; `once`
+/// (which migrates on open) is SIGKILLed at a random moment after the migration began, eight
+/// times, then a run gets through. Every record is then in the schema-3 store, the old
+/// store is kept aside, and the migration is logged once with its duration. Kills that land
+/// while the partial store is written are counted: at least three, or the test proves nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_the_migration_from_schema_2_loses_nothing() {
+    let s = Setup::new(331, "").await;
+    log_info(&s);
+    let legacy = legacy_store(60_000, 3_000);
+    pollhook::store::migrate::write_legacy_store(&s.state(), &legacy).unwrap();
+    let log = s.dir.path().join("once.log");
+    let migrating = s.state().join("store.migrating");
+    let mut rng = fastrand::Rng::with_seed(331);
+    let (mut interrupted, mut runs) = (0, 0);
+    loop {
+        runs += 1;
+        assert!(runs <= 12, "the migration never got through");
+        let err = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let mut child = Killed(
+            Command::new(BIN)
+                .args(["once", "--config"])
+                .arg(&s.config)
+                .stdout(Stdio::null())
+                .stderr(err)
+                .spawn()
+                .unwrap(),
+        );
+        // Wait for the migration to begin (or the run to end), then kill at a random moment.
+        let began = Instant::now();
+        let mut exited = None;
+        while exited.is_none() && !migrating.exists() {
+            exited = child.0.try_wait().unwrap();
+            assert!(
+                began.elapsed() < Duration::from_secs(120),
+                "no migration began"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        // Eight kills: six early (inside the writing of the new store), two anywhere later
+        // (the swap, the poll, the delivery); then a run goes through.
+        if exited.is_none() && runs <= 8 {
+            let within = if runs <= 6 { 600 } else { 4_000 };
+            std::thread::sleep(Duration::from_millis(rng.u64(0..within)));
+            let _ = child.0.kill();
+        }
+        let status = child.0.wait().unwrap();
+        if migrating.exists() {
+            interrupted += 1;
+        }
+        if status.success() {
+            break;
+        }
+    }
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        interrupted >= 3,
+        "only {interrupted} of {runs} runs were killed mid-migration:\n{logged}"
+    );
+    assert!(
+        logged.contains("removing the partial store of an interrupted migration"),
+        "{logged}"
+    );
+    let done = logged
+        .lines()
+        .filter(|l| l.contains("store migrated from schema 2 to 3 in"))
+        .count();
+    assert!(done <= 1, "migrated twice:\n{logged}");
+    assert!(
+        !pollhook::store::migrate::kept_aside(&s.state()).is_empty(),
+        "the old store is kept aside"
+    );
+    assert_holds(&s.state(), &s.events(), &legacy);
+    eprintln!("{runs} runs, {interrupted} killed mid-migration");
+}
+
+/// The migration without a kill: logged once, at info, with its duration; nothing lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_migration_from_schema_2_is_logged_with_its_duration_and_loses_nothing() {
+    let s = Setup::new(332, "").await;
+    log_info(&s);
+    let legacy = legacy_store(5_000, 300);
+    pollhook::store::migrate::write_legacy_store(&s.state(), &legacy).unwrap();
+    let o = s.run(&["once"]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    let line = t
+        .lines()
+        .find(|l| l.contains("store migrated from schema 2 to 3 in"))
+        .unwrap_or_else(|| panic!("no migration line:\n{t}"));
+    assert!(
+        line.contains("documents=5000") && line.contains(" s"),
+        "{line}"
+    );
+    assert_holds(&s.state(), &s.events(), &legacy);
+}

@@ -152,7 +152,8 @@ async fn run_in(root: &Path, seed: u64) -> Result<String, String> {
     let config = super::write_config(&sim, &server.base_url(), root, members)?;
 
     eprintln!("hostile answers: baseline");
-    let mut w = Worker::spawn(&config).await?;
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut w = Worker::spawn(&exe, &config).await?;
     let baseline: CycleFigures = w.ask("cycle").await?;
     if !baseline.failures.is_empty() {
         return Err(format!("baseline failed: {}", baseline.failures.join("; ")));
@@ -162,7 +163,7 @@ async fn run_in(root: &Path, seed: u64) -> Result<String, String> {
     let mut rows = Vec::new();
     for s in scenarios(members as u32) {
         eprintln!("hostile answers: {}", s.name);
-        let mut w = Worker::spawn(&config).await?;
+        let mut w = Worker::spawn(&exe, &config).await?;
         for _ in 0..3 {
             sim.step();
         }

@@ -23,6 +23,11 @@ pub fn peak_rss() -> Option<u64> {
     status_kb("/proc/self/status", "VmHWM:").map(|kb| kb * 1024)
 }
 
+/// Resident set size of this process now, bytes.
+pub fn rss() -> Option<u64> {
+    status_kb("/proc/self/status", "VmRSS:").map(|kb| kb * 1024)
+}
+
 /// A field of `/proc/<pid>/status` in kB.
 fn status_kb(path: &str, field: &str) -> Option<u64> {
     let text = std::fs::read_to_string(path).ok()?;

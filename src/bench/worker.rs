@@ -27,6 +27,9 @@ pub struct CycleFigures {
     pub cpu_s: f64,
     /// Peak resident memory during the cycle (`None` if the kernel could not say).
     pub peak_rss: Option<u64>,
+    /// Resident memory once the cycle is over (`None`: not measured, e.g. an older build).
+    #[serde(default)]
+    pub rss_after: Option<u64>,
     pub units: usize,
     pub changed: u64,
     pub resynced: u64,
@@ -83,6 +86,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
                     wall_s,
                     cpu_s,
                     peak_rss: measure::peak_rss(),
+                    rss_after: measure::rss(),
                     units: r.units,
                     changed: r.changed,
                     resynced: r.resynced,

@@ -121,6 +121,21 @@ pub enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// The diff + commit and outbox measurements of `bench`, in a process of their own; prints
+    /// their figures as JSON (not for direct use).
+    #[cfg(feature = "sim")]
+    #[command(hide = true)]
+    BenchMicro {
+        /// Documents stored before a tenth of them change.
+        #[arg(long)]
+        documents: usize,
+        /// Seed of the document ids.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// A directory for the stores (removed afterwards).
+        #[arg(long)]
+        dir: PathBuf,
+    },
     /// Run the provider simulator alone (CamInvoice, and OnlinePajak under /v2.0), and print a
     /// pollhook config for it.
     #[cfg(feature = "sim")]
@@ -197,6 +212,10 @@ pub struct BenchArgs {
     /// Also write the report to this file.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Another pollhook binary (an earlier build) measured in the same run, scenario by
+    /// scenario beside this one: its figures are printed next to this build's.
+    #[arg(long)]
+    pub before: Option<PathBuf>,
     /// Instead: the daemon's peak memory under each hostile answer (RELIABILITY.md,
     /// "Memory per answer").
     #[arg(long)]

@@ -134,9 +134,10 @@ impl From<ConfigError> for Failure {
 impl From<StoreError> for Failure {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Refused { .. } | StoreError::Newer { .. } => {
-                Failure::ActionNeeded(e.to_string())
-            }
+            StoreError::Refused { .. }
+            | StoreError::Newer { .. }
+            | StoreError::Legacy { .. }
+            | StoreError::NoRoom { .. } => Failure::ActionNeeded(e.to_string()),
             other => Failure::Run(other.to_string()),
         }
     }
@@ -202,6 +203,12 @@ async fn dispatch(command: Command) -> Result<ExitCode, Failure> {
         Command::Bench(args) => sim_cmd::bench(args).await,
         #[cfg(feature = "sim")]
         Command::BenchWorker { config } => sim_cmd::bench_worker(&config).await,
+        #[cfg(feature = "sim")]
+        Command::BenchMicro {
+            documents,
+            seed,
+            dir,
+        } => sim_cmd::bench_micro(documents, seed, &dir).await,
         #[cfg(feature = "sim")]
         Command::Simulate {
             listen,

@@ -30,6 +30,7 @@ pub(super) async fn bench(args: BenchArgs) -> Result<ExitCode, Failure> {
         micro_documents,
         seed,
         out,
+        before,
         hostile,
         what,
     } = args;
@@ -75,6 +76,7 @@ pub(super) async fn bench(args: BenchArgs) -> Result<ExitCode, Failure> {
             micro_documents,
             seed,
             work_dir: std::env::temp_dir(),
+            before,
         })
         .await
     }
@@ -94,6 +96,23 @@ pub(super) async fn bench_worker(config: &Path) -> Result<ExitCode, Failure> {
     crate::bench::worker::serve(config)
         .await
         .map_err(Failure::Run)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `bench`'s diff + commit and outbox measurements, printed as JSON.
+pub(super) async fn bench_micro(
+    documents: usize,
+    seed: u64,
+    dir: &Path,
+) -> Result<ExitCode, Failure> {
+    init_logging("warn");
+    let result = crate::bench::micro::run(documents, dir, seed).await;
+    let _ = std::fs::remove_dir_all(dir);
+    let figures = result.map_err(Failure::Run)?;
+    println!(
+        "{}",
+        serde_json::to_string(&figures).expect("figures serialize")
+    );
     Ok(ExitCode::SUCCESS)
 }
 

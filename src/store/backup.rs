@@ -16,8 +16,10 @@
 //! from their files by the caller), and [`Staged::install`] moves the current store aside and
 //! puts the restored one in its place.
 
+use super::group::{self, Item};
 use super::identity::{self, DirLock};
-use super::DbError;
+use super::idset::{self, Rest};
+use super::{codec, keys, migrate, DbError, DATA};
 use super::{
     decode_seq, Mode, Origin, Store, StoreError, NEXT_SEQ, SCHEMA_VERSION, SLED_DIR, STORE_ID,
 };
@@ -31,24 +33,24 @@ use std::path::{Path, PathBuf};
 const MAGIC: &[u8] = b"pollhook-store-backup\n";
 /// The format this build writes and reads.
 pub const FORMAT: u32 = 1;
-/// Every tree of the store, in the order a backup holds them.
-pub const TREES: [&str; 10] = [
-    "meta",
-    "state",
-    "cursors",
-    "outbox",
-    "ids",
-    "acks",
-    "subjects",
-    "attempts",
-    "dead",
-    "connections",
-];
+/// Every tree of the store (schema 3), in the order a backup holds them.
+pub const TREES: [&str; 5] = [DATA, "acks", "attempts", "dead", "connections"];
+
+/// The trees a backup of `schema` may hold.
+fn trees_of(schema: u32) -> &'static [&'static str] {
+    if schema >= 3 {
+        &TREES
+    } else {
+        &migrate::LEGACY_TREES
+    }
+}
 const TREE: u8 = 1;
 const ENTRY: u8 = 2;
 const END: u8 = 0;
 /// The staging directory of a restore, beside sled's.
 const STAGING: &str = "store.restoring";
+/// Where a backup from before schema 3 is read before it is migrated into [`STAGING`].
+const STAGING_LEGACY: &str = "store.restoring-legacy";
 
 /// What a backup says about itself (its second line).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -269,7 +271,7 @@ fn read_backup(
                 let n = u16::from_be_bytes([n[0], n[1]]) as usize;
                 let name = read_len(&mut r, n).ok_or_else(truncated)?;
                 let name = String::from_utf8(name).map_err(|_| damaged("a tree name"))?;
-                if !TREES.contains(&name.as_str()) {
+                if !trees_of(header.schema).contains(&name.as_str()) {
                     return Err(damaged(&format!("it holds an unknown tree {name:?}")));
                 }
                 tree = Some(name);
@@ -369,35 +371,29 @@ impl Staged {
             })
         };
         // Check the file before touching the state dir.
-        check_file(backup)?;
+        let checked = check_file(backup)?;
         crate::files::private_dir(state_dir).map_err(io)?;
         let lock = DirLock::acquire(state_dir)?;
         let current = current(state_dir);
         let staging = state_dir.join(STAGING);
-        if staging.exists() {
-            std::fs::remove_dir_all(&staging).map_err(io)?;
+        let legacy = checked.header.schema < 3;
+        // A backup from before schema 3 is read as it is, then migrated into the staging dir.
+        let raw = if legacy {
+            state_dir.join(STAGING_LEGACY)
+        } else {
+            staging.clone()
+        };
+        for dir in [&staging, &raw] {
+            if dir.exists() {
+                std::fs::remove_dir_all(dir).map_err(io)?;
+            }
         }
-        let db = sled::Config::new()
-            .path(&staging)
-            .flush_every_ms(None)
-            .open()
-            .map_err(StoreError::from)?;
+        let db = migrate::new_db(&raw)?;
         let mut staged = Staged {
             state_dir: state_dir.to_path_buf(),
             staging,
             db: None,
-            summary: Summary {
-                header: Header {
-                    format: FORMAT,
-                    store_id: String::new(),
-                    schema: SCHEMA_VERSION,
-                    created_at: String::new(),
-                    last_seq: 0,
-                    pollhook: String::new(),
-                },
-                entries: 0,
-                bytes: 0,
-            },
+            summary: checked,
             current,
             _lock: lock,
         };
@@ -408,7 +404,7 @@ impl Staged {
             }
             Ok(())
         };
-        let summary = read_backup(backup, |tree, k, v| {
+        let loaded = read_backup(backup, |tree, k, v| {
             if batch
                 .as_ref()
                 .is_some_and(|(t, _, n)| t != tree || *n >= 10_000)
@@ -420,9 +416,33 @@ impl Staged {
             b.insert(k, v);
             *n += 1;
             Ok(())
-        })?;
-        flush(batch.take())?;
-        db.flush().map_err(StoreError::from)?;
+        });
+        let result = loaded.and_then(|summary| {
+            flush(batch.take())?;
+            db.flush().map_err(StoreError::from)?;
+            Ok(summary)
+        });
+        let summary = match result {
+            Ok(s) => s,
+            Err(e) => {
+                drop(db);
+                let _ = std::fs::remove_dir_all(&raw);
+                return Err(e);
+            }
+        };
+        let db = if legacy {
+            let converted = (|| {
+                let new = migrate::new_db(&staged.staging)?;
+                migrate::convert(&db, &new)?;
+                new.flush()?;
+                Ok::<_, StoreError>(new)
+            })();
+            drop(db);
+            let _ = std::fs::remove_dir_all(&raw);
+            converted?
+        } else {
+            db
+        };
         staged.summary = summary;
         staged.db = Some(db);
         Ok(staged)
@@ -437,34 +457,69 @@ impl Staged {
     pub fn origin(&self) -> Result<Origin, StoreError> {
         let db = self.db.as_ref().expect("loaded");
         Ok(Origin {
-            ids: db.open_tree("ids")?,
-            meta: db.open_tree("meta")?,
+            data: db.open_tree(DATA)?,
         })
     }
 
     /// Carries events that sinks hold beyond the backup into the restored store: each goes
-    /// into the outbox (as a line without subject: such events share one ordering key) and
-    /// into `ids`, so polling that re-detects the change finds its id taken and emits nothing
+    /// into the outbox (without subject: such events share one ordering key) and into the id
+    /// index, so polling that re-detects the change finds its id taken and emits nothing
     /// again. The next seq moves past them.
     pub fn import(&self, events: &[Carried]) -> Result<(), StoreError> {
         let Some(max) = events.iter().map(|e| e.seq).max() else {
             return Ok(());
         };
         let db = self.db.as_ref().expect("loaded");
-        let (outbox, ids, meta) = (
-            db.open_tree("outbox")?,
-            db.open_tree("ids")?,
-            db.open_tree("meta")?,
-        );
-        for e in events {
-            outbox.insert(e.seq.to_be_bytes(), e.line.as_slice())?;
-            ids.insert(e.id.as_bytes(), &e.seq.to_be_bytes())?;
+        let data = db.open_tree(DATA)?;
+        let mut sorted: Vec<&Carried> = events.iter().collect();
+        sorted.sort_by_key(|e| e.seq);
+        let mut writes = sled::Batch::default();
+        // Runs of consecutive seqs, each written as groups.
+        let mut start = 0;
+        for i in 1..=sorted.len() {
+            if i == sorted.len() || sorted[i].seq != sorted[i - 1].seq + 1 {
+                let run = &sorted[start..i];
+                let items: Vec<Item> = run
+                    .iter()
+                    .map(|e| Item {
+                        subject: b"",
+                        line: &e.line,
+                    })
+                    .collect();
+                for r in group::boundaries(&items) {
+                    writes.insert(&keys::outbox(run[r.start].seq), group::encode(&items[r]));
+                }
+                start = i;
+            }
         }
-        let next = match meta.get(NEXT_SEQ)? {
+        let mut buckets: std::collections::BTreeMap<[u8; idset::HEAD], Vec<(Rest, u64)>> =
+            Default::default();
+        for e in &sorted {
+            match codec::event_id_bytes(&e.id) {
+                Some(b) => {
+                    let (head, rest) = idset::split(&b);
+                    buckets.entry(head).or_default().push((rest, e.seq));
+                }
+                None => {
+                    let mut v = Vec::new();
+                    codec::put_uvarint(&mut v, e.seq);
+                    writes.insert(keys::text_id(&e.id), v);
+                }
+            }
+        }
+        for (head, mut new) in buckets {
+            let key = keys::id_bucket(head);
+            let old = data.get(&key)?;
+            let v = idset::merge(old.as_deref(), &mut new)
+                .map_err(|_| StoreError::Corrupt(format!("event id bucket {head:02x?}")))?;
+            writes.insert(key, v);
+        }
+        let next = match data.get(keys::meta(NEXT_SEQ))? {
             Some(v) => decode_seq(&v)?,
             None => 1,
         };
-        meta.insert(NEXT_SEQ, &next.max(max + 1).to_be_bytes())?;
+        writes.insert(keys::meta(NEXT_SEQ), &next.max(max + 1).to_be_bytes());
+        data.apply_batch(writes)?;
         db.flush()?;
         Ok(())
     }
@@ -478,8 +533,8 @@ impl Staged {
         };
         let db = self.db.take().expect("loaded");
         let id = db
-            .open_tree("meta")?
-            .get(STORE_ID)?
+            .open_tree(DATA)?
+            .get(keys::meta(STORE_ID))?
             .and_then(|v| String::from_utf8(v.to_vec()).ok())
             .filter(|id| identity::valid_id(id));
         db.flush()?;
@@ -516,6 +571,10 @@ fn current(state_dir: &Path) -> Current {
         };
     }
     match Store::open_locked(state_dir, None, Mode::Inspect) {
+        Err(StoreError::Legacy { .. }) => match migrate::legacy_summary(state_dir) {
+            Ok((id, last_seq, acks)) => Current::Sound { id, last_seq, acks },
+            Err(e) => Current::Refused(e.to_string()),
+        },
         Err(e) => Current::Refused(e.to_string()),
         Ok((_, Some(problem))) => Current::Refused(problem),
         Ok((store, None)) => {
@@ -542,13 +601,9 @@ mod tests {
 
     async fn store_with_events(dir: &Path, n: u32) -> Store {
         let s = Store::open(dir).unwrap();
-        s.commit(Batch {
-            state: vec![(b"a\0m\0d1".to_vec(), b"rec".to_vec())],
-            cursors: vec![(b"a\0m".to_vec(), b"{}".to_vec())],
-            events: (1..=n).map(ev).collect(),
-        })
-        .await
-        .unwrap();
+        s.commit(crate::store::tests::with_records((1..=n).map(ev).collect()))
+            .await
+            .unwrap();
         s.ack("j", n as u64).unwrap();
         s
     }

@@ -3,9 +3,10 @@
 //! ([`reconcile_identity`]), the refusal of a store that lost events a sink has, and
 //! [`Store::reset`] (a new, empty store whose seqs continue the sinks' files).
 
+use super::names::Names;
 use super::{
-    decode_seq, identity, DbError, Store, StoreError, ADOPTED, CACHE_BYTES, NEXT_SEQ, SCHEMA,
-    SCHEMA_VERSION, SLED_DIR, STORE_ID,
+    bucket, decode_seq, group, identity, keys, migrate, DbError, Store, StoreError, ADOPTED,
+    CACHE_BYTES, DATA, HASH_KEY, NEXT_SEQ, SCHEMA, SCHEMA_VERSION, SLED_DIR, STORE_ID,
 };
 use sled::Tree;
 use std::path::{Path, PathBuf};
@@ -45,19 +46,46 @@ impl Store {
         mode: Mode,
     ) -> Result<(Store, Option<String>), StoreError> {
         let id_file = identity::read_id_file(state_dir);
+        if mode == Mode::Run {
+            migrate::finish_swap(state_dir)?;
+        } else if migrate::swap_pending(state_dir) {
+            return Err(StoreError::Refused {
+                dir: state_dir.to_path_buf(),
+                what: "a store migration was interrupted while its new store was being put in place; start pollhook (`pollhook once` or the service) to finish it".into(),
+            });
+        }
         let path = state_dir.join(SLED_DIR);
-        let db = open_db(&path, state_dir)?;
+        let mut db = open_db(&path, state_dir)?;
+        if let Some(found) = migrate::legacy_schema(&db)? {
+            if found > SCHEMA_VERSION {
+                return Err(StoreError::Newer {
+                    dir: state_dir.to_path_buf(),
+                    found,
+                });
+            }
+            match mode {
+                Mode::Run => {
+                    drop(db);
+                    migrate::migrate(state_dir)?;
+                    db = open_db(&path, state_dir)?;
+                }
+                Mode::Inspect => {
+                    return Err(StoreError::Legacy {
+                        dir: state_dir.to_path_buf(),
+                        found,
+                    })
+                }
+            }
+        }
         // The store holds refresh tokens (`connections`): its files are the pollhook user's only.
         crate::files::make_private(&path);
-        release_freed_memory();
-        let tree = |name: &str| db.open_tree(name);
-        let store_meta = tree("meta")?;
-        let outbox = tree("outbox")?;
-        let (id, problem) = reconcile_identity(state_dir, &db, &store_meta, id_file, mode)?;
-        match store_meta.get(SCHEMA)? {
+        crate::memory::trim();
+        let data = db.open_tree(DATA)?;
+        let (id, problem) = reconcile_identity(state_dir, &db, &data, id_file, mode)?;
+        match data.get(keys::meta(SCHEMA))? {
             None if mode == Mode::Inspect => {}
             None => {
-                store_meta.insert(SCHEMA, &SCHEMA_VERSION.to_be_bytes())?;
+                data.insert(keys::meta(SCHEMA), &SCHEMA_VERSION.to_be_bytes())?;
             }
             Some(v) => {
                 let found = u32::from_be_bytes(
@@ -71,20 +99,44 @@ impl Store {
                         found,
                     });
                 }
-                if found < SCHEMA_VERSION && mode == Mode::Run {
-                    store_meta.insert(SCHEMA, &SCHEMA_VERSION.to_be_bytes())?;
-                }
             }
         }
-        let after_last = match outbox.last()? {
-            Some((k, _)) => decode_seq(&k)? + 1,
+        let hashing = match data.get(keys::meta(HASH_KEY))? {
+            Some(v) => bucket::Hashing::new(
+                v.as_ref()
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt("meta/hash_key".into()))?,
+            ),
+            None => {
+                if data.scan_prefix([keys::STATE]).next().is_some() {
+                    return Err(StoreError::Corrupt(
+                        "meta/hash_key (documents are stored, but not the key that places them)"
+                            .into(),
+                    ));
+                }
+                let key = new_hash_key();
+                if mode == Mode::Run {
+                    data.insert(keys::meta(HASH_KEY), &key[..])?;
+                }
+                bucket::Hashing::new(key)
+            }
+        };
+        let names = Names::load(&data)?;
+        let after_last = match data.scan_prefix([keys::OUTBOX]).next_back() {
+            Some(kv) => {
+                let (k, v) = kv?;
+                let first = keys::outbox_seq(&k)?;
+                first
+                    + group::count(&v)
+                        .map_err(|_| StoreError::Corrupt(format!("outbox group {first}")))?
+            }
             None => 1,
         };
-        let next = match store_meta.get(NEXT_SEQ)? {
+        let next = match data.get(keys::meta(NEXT_SEQ))? {
             Some(v) => decode_seq(&v)?.max(after_last),
             None => after_last,
         };
-        let acks = tree("acks")?;
+        let acks = db.open_tree("acks")?;
         if mode == Mode::Run {
             // An ack past the last event: the store lost events a sink already has, and new
             // events would take their seqs and be skipped by that sink.
@@ -107,21 +159,20 @@ impl Store {
         let store = Store {
             dir: state_dir.to_path_buf(),
             id,
-            state: tree("state")?,
-            cursors: tree("cursors")?,
-            ids: tree("ids")?,
+            data,
             acks,
-            subjects: tree("subjects")?,
-            attempts: tree("attempts")?,
-            dead: tree("dead")?,
-            connections: tree("connections")?,
+            attempts: db.open_tree("attempts")?,
+            dead: db.open_tree("dead")?,
+            connections: db.open_tree("connections")?,
+            hashing,
+            names: std::sync::RwLock::new(names),
+            last_group: Default::default(),
             observer: Default::default(),
-            outbox,
-            meta: store_meta,
             db,
             next_seq: Mutex::new(next),
             durable: AtomicU64::new(next - 1),
             last_flush: Default::default(),
+            written_since_trim: AtomicU64::new(0),
             notify,
             _lock: lock,
         };
@@ -152,11 +203,13 @@ impl Store {
             .expect("nobody else has this store yet");
         debug_assert_eq!(*next, 1, "a new store");
         let first = first_seq.max(1);
-        store.meta.insert(NEXT_SEQ, &first.to_be_bytes())?;
+        store
+            .data
+            .insert(keys::meta(NEXT_SEQ), &first.to_be_bytes())?;
         for (id, seq) in adopted {
             let mut k = ADOPTED.to_vec();
             k.extend_from_slice(id.as_bytes());
-            store.meta.insert(k, &seq.to_be_bytes())?;
+            store.data.insert(keys::meta(&k), &seq.to_be_bytes())?;
         }
         store.db.flush()?;
         *next = first;
@@ -167,15 +220,12 @@ impl Store {
     }
 }
 
-/// Returns the heap memory sled's recovery allocated and freed to the operating system.
-/// Reading a large store's log leaves tens of MB free but resident in glibc's heap (measured
-/// with 1M documents: BENCHMARKS.md); without this the daemon would carry them for its life.
-fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only returns free heap pages to the kernel.
-    unsafe {
-        libc::malloc_trim(0);
-    }
+/// A new random bucket hash key.
+pub(super) fn new_hash_key() -> [u8; 16] {
+    let mut key = [0u8; 16];
+    key[..8].copy_from_slice(&fastrand::u64(..).to_le_bytes());
+    key[8..].copy_from_slice(&fastrand::u64(..).to_le_bytes());
+    key
 }
 
 /// How a store is opened.
@@ -196,12 +246,12 @@ pub(super) enum Mode {
 fn reconcile_identity(
     state_dir: &Path,
     db: &sled::Db,
-    meta: &Tree,
+    data: &Tree,
     file: identity::IdFile,
     mode: Mode,
 ) -> Result<(String, Option<String>), StoreError> {
     use identity::IdFile;
-    let in_sled = match meta.get(STORE_ID)? {
+    let in_sled = match data.get(keys::meta(STORE_ID))? {
         None => None,
         Some(v) => match std::str::from_utf8(&v) {
             Ok(id) if identity::valid_id(id) => Some(id.to_string()),
@@ -262,7 +312,7 @@ fn reconcile_identity(
         None => {
             // A new store, or one from before identities: adopt one.
             let id = identity::new_id();
-            meta.insert(STORE_ID, id.as_bytes())?;
+            data.insert(keys::meta(STORE_ID), id.as_bytes())?;
             db.flush()?;
             write_file(&id)?;
             Ok((id, None))
@@ -274,7 +324,7 @@ fn reconcile_identity(
 /// this process: sled's I/O threads let go of the file shortly after the last handle).
 pub(super) const LOCK_GRACE: std::time::Duration = std::time::Duration::from_millis(1000);
 
-fn open_db(path: &Path, state_dir: &Path) -> Result<sled::Db, StoreError> {
+pub(super) fn open_db(path: &Path, state_dir: &Path) -> Result<sled::Db, StoreError> {
     let deadline = std::time::Instant::now() + LOCK_GRACE;
     loop {
         let result = sled::Config::new()

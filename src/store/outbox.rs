@@ -1,11 +1,17 @@
-//! Reading the outbox: events by seq, their subjects (the per-document ordering key), the
-//! ids tree, the durable head a `watch` announces, each sink's ack; and [`Origin`], what a
-//! sink that keeps its own position asks to know whether this store wrote an event.
+//! Reading the outbox: events by seq out of their groups, their subjects (the per-document
+//! ordering key), the id index, the durable head a `watch` announces, each sink's ack; and
+//! [`Origin`], what a sink that keeps its own position asks to know whether this store wrote
+//! an event.
 
-use super::{decode_seq, Store, StoreError, ADOPTED};
+use super::codec::{event_id_bytes, get_uvarint};
+use super::group::{self, Group};
+use super::idset;
+use super::keys::{self, decode_seq, OUTBOX};
+use super::{Store, StoreError, ADOPTED};
 use crate::event::StoredEvent;
 use sled::Tree;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use tokio::sync::watch;
 
 impl Store {
@@ -22,52 +28,99 @@ impl Store {
     /// Up to `limit` outbox events with seq greater than `after`, in order.
     pub fn read_outbox(&self, after: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
         let mut out = Vec::new();
-        for kv in self.outbox.range((after + 1).to_be_bytes()..).take(limit) {
+        let from = match self.group_at(after + 1)? {
+            Some((first, _)) => first,
+            None => after + 1,
+        };
+        for kv in self.data.range(keys::outbox(from)..keys::outbox(u64::MAX)) {
+            if out.len() >= limit {
+                break;
+            }
             let (k, v) = kv?;
-            out.push(StoredEvent {
-                seq: decode_seq(&k)?,
-                line: split_outbox_value(&v).1.to_vec(),
-            });
+            let first = keys::outbox_seq(&k)?;
+            let g = decode_group(first, &v)?;
+            for i in 0..g.len() {
+                let seq = first + i as u64;
+                if seq <= after {
+                    continue;
+                }
+                if out.len() >= limit {
+                    break;
+                }
+                let (_, line) = g.get(i).expect("in range");
+                out.push(StoredEvent {
+                    seq,
+                    line: line.to_vec(),
+                });
+            }
         }
         Ok(out)
     }
 
+    /// The group holding `seq`, if it is still there: (its first seq, the group).
+    fn group_at(&self, seq: u64) -> Result<Option<(u64, Arc<Group>)>, StoreError> {
+        if let Some((first, g)) = self
+            .last_group
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            if (*first..*first + g.len() as u64).contains(&seq) {
+                return Ok(Some((*first, Arc::clone(g))));
+            }
+        }
+        let Some(kv) = self
+            .data
+            .range(keys::outbox(0)..=keys::outbox(seq))
+            .next_back()
+        else {
+            return Ok(None);
+        };
+        let (k, v) = kv?;
+        let first = keys::outbox_seq(&k)?;
+        let n = group::count(&v).map_err(|_| corrupt_group(first))?;
+        if seq >= first.saturating_add(n) {
+            return Ok(None);
+        }
+        let g = Arc::new(decode_group(first, &v)?);
+        *self.last_group.lock().unwrap_or_else(|p| p.into_inner()) = Some((first, Arc::clone(&g)));
+        Ok(Some((first, g)))
+    }
+
+    /// Forgets the group read last (after pruning changed the outbox).
+    pub(super) fn forget_group(&self) {
+        *self.last_group.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
     /// One outbox event, if it is still there (not pruned).
     pub fn event(&self, seq: u64) -> Result<Option<StoredEvent>, StoreError> {
-        Ok(self.outbox.get(seq.to_be_bytes())?.map(|v| StoredEvent {
+        Ok(self.group_at(seq)?.map(|(first, g)| StoredEvent {
             seq,
-            line: split_outbox_value(&v).1.to_vec(),
+            line: g.get((seq - first) as usize).expect("in range").1.to_vec(),
         }))
     }
 
     /// The seq an event id was committed under (ids are kept after their event is pruned).
     pub fn seq_of(&self, id: &str) -> Result<Option<u64>, StoreError> {
-        self.ids
-            .get(id.as_bytes())?
-            .map(|v| decode_seq(&v))
-            .transpose()
+        seq_of(&self.data, id)
     }
 
     /// The oldest seq still in the outbox.
     pub fn first_seq(&self) -> Result<Option<u64>, StoreError> {
-        self.outbox
-            .first()?
-            .map(|(k, _)| decode_seq(&k))
-            .transpose()
+        match self.data.scan_prefix([OUTBOX]).next() {
+            Some(kv) => Ok(Some(keys::outbox_seq(&kv?.0)?)),
+            None => Ok(None),
+        }
     }
 
-    /// The per-document ordering key of `seq`: `account \0 subject`. `None` for events
-    /// committed before subjects were stored; callers treat those as one shared subject.
+    /// The per-document ordering key of `seq`: `account \0 subject`. `None` when the event is
+    /// gone, or was carried in by a restore without one; callers treat those as one shared
+    /// subject.
     pub fn subject(&self, seq: u64) -> Result<Option<String>, StoreError> {
-        if let Some(v) = self.outbox.get(seq.to_be_bytes())? {
-            if let (Some(subject), _) = split_outbox_value(&v) {
-                return Ok(Some(String::from_utf8_lossy(subject).into_owned()));
-            }
-        }
-        Ok(self
-            .subjects
-            .get(seq.to_be_bytes())?
-            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+        Ok(self.group_at(seq)?.and_then(|(first, g)| {
+            let (subject, _) = g.get((seq - first) as usize).expect("in range");
+            (!subject.is_empty()).then(|| String::from_utf8_lossy(subject).into_owned())
+        }))
     }
 
     /// The last seq delivered to `sink` (0 if none).
@@ -90,25 +143,53 @@ impl Store {
     }
 }
 
+pub(super) fn decode_group(first: u64, v: &[u8]) -> Result<Group, StoreError> {
+    group::decode(v).map_err(|_| corrupt_group(first))
+}
+
+fn corrupt_group(first: u64) -> StoreError {
+    StoreError::Corrupt(format!("outbox group {first}"))
+}
+
+/// The seq event `id` was committed under, in the `data` tree `data`.
+pub(super) fn seq_of(data: &Tree, id: &str) -> Result<Option<u64>, StoreError> {
+    match event_id_bytes(id) {
+        Some(b) => {
+            let (head, rest) = idset::split(&b);
+            match data.get(keys::id_bucket(head))? {
+                None => Ok(None),
+                Some(v) => idset::find(&v, &rest)
+                    .map_err(|_| StoreError::Corrupt(format!("event id bucket {head:02x?}"))),
+            }
+        }
+        None => match data.get(keys::text_id(id))? {
+            None => Ok(None),
+            Some(v) => match get_uvarint(&v) {
+                Some((seq, n)) if n == v.len() => Ok(Some(seq)),
+                _ => Err(StoreError::Corrupt(format!("the seq of event {id}"))),
+            },
+        },
+    }
+}
+
 /// Tells a store's events from another store's: handed to sinks that keep their own position
 /// (the JSONL file's last line), which resume from it only if this store wrote it. Cheap to
 /// clone; reads only.
 #[derive(Clone)]
 pub struct Origin {
-    pub(super) ids: Tree,
-    pub(super) meta: Tree,
+    pub(super) data: Tree,
 }
 
 impl Origin {
     /// Whether this store committed event `id` at `seq`, or adopted it at a reset as the last
-    /// line of a file written before it. `ids` is never pruned, so this holds for old events.
+    /// line of a file written before it. Ids are never pruned, so this holds for old events.
     pub fn wrote(&self, id: &str, seq: u64) -> Result<bool, StoreError> {
         if self.seq_of(id)? == Some(seq) {
             return Ok(true);
         }
-        let mut k = ADOPTED.to_vec();
-        k.extend_from_slice(id.as_bytes());
-        Ok(match self.meta.get(k)? {
+        let mut name = ADOPTED.to_vec();
+        name.extend_from_slice(id.as_bytes());
+        Ok(match self.data.get(keys::meta(&name))? {
             Some(v) => decode_seq(&v)? == seq,
             None => false,
         })
@@ -116,32 +197,6 @@ impl Origin {
 
     /// The seq this store committed event `id` under.
     pub fn seq_of(&self, id: &str) -> Result<Option<u64>, StoreError> {
-        self.ids
-            .get(id.as_bytes())?
-            .map(|v| decode_seq(&v))
-            .transpose()
+        seq_of(&self.data, id)
     }
-}
-
-/// The outbox value of schema 2: `\0`, the subject's length (u16 BE), the subject, the line.
-/// (A line is a JSON object, so a schema-1 value, the bare line, never starts with `\0`.)
-pub(super) fn outbox_value(subject: &str, line: &[u8]) -> Vec<u8> {
-    let subject = &subject.as_bytes()[..subject.len().min(u16::MAX as usize)];
-    let mut v = Vec::with_capacity(3 + subject.len() + line.len());
-    v.push(0);
-    v.extend_from_slice(&(subject.len() as u16).to_be_bytes());
-    v.extend_from_slice(subject);
-    v.extend_from_slice(line);
-    v
-}
-
-/// The subject (`None` in a schema-1 value) and the envelope line of an outbox value.
-pub(super) fn split_outbox_value(v: &[u8]) -> (Option<&[u8]>, &[u8]) {
-    if let [0, hi, lo, rest @ ..] = v {
-        let n = u16::from_be_bytes([*hi, *lo]) as usize;
-        if n <= rest.len() {
-            return (Some(&rest[..n]), &rest[n..]);
-        }
-    }
-    (None, v)
 }

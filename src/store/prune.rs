@@ -1,9 +1,11 @@
 //! Retention: [`Store::prune`] removes outbox events every configured sink has finished and
 //! that are older than `retention`, oldest first, and attempt records behind a sink's ack.
-//! Event ids stay (an id is never emitted twice); dead letters stay.
+//! Event ids stay (an id is never emitted twice); dead letters stay. A group whose first
+//! events go and whose last stay is written again, holding the rest, under its new first seq.
 
-use super::keys::{decode_seq, split_sink_key};
-use super::outbox::split_outbox_value;
+use super::group::{self, Item};
+use super::keys::{self, split_sink_key, OUTBOX};
+use super::outbox::decode_group;
 use super::{Store, StoreError, SLED_WRITES};
 use crate::time::{parse_timestamp, Millis};
 
@@ -17,7 +19,7 @@ pub struct Pruned {
 impl Store {
     /// Removes outbox events that every one of `sinks` has acked and that were detected before
     /// `before`, oldest first, and attempt records a sink's ack has passed. Event ids stay in
-    /// `ids` (see ARCHITECTURE.md: an id is never emitted twice, even after its event is
+    /// the id index (see ARCHITECTURE.md: an id is never emitted twice, even after its event is
     /// pruned). Dead letters carry their own copy of the event and are kept.
     pub async fn prune(&self, before: Millis, sinks: &[String]) -> Result<Pruned, StoreError> {
         let mut acks = std::collections::HashMap::new();
@@ -27,35 +29,48 @@ impl Store {
         let Some(min_ack) = acks.values().copied().min() else {
             return Ok(Pruned::default());
         };
-        let (outbox, subjects, attempts, db) = (
-            self.outbox.clone(),
-            self.subjects.clone(),
-            self.attempts.clone(),
-            self.db.clone(),
-        );
-        tokio::task::spawn_blocking(move || -> Result<Pruned, StoreError> {
+        let (data, attempts, db) = (self.data.clone(), self.attempts.clone(), self.db.clone());
+        let pruned = tokio::task::spawn_blocking(move || -> Result<Pruned, StoreError> {
             let _serial = SLED_WRITES.lock().unwrap_or_else(|p| p.into_inner());
             let mut pruned = Pruned::default();
             let mut ob = sled::Batch::default();
-            let mut sb = sled::Batch::default();
-            for kv in outbox.range(..=min_ack.to_be_bytes()) {
+            'groups: for kv in data.scan_prefix([OUTBOX]) {
                 let (k, v) = kv?;
-                let detected =
-                    serde_json::from_slice::<crate::event::Envelope>(split_outbox_value(&v).1)
-                        .ok()
-                        .and_then(|e| parse_timestamp(&e.detected_at))
-                        .ok_or_else(|| {
-                            StoreError::Corrupt(format!("outbox/{}", decode_seq(&k).unwrap_or(0)))
-                        })?;
-                if detected >= before {
+                let first = keys::outbox_seq(&k)?;
+                if first > min_ack {
                     break;
                 }
-                ob.remove(k.clone());
-                sb.remove(k);
-                pruned.events += 1;
+                let g = decode_group(first, &v)?;
+                let mut gone = 0;
+                while gone < g.len() {
+                    let seq = first + gone as u64;
+                    let (_, line) = g.get(gone).expect("in range");
+                    let detected = serde_json::from_slice::<crate::event::Envelope>(line)
+                        .ok()
+                        .and_then(|e| parse_timestamp(&e.detected_at))
+                        .ok_or_else(|| StoreError::Corrupt(format!("outbox/{seq}")))?;
+                    if seq > min_ack || detected >= before {
+                        break;
+                    }
+                    gone += 1;
+                }
+                pruned.events += gone as u64;
+                if gone == 0 {
+                    break;
+                }
+                ob.remove(k);
+                if gone < g.len() {
+                    let items: Vec<Item> = (gone..g.len())
+                        .map(|i| {
+                            let (subject, line) = g.get(i).expect("in range");
+                            Item { subject, line }
+                        })
+                        .collect();
+                    ob.insert(&keys::outbox(first + gone as u64), group::encode(&items));
+                    break 'groups;
+                }
             }
-            outbox.apply_batch(ob)?;
-            subjects.apply_batch(sb)?;
+            data.apply_batch(ob)?;
             let mut ab = sled::Batch::default();
             for kv in attempts.iter().keys() {
                 let k = kv?;
@@ -72,6 +87,10 @@ impl Store {
             Ok(pruned)
         })
         .await
-        .expect("the prune task panicked")
+        .expect("the prune task panicked")?;
+        if pruned.events > 0 {
+            self.forget_group();
+        }
+        Ok(pruned)
     }
 }

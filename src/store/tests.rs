@@ -3,6 +3,14 @@
 use super::*;
 use crate::event::{event_id, NewEvent};
 
+/// A batch with one document record and one progress record of unit `a`/`m`.
+pub(crate) fn with_records(events: Vec<NewEvent>) -> Batch {
+    let mut b = Batch::of_events(events);
+    b.put_state(Unit::new("a", "m"), "d1", b"rec".to_vec());
+    b.put_cursor(Unit::new("a", "m"), b"cur".to_vec());
+    b
+}
+
 pub(crate) fn ev(n: u32) -> NewEvent {
     NewEvent {
         id: event_id(&["t", &n.to_string()]),
@@ -22,14 +30,7 @@ async fn commit_assigns_consecutive_seqs_and_survives_reopen() {
     {
         let s = Store::open(dir.path()).unwrap();
         let mut rx = s.subscribe();
-        let c = s
-            .commit(Batch {
-                state: vec![(b"a\0m\0d1".to_vec(), b"rec".to_vec())],
-                cursors: vec![(b"a\0m".to_vec(), b"cur".to_vec())],
-                events: vec![ev(1), ev(2)],
-            })
-            .await
-            .unwrap();
+        let c = s.commit(with_records(vec![ev(1), ev(2)])).await.unwrap();
         assert_eq!(
             c,
             Committed {
@@ -128,8 +129,8 @@ fn a_newer_schema_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     {
         let s = Store::open(dir.path()).unwrap();
-        s.meta
-            .insert(SCHEMA, &(SCHEMA_VERSION + 1).to_be_bytes())
+        s.data
+            .insert(keys::meta(SCHEMA), &(SCHEMA_VERSION + 1).to_be_bytes())
             .unwrap();
         s.db.flush().unwrap();
     }
@@ -137,49 +138,6 @@ fn a_newer_schema_is_refused() {
         Store::open(dir.path()),
         Err(StoreError::Newer { .. })
     ));
-}
-
-#[tokio::test]
-async fn a_schema_1_store_is_read_as_is_and_marked_2() {
-    let dir = tempfile::tempdir().unwrap();
-    let line = ev(1).to_line(1);
-    {
-        // What schema 1 wrote: the bare line, the subject in its own tree.
-        let s = Store::open(dir.path()).unwrap();
-        s.meta.insert(SCHEMA, &1u32.to_be_bytes()).unwrap();
-        s.outbox
-            .insert(1u64.to_be_bytes(), line.as_slice())
-            .unwrap();
-        s.subjects
-            .insert(1u64.to_be_bytes(), &b"acme\0old/doc"[..])
-            .unwrap();
-        s.meta.insert(NEXT_SEQ, &2u64.to_be_bytes()).unwrap();
-        s.db.flush().unwrap();
-    }
-    let s = Store::open(dir.path()).unwrap();
-    assert_eq!(
-        s.meta.get(SCHEMA).unwrap().unwrap().as_ref(),
-        &SCHEMA_VERSION.to_be_bytes()
-    );
-    assert_eq!(s.read_outbox(0, 10).unwrap()[0].line, line);
-    assert_eq!(s.subject(1).unwrap().as_deref(), Some("acme\0old/doc"));
-    // A new event next to it: its subject travels in the outbox value.
-    s.commit(Batch {
-        events: vec![ev(2)],
-        ..Batch::default()
-    })
-    .await
-    .unwrap();
-    let both = s.read_outbox(0, 10).unwrap();
-    assert_eq!(both.len(), 2);
-    assert!(both[1].envelope().is_ok(), "the line comes back bare");
-    assert_eq!(s.event(2).unwrap().unwrap().line, both[1].line);
-    assert!(s.subjects.get(2u64.to_be_bytes()).unwrap().is_none());
-    let subject = s.subject(2).unwrap().unwrap();
-    assert!(
-        subject.starts_with(&format!("{}\0", ev(2).account)),
-        "{subject}"
-    );
 }
 
 #[tokio::test]
@@ -346,7 +304,7 @@ async fn a_store_from_before_identities_adopts_one_and_a_lost_id_file_is_rewritt
     {
         // What an older pollhook left: no identity anywhere.
         let s = with_events(dir.path(), 2).await;
-        s.meta.remove(STORE_ID).unwrap();
+        s.data.remove(keys::meta(STORE_ID)).unwrap();
         s.db.flush().unwrap();
     }
     std::fs::remove_file(dir.path().join(identity::ID_FILE)).unwrap();

@@ -1,16 +1,21 @@
 //! `pollhook store verify`: reads every tree and checks each record and the cross-references
 //! between them, under the commit lock (so, through the daemon, a consistent view).
 //!
-//! What is checked: the identity (sled's and `store-id`); `meta` (schema version, next seq,
-//! adopted tails); every outbox entry decodes, its envelope's seq is its key and its id maps
-//! back to it in `ids`; every `ids` entry is below the next seq, no two share a seq, and those
-//! not yet pruned have their outbox entry; acks never pass the last committed seq; attempt
-//! and dead-letter keys and values decode; provider records decode (through the caller's
-//! [`RecordCheck`]: only providers know their bytes). Reads only.
+//! What is checked: the identity (sled's and `store-id`); meta (schema version, next seq,
+//! hash key, adopted tails); the interned names; every outbox group decodes, each event's
+//! envelope has its seq and its id maps back to it in the id index; every id entry is below
+//! the next seq, no two share a seq, and those not yet pruned have their outbox event; acks
+//! never pass the last committed seq; attempt and dead-letter keys and values decode; every
+//! document record sits in the bucket its id hashes to and belongs to a named unit; provider
+//! records decode (through the caller's [`RecordCheck`]: only providers know their bytes).
+//! Reads only.
 
+use super::bucket::{self, Hashing};
+use super::codec::{decode_doc_id, format_event_id, get_uvarint, Reader};
+use super::names::Names;
 use super::{
-    decode_seq, split_outbox_value, split_sink_key, DeadRead, Store, StoreError, ADOPTED, NEXT_SEQ,
-    SCHEMA, SCHEMA_VERSION, STORE_ID,
+    decode_seq, group, idset, keys, split_sink_key, DeadRead, Store, StoreError, ADOPTED, HASH_KEY,
+    NEXT_SEQ, SCHEMA, SCHEMA_VERSION, STORE_ID,
 };
 use serde::{Deserialize, Serialize};
 use sled::Tree;
@@ -115,16 +120,12 @@ impl Report {
 
 /// Handles on every tree, for a blocking task.
 struct Trees {
-    meta: Tree,
-    outbox: Tree,
-    ids: Tree,
+    data: Tree,
     acks: Tree,
-    subjects: Tree,
     attempts: Tree,
     dead: Tree,
-    state: Tree,
-    cursors: Tree,
     connections: Tree,
+    hashing: Hashing,
 }
 
 impl Store {
@@ -137,16 +138,12 @@ impl Store {
     ) -> Result<Report, StoreError> {
         let next = self.next_seq.lock().await;
         let trees = Trees {
-            meta: self.meta.clone(),
-            outbox: self.outbox.clone(),
-            ids: self.ids.clone(),
+            data: self.data.clone(),
             acks: self.acks.clone(),
-            subjects: self.subjects.clone(),
             attempts: self.attempts.clone(),
             dead: self.dead.clone(),
-            state: self.state.clone(),
-            cursors: self.cursors.clone(),
             connections: self.connections.clone(),
+            hashing: self.hashing,
         };
         let id = self.id.clone();
         let report = tokio::task::spawn_blocking(move || {
@@ -156,6 +153,38 @@ impl Store {
         .expect("the verify task panicked")?;
         drop(next);
         Ok(report)
+    }
+}
+
+/// One bit per seq in 1..next (`None` when next is absurdly large).
+struct SeqBits(Option<Vec<u64>>);
+
+impl SeqBits {
+    fn new(next: u64) -> SeqBits {
+        SeqBits((next < 1 << 34).then(|| vec![0u64; (next / 64 + 1) as usize]))
+    }
+
+    /// Sets the bit of `seq`; whether it was set before.
+    fn set(&mut self, seq: u64) -> bool {
+        let Some(bits) = self.0.as_mut() else {
+            return false;
+        };
+        let (w, b) = ((seq / 64) as usize, seq % 64);
+        let Some(word) = bits.get_mut(w) else {
+            return false;
+        };
+        let was = *word & (1 << b) != 0;
+        *word |= 1 << b;
+        was
+    }
+
+    fn get(&self, seq: u64) -> bool {
+        match &self.0 {
+            None => true,
+            Some(bits) => bits
+                .get((seq / 64) as usize)
+                .is_some_and(|w| w & (1 << (seq % 64)) != 0),
+        }
     }
 }
 
@@ -175,13 +204,16 @@ fn verify_trees(
 
     // meta
     let mut next_seq = None;
-    for kv in t.meta.iter() {
+    let mut meta_n = 0u64;
+    let mut hash_key = false;
+    for kv in t.data.scan_prefix([keys::META]) {
         let (k, v) = kv?;
-        match k.as_ref() {
+        meta_n += 1;
+        match &k[1..] {
             SCHEMA => match <[u8; 4]>::try_from(v.as_ref()).map(u32::from_be_bytes) {
-                Ok(n) if n <= SCHEMA_VERSION => {}
+                Ok(n) if n == SCHEMA_VERSION => {}
                 Ok(n) => r.problem(format!(
-                    "meta: schema {n} is newer than this build's {SCHEMA_VERSION}"
+                    "meta: schema {n}, but this layout is schema {SCHEMA_VERSION}"
                 )),
                 Err(_) => r.problem("meta: schema_version is not a u32".into()),
             },
@@ -192,6 +224,12 @@ fn verify_trees(
             STORE_ID => {
                 if !std::str::from_utf8(&v).is_ok_and(super::identity::valid_id) {
                     r.problem("meta: store_id is not an identity".into());
+                }
+            }
+            HASH_KEY => {
+                hash_key = true;
+                if v.len() != 16 {
+                    r.problem("meta: hash_key is not 16 bytes".into());
                 }
             }
             k if k.starts_with(ADOPTED) => {
@@ -214,42 +252,53 @@ fn verify_trees(
                 .into(),
         );
     }
+    let names = match Names::load(&t.data) {
+        Ok(n) => n,
+        Err(e) => {
+            r.problem(format!("names: {e}"));
+            Names::default()
+        }
+    };
 
-    // outbox <-> ids
-    let mut outbox_n = 0u64;
+    // outbox groups
+    let (mut outbox_n, mut groups_n) = (0u64, 0u64);
     let mut first = None;
     let mut last = 0u64;
-    for kv in t.outbox.iter() {
+    let mut events: Vec<(u64, String)> = Vec::new();
+    for kv in t.data.scan_prefix([keys::OUTBOX]) {
         let (k, v) = kv?;
-        outbox_n += 1;
-        let Ok(seq) = decode_seq(&k) else {
+        groups_n += 1;
+        let Ok(start) = keys::outbox_seq(&k) else {
             r.problem(format!("outbox: a key of {} bytes is not a seq", k.len()));
             continue;
         };
-        first.get_or_insert(seq);
-        last = seq;
-        let line = split_outbox_value(&v).1;
-        let env = match serde_json::from_slice::<crate::event::Envelope>(line) {
-            Ok(env) => env,
-            Err(e) => {
-                r.problem(format!("outbox seq {seq}: not an envelope: {e}"));
-                continue;
-            }
+        let Ok(g) = group::decode(&v) else {
+            r.problem(format!("outbox group {start}: it does not decode"));
+            continue;
         };
-        if env.seq != seq {
+        if start <= last && outbox_n > 0 {
             r.problem(format!(
-                "outbox seq {seq}: its envelope says seq {}",
-                env.seq
+                "outbox group {start}: it overlaps the group before it (which ends at seq {last})"
             ));
         }
-        match t.ids.get(env.id.as_bytes())? {
-            None => r.problem(format!("outbox seq {seq}: event {} is not in ids", env.id)),
-            Some(s) if decode_seq(&s).ok() != Some(seq) => r.problem(format!(
-                "outbox seq {seq}: ids maps event {} to another seq ({})",
-                env.id,
-                decode_seq(&s).map_or("unreadable".into(), |s| s.to_string())
-            )),
-            Some(_) => {}
+        for i in 0..g.len() {
+            let seq = start + i as u64;
+            outbox_n += 1;
+            first.get_or_insert(seq);
+            last = seq;
+            let (_, line) = g.get(i).expect("in range");
+            match serde_json::from_slice::<crate::event::Envelope>(line) {
+                Ok(env) => {
+                    if env.seq != seq {
+                        r.problem(format!(
+                            "outbox seq {seq}: its envelope says seq {}",
+                            env.seq
+                        ));
+                    }
+                    events.push((seq, env.id));
+                }
+                Err(e) => r.problem(format!("outbox seq {seq}: not an envelope: {e}")),
+            }
         }
     }
     r.outbox = first.map(|f| (f, last));
@@ -270,51 +319,67 @@ fn verify_trees(
         }
     };
     r.next_seq = next;
-    // Seqs taken by ids entries: a bitmap (one bit per seq ever assigned) finds two ids on
-    // one seq even after their events were pruned.
-    let mut taken = (next < 1 << 34).then(|| vec![0u64; (next / 64 + 1) as usize]);
+    let mut in_outbox = SeqBits::new(next);
+    for (seq, id) in &events {
+        in_outbox.set(*seq);
+        match super::outbox::seq_of(&t.data, id) {
+            Ok(None) => r.problem(format!("outbox seq {seq}: event {id} is not in ids")),
+            Ok(Some(s)) if s != *seq => r.problem(format!(
+                "outbox seq {seq}: ids maps event {id} to another seq ({s})"
+            )),
+            Ok(Some(_)) => {}
+            Err(e) => r.problem(format!("outbox seq {seq}: event {id}: {e}")),
+        }
+    }
+    drop(events);
+
+    // ids: each seq taken once, inside 1..next, and in the outbox unless pruned.
+    let mut taken = SeqBits::new(next);
     let mut ids_n = 0u64;
-    for kv in t.ids.iter() {
-        let (k, v) = kv?;
+    let mut check_id = |id: String, seq: u64, r: &mut Report| {
         ids_n += 1;
-        let id = String::from_utf8_lossy(&k);
-        let Ok(seq) = decode_seq(&v) else {
-            r.problem(format!("ids: event {id} has no readable seq"));
-            continue;
-        };
         if seq == 0 || seq >= next {
             r.problem(format!(
                 "ids: event {id} is at seq {seq}, outside 1..{next}"
             ));
+            return;
+        }
+        if taken.set(seq) {
+            r.problem(format!(
+                "ids: seq {seq} is given to two events (one is {id})"
+            ));
+        }
+        if first.is_some_and(|f| seq >= f) && !in_outbox.get(seq) {
+            r.problem(format!(
+                "ids: event {id} at seq {seq} is missing from the outbox (not pruned: the outbox starts at {})",
+                first.unwrap_or(0)
+            ));
+        }
+    };
+    for kv in t.data.scan_prefix([keys::IDS]) {
+        let (k, v) = kv?;
+        let Ok(head) = <[u8; idset::HEAD]>::try_from(&k[1..]) else {
+            r.problem(format!("ids: a bucket key of {} bytes", k.len()));
             continue;
-        }
-        if let Some(bits) = taken.as_mut() {
-            let (w, b) = ((seq / 64) as usize, seq % 64);
-            if bits[w] & (1 << b) != 0 {
-                r.problem(format!(
-                    "ids: seq {seq} is given to two events (one is {id})"
-                ));
-            }
-            bits[w] |= 1 << b;
-        }
-        if first.is_some_and(|f| seq >= f) {
-            match t.outbox.get(seq.to_be_bytes())? {
-                None => r.problem(format!(
-                    "ids: event {id} at seq {seq} is missing from the outbox (not pruned: the outbox starts at {})",
-                    first.unwrap_or(0)
-                )),
-                Some(v) => {
-                    let same = serde_json::from_slice::<crate::event::Envelope>(
-                        split_outbox_value(&v).1,
-                    )
-                    .is_ok_and(|e| e.id == id);
-                    if !same {
-                        r.problem(format!(
-                            "ids: event {id} at seq {seq}, but the outbox holds another event there"
-                        ));
-                    }
+        };
+        for e in idset::entries(&v) {
+            match e {
+                Ok((rest, seq)) => {
+                    let mut full = [0u8; 16];
+                    full[..idset::HEAD].copy_from_slice(&head);
+                    full[idset::HEAD..].copy_from_slice(&rest);
+                    check_id(format_event_id(&full), seq, &mut r);
                 }
+                Err(_) => r.problem(format!("ids: bucket {head:02x?} does not decode")),
             }
+        }
+    }
+    for kv in t.data.scan_prefix([keys::TEXT_IDS]) {
+        let (k, v) = kv?;
+        let id = String::from_utf8_lossy(&k[1..]).into_owned();
+        match get_uvarint(&v) {
+            Some((seq, n)) if n == v.len() => check_id(id, seq, &mut r),
+            _ => r.problem(format!("ids: event {id} has no readable seq")),
         }
     }
 
@@ -334,7 +399,7 @@ fn verify_trees(
         }
     }
 
-    // attempts, dead letters, legacy subjects
+    // attempts, dead letters
     let mut attempts_n = 0u64;
     for kv in t.attempts.iter() {
         let (k, v) = kv?;
@@ -370,66 +435,140 @@ fn verify_trees(
             Some(_) => {}
         }
     }
-    let mut subjects_n = 0u64;
-    for kv in t.subjects.iter() {
-        let (k, _) = kv?;
-        subjects_n += 1;
-        if decode_seq(&k).is_err() {
-            r.problem("subjects: a key is not a seq".into());
-        }
-    }
 
     // provider records
     let mut unknown = std::collections::BTreeMap::<String, u64>::new();
-    let mut records = |tree: &Tree, which: RecordTree, name: &str, r: &mut Report| {
-        let mut n = 0u64;
-        for kv in tree.iter() {
-            let (k, v) = kv?;
-            n += 1;
-            let account = match k.iter().position(|b| *b == 0) {
-                Some(p) => String::from_utf8_lossy(&k[..p]).into_owned(),
-                None => {
-                    r.problem(format!(
-                        "{name}: the key {:?} names no account",
-                        String::from_utf8_lossy(&k)
-                    ));
-                    continue;
-                }
-            };
-            match check(&account, which, &v) {
-                Ok(true) => {}
-                Ok(false) => *unknown.entry(account).or_default() += 1,
-                Err(why) => r.problem(format!(
-                    "{name}: {:?}: {why}",
-                    String::from_utf8_lossy(&k).replace('\0', "/")
-                )),
+    let mut judge =
+        |account: &str, which: RecordTree, what: &str, v: &[u8], r: &mut Report| match check(
+            account, which, v,
+        ) {
+            Ok(true) => {}
+            Ok(false) => *unknown.entry(account.to_string()).or_default() += 1,
+            Err(why) => r.problem(format!("{what}: {why}")),
+        };
+    let mut cursors_n = 0u64;
+    for kv in t.data.scan_prefix([keys::CURSORS]) {
+        let (k, v) = kv?;
+        cursors_n += 1;
+        let mut rd = Reader(&k[1..]);
+        let no = match (rd.uvarint(), rd.uvarint(), rd.is_empty()) {
+            (Some(account), Some(unit), true) => keys::UnitNo { account, unit },
+            _ => {
+                r.problem(format!("cursors: the key {k:?} is not two numbers"));
+                continue;
             }
+        };
+        match (names.account_name(no.account), names.unit_name(no)) {
+            (Some(a), Some(u)) => {
+                let a = a.to_string();
+                judge(
+                    &a,
+                    RecordTree::Cursors,
+                    &format!("cursors: {a}/{u}"),
+                    &v,
+                    &mut r,
+                );
+            }
+            _ => r.problem(format!(
+                "cursors: a progress record of unit {}/{}, which has no name",
+                no.account, no.unit
+            )),
         }
-        Ok::<u64, StoreError>(n)
-    };
-    let state_n = records(&t.state, RecordTree::State, "state", &mut r)?;
-    let cursors_n = records(&t.cursors, RecordTree::Cursors, "cursors", &mut r)?;
-    let connections_n = records(
-        &t.connections,
-        RecordTree::Connections,
-        "connections",
-        &mut r,
-    )?;
+    }
+    let mut state_n = 0u64;
+    for kv in t.data.scan_prefix([keys::STATE]) {
+        let (k, v) = kv?;
+        let mut rd = Reader(&k[1..]);
+        let (account, b) = match (rd.uvarint(), rd.take(4), rd.is_empty()) {
+            (Some(a), Some(b), true) => (a, u32::from_be_bytes(b.try_into().expect("4 bytes"))),
+            _ => {
+                r.problem(format!("state: the key {k:?} is not a bucket key"));
+                continue;
+            }
+        };
+        let Some(account_name) = names.account_name(account).map(str::to_string) else {
+            r.problem(format!(
+                "state: bucket {b} of account {account}, which has no name"
+            ));
+            continue;
+        };
+        for rec in bucket::records(&v) {
+            let Ok(rec) = rec else {
+                r.problem(format!(
+                    "state: bucket {b} of {account_name} does not decode"
+                ));
+                break;
+            };
+            state_n += 1;
+            let unit = names.unit_name(keys::UnitNo {
+                account,
+                unit: rec.unit,
+            });
+            let doc = decode_doc_id(rec.doc);
+            let (Some(unit), Some(doc)) = (unit, doc) else {
+                r.problem(format!(
+                    "state: bucket {b} of {account_name}: a record of an unnamed unit or an unreadable document id"
+                ));
+                continue;
+            };
+            if t.hashing.bucket(&doc) != b {
+                r.problem(format!(
+                    "state: {account_name}/{unit}/{doc} is in bucket {b}, but its id hashes to {}",
+                    t.hashing.bucket(&doc)
+                ));
+            }
+            judge(
+                &account_name,
+                RecordTree::State,
+                &format!("state: {account_name}/{unit}/{doc}"),
+                rec.value,
+                &mut r,
+            );
+        }
+    }
+    if state_n > 0 && !hash_key {
+        r.problem("meta: hash_key is missing, but documents are stored".into());
+    }
+    let mut connections_n = 0u64;
+    for kv in t.connections.iter() {
+        let (k, v) = kv?;
+        connections_n += 1;
+        match k.iter().position(|b| *b == 0) {
+            Some(p) => {
+                let account = String::from_utf8_lossy(&k[..p]).into_owned();
+                judge(
+                    &account,
+                    RecordTree::Connections,
+                    &format!(
+                        "connections: {:?}",
+                        String::from_utf8_lossy(&k).replace('\0', "/")
+                    ),
+                    &v,
+                    &mut r,
+                );
+            }
+            None => r.problem(format!(
+                "connections: the key {:?} names no account",
+                String::from_utf8_lossy(&k)
+            )),
+        }
+    }
     for (account, n) in unknown {
         r.notes.push(format!(
             "{n} record(s) of account {account:?}, which the config does not list (not checked)"
         ));
     }
     r.trees = [
-        ("state", state_n),
-        ("cursors", cursors_n),
+        ("documents", state_n),
+        ("progress", cursors_n),
         ("outbox", outbox_n),
+        ("outbox groups", groups_n),
         ("ids", ids_n),
         ("acks", acks_n),
-        ("subjects", subjects_n),
         ("attempts", attempts_n),
         ("dead", dead_n),
-        ("meta", t.meta.len() as u64),
+        ("meta", meta_n),
+        ("units", names.units().count() as u64),
         ("connections", connections_n),
     ]
     .into_iter()
@@ -442,7 +581,6 @@ fn verify_trees(
 mod tests {
     use super::*;
     use crate::store::tests::ev;
-    use crate::store::Batch;
 
     fn any_record() -> RecordCheck {
         Arc::new(|_, _, v: &[u8]| {
@@ -458,26 +596,52 @@ mod tests {
     async fn a_sound_store_verifies_and_each_injected_inconsistency_is_found() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
-        s.commit(Batch {
-            state: vec![(b"a\0m\0d1".to_vec(), b"rec".to_vec())],
-            cursors: vec![(b"a\0m".to_vec(), b"{}".to_vec())],
-            events: (1..=4).map(ev).collect(),
-        })
-        .await
-        .unwrap();
+        s.commit(crate::store::tests::with_records((1..=4).map(ev).collect()))
+            .await
+            .unwrap();
         s.ack("j", 4).unwrap();
         let r = s.verify(None, any_record()).await.unwrap();
         assert!(r.ok(), "{}", r.render());
         assert_eq!(r.outbox, Some((1, 4)));
         assert!(r.render().contains("OK:"));
+        assert!(
+            r.trees.contains(&("documents".to_string(), 1)),
+            "{:?}",
+            r.trees
+        );
 
+        /// Rewrites the outbox as groups holding `lines` (seq, line).
+        fn rewrite_outbox(s: &Store, lines: &[(u64, Vec<u8>)]) {
+            for kv in s.data.scan_prefix([keys::OUTBOX]) {
+                s.data.remove(kv.unwrap().0).unwrap();
+            }
+            for (seq, line) in lines {
+                let v = group::encode(&[group::Item {
+                    subject: b"a\0m/d",
+                    line,
+                }]);
+                s.data.insert(keys::outbox(*seq), v).unwrap();
+            }
+        }
+        let lines = |skip: u64, lie: Option<u64>| -> Vec<(u64, Vec<u8>)> {
+            (1..=4u32)
+                .filter(|n| u64::from(*n) != skip)
+                .map(|n| {
+                    let seq = u64::from(n);
+                    let at = if lie == Some(seq) { seq + 4 } else { seq };
+                    (seq, ev(n).to_line(at))
+                })
+                .collect()
+        };
         // Each injection breaks one cross-reference or record.
         type Inject = Box<dyn Fn(&Store)>;
         let inject: Vec<(&str, Inject)> = vec![
             (
                 "is not in ids",
                 Box::new(|s| {
-                    s.ids.remove(ev(2).id.as_bytes()).unwrap();
+                    let b = super::super::codec::event_id_bytes(&ev(2).id).unwrap();
+                    let (head, _) = idset::split(&b);
+                    s.data.remove(keys::id_bucket(head)).unwrap();
                 }),
             ),
             (
@@ -488,39 +652,57 @@ mod tests {
             ),
             (
                 "its envelope says seq",
-                Box::new(|s| {
-                    let line = ev(3).to_line(7);
-                    s.outbox.insert(3u64.to_be_bytes(), line).unwrap();
-                }),
+                Box::new(move |s| rewrite_outbox(s, &lines(0, Some(3)))),
             ),
             (
                 "missing from the outbox",
-                Box::new(|s| {
-                    s.outbox.remove(3u64.to_be_bytes()).unwrap();
-                }),
+                Box::new(move |s| rewrite_outbox(s, &lines(3, None))),
             ),
             (
                 "unreadable",
                 Box::new(|s| {
-                    s.state.insert(b"a\0m\0d2", &b"bad"[..]).unwrap();
+                    let no = s.unit_no(crate::store::Unit::new("a", "m")).unwrap();
+                    let key = keys::bucket(no.account, s.hashing.bucket("d2"));
+                    let old = s.data.get(&key).unwrap();
+                    let v = bucket::merge(
+                        old.as_deref(),
+                        &mut [bucket::Update {
+                            unit: no.unit,
+                            doc: super::super::codec::doc_id_bytes("d2"),
+                            value: b"bad".to_vec(),
+                        }],
+                    )
+                    .unwrap();
+                    s.data.insert(key, v).unwrap();
                 }),
             ),
             (
                 "not after the last outbox seq",
                 Box::new(|s| {
-                    s.meta.insert(NEXT_SEQ, &2u64.to_be_bytes()).unwrap();
+                    s.data
+                        .insert(keys::meta(NEXT_SEQ), &2u64.to_be_bytes())
+                        .unwrap();
+                }),
+            ),
+            (
+                "hashes to",
+                Box::new(|s| {
+                    // A record moved into another bucket than its id's.
+                    let (k, v) = s.data.scan_prefix([keys::STATE]).next().unwrap().unwrap();
+                    s.data.remove(&k).unwrap();
+                    let mut other = k.to_vec();
+                    let last = other.len() - 1;
+                    other[last] ^= 1;
+                    s.data.insert(other, v).unwrap();
                 }),
             ),
         ];
         for (want, f) in inject {
             let dir = tempfile::tempdir().unwrap();
             let s = Store::open(dir.path()).unwrap();
-            s.commit(Batch {
-                events: (1..=4).map(ev).collect(),
-                ..Batch::default()
-            })
-            .await
-            .unwrap();
+            s.commit(crate::store::tests::with_records((1..=4).map(ev).collect()))
+                .await
+                .unwrap();
             f(&s);
             let r = s.verify(None, any_record()).await.unwrap();
             assert!(!r.ok(), "{want}: not found:\n{}", r.render());

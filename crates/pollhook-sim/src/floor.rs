@@ -30,7 +30,8 @@ pub struct Cost {
     /// `GET /api/v1/document/{id}` requests received.
     pub details: u64,
     /// Detail calls the changes required: at each poll answer, the documents the member sees
-    /// that changed since its previous poll answer.
+    /// that changed since its previous poll answer — for a customer, only a document it sees
+    /// for the first time (its later changes produce no webhook for the customer).
     pub details_needed: u64,
     /// `GET /v2.0/invoices/sale` (Bulk Fetch) requests received.
     pub bulk_fetches: u64,

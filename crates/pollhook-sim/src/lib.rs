@@ -78,6 +78,7 @@ pub use drift::Drift;
 pub use faults::{Fault, FaultCounts, FaultKind};
 pub use floor::Cost;
 pub use hostile::Hostility;
+pub use world::uuid_of;
 
 use world::World;
 
@@ -392,6 +393,26 @@ impl Simulator {
     /// it is not an active member.
     pub fn create_for(&self, endpoint_id: &str) -> bool {
         self.with(|w| traffic::create_for(w, endpoint_id))
+    }
+
+    /// Moves one document whose supplier and customer are both connected members, already
+    /// delivered and not final, to its next status now (journaled: STATUS_UPDATED for the
+    /// supplier, nothing for the customer). Returns its id, or `None` if there is none.
+    pub fn two_sided_change(&self) -> Option<String> {
+        self.with(|w| {
+            let d = (0..w.documents.len()).find(|&d| {
+                let doc = &w.documents[d];
+                doc.supplier != doc.customer
+                    && w.is_connected(doc.supplier)
+                    && w.is_connected(doc.customer)
+                    && doc.status.is_delivered()
+                    && !doc.status.is_final()
+            })?;
+            let to = traffic::successors(w.documents[d].status).first()?.0;
+            let now = w.now();
+            w.set_status(d, to, now, true);
+            Some(w.documents[d].id.clone())
+        })
     }
 
     /// Invalidates every access token issued so far (a mid-cycle expiry).

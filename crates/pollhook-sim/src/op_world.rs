@@ -235,17 +235,7 @@ impl OpWorld {
         let d = Sha256::digest(format!("op-error:{}:{}", self.seed, self.error_serial));
         let mut b = [0u8; 16];
         b.copy_from_slice(&d[..16]);
-        b[6] = (b[6] & 0x0f) | 0x40;
-        b[8] = (b[8] & 0x3f) | 0x80;
-        let h = hex(&b);
-        format!(
-            "{}-{}-{}-{}-{}",
-            &h[0..8],
-            &h[8..12],
-            &h[12..16],
-            &h[16..20],
-            &h[20..32]
-        )
+        super::world::uuid_of(b)
     }
 
     /// The invoice with this id, if it belongs to company `c`.

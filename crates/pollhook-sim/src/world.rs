@@ -582,7 +582,12 @@ impl World {
         if customer != supplier && to.is_delivered() {
             self.by_update[customer].remove(&(before, d));
             self.by_update[customer].insert((after, d));
-            self.unread.changed(customer, d, after);
+            // The customer needs a detail only for its first sight (RECEIVED): later changes
+            // on its side produce no webhook, so a poller that has seen the document needs
+            // nothing more to read them.
+            if !was.is_delivered() {
+                self.unread.changed(customer, d, after);
+            }
             if !was.is_delivered() {
                 self.listed[customer][1].push(d, created);
             }
@@ -837,6 +842,12 @@ pub(crate) fn truncate_ms(t: DateTime<Utc>) -> DateTime<Utc> {
 pub(super) fn uuid(rng: &mut fastrand::Rng) -> String {
     let mut b = [0u8; 16];
     rng.fill(&mut b);
+    uuid_of(b)
+}
+
+/// The version-4 UUID spelled from 16 random bytes (its version and variant bits set), as
+/// the simulator spells document ids.
+pub fn uuid_of(mut b: [u8; 16]) -> String {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h = hex(&b);

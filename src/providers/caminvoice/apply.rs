@@ -94,6 +94,11 @@ impl CamInvoice {
                     .and_then(|v| DocState::decode(&v));
                 let status = c.known.as_ref().and_then(|d| d.status.as_deref());
                 let is_changed = match (&prev, c.updated_at) {
+                    // Seen before on the receiving side: only the supplier hears of later
+                    // changes, so nothing can come of it — no detail call.
+                    (Some(p), _) if p.side == Side::Receive && c.side == Some(Side::Receive) => {
+                        false
+                    }
                     (Some(p), Some(at)) => changed(p, at, status, limit),
                     _ => true,
                 };

@@ -452,6 +452,10 @@ pub struct MemberRecord {
     /// ENTITY.REVOKED webhook went out before pollhook's history begins, and none was emitted.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub revoked_before_start: bool,
+    /// The member's last access token, so that a restart (or the next `once`) does not
+    /// refresh a token still valid. A secret: masked in `Debug`, never printed or logged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<StoredAccess>,
     /// Masked by [`crate::redact`] when set and again when read back.
     #[serde(default)]
     pub last_error: Option<crate::redact::Redacted>,
@@ -461,6 +465,29 @@ pub struct MemberRecord {
         skip_serializing_if = "crate::providers::contract::DriftMarks::is_empty"
     )]
     pub drift: crate::providers::contract::DriftMarks,
+}
+
+/// An access token kept in the member's record, with its lifetime and the refresh token it
+/// goes with (a fingerprint): a token stored for another refresh token (the member was
+/// reconnected, or the config changed) is not used.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredAccess {
+    pub token: String,
+    pub issued_at: Millis,
+    pub expires_at: Millis,
+    /// [`super::roster::fingerprint`] of the refresh token in use when it was stored.
+    pub refresh: String,
+}
+
+impl std::fmt::Debug for StoredAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredAccess")
+            .field("token", &"<redacted>")
+            .field("issued_at", &self.issued_at)
+            .field("expires_at", &self.expires_at)
+            .field("refresh", &self.refresh)
+            .finish()
+    }
 }
 
 /// A member's refresh token kept in the store (`connections` tree): from `pollhook connect`,
@@ -507,6 +534,25 @@ impl Connection {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stored_access_token_round_trips_and_never_prints() {
+        let rec = MemberRecord {
+            access: Some(StoredAccess {
+                token: "at-very-secret".into(),
+                issued_at: 1,
+                expires_at: 2,
+                refresh: "00ff".into(),
+            }),
+            ..MemberRecord::default()
+        };
+        assert!(!format!("{rec:?}").contains("very-secret"), "{rec:?}");
+        let bytes = serde_json::to_vec(&rec).unwrap();
+        assert_eq!(serde_json::from_slice::<MemberRecord>(&bytes).unwrap(), rec);
+        // A record of an older pollhook (no token) reads as no token.
+        let old: MemberRecord = serde_json::from_str(r#"{"start":5}"#).unwrap();
+        assert_eq!(old.access, None);
+    }
 
     #[test]
     fn poll_accepts_both_wrappers_and_reports_bad_items() {

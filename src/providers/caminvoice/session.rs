@@ -3,7 +3,9 @@
 //! (one, or many at once within the account's in-flight limit).
 
 use super::client::{ApiError, DETAIL};
-use super::model::{self, Detail};
+use super::model::{self, Detail, MemberRecord, StoredAccess};
+use super::roster::fingerprint;
+use super::token::AccessToken;
 use super::CamInvoice;
 use crate::config::Secret;
 use crate::http::Reply;
@@ -29,11 +31,12 @@ impl CamInvoice {
         force: bool,
         count: &RequestCount,
     ) -> Result<Secret, ApiError> {
-        if !force {
-            if let Some(t) = crate::locks::lock(&self.tokens).get(&idx) {
-                if !t.needs_refresh(now_ms()) {
-                    return Ok(t.token.clone());
-                }
+        if force {
+            // Rejected: never kept (nor stored) again, even if the refresh fails.
+            crate::locks::lock(&self.tokens).remove(&idx);
+        } else if let Some(t) = crate::locks::lock(&self.tokens).get(&idx) {
+            if !t.needs_refresh(now_ms()) {
+                return Ok(t.token.clone());
             }
         }
         let rotated = crate::locks::lock(&self.rotated).get(&idx).cloned();
@@ -49,6 +52,42 @@ impl CamInvoice {
         let token = fresh.access.token.clone();
         crate::locks::lock(&self.tokens).insert(idx, fresh.access);
         Ok(token)
+    }
+
+    /// The access token in use for member `idx`, as its record keeps it (with the refresh
+    /// token it goes with: a rotated one once stored, else the member's).
+    pub(super) fn access_to_keep(&self, idx: usize) -> Option<StoredAccess> {
+        let t = crate::locks::lock(&self.tokens).get(&idx).cloned()?;
+        let rotated = crate::locks::lock(&self.rotated).get(&idx).cloned();
+        let refresh = match rotated {
+            Some(r) => fingerprint(r.expose()),
+            None => self.member(idx).fingerprint.clone(),
+        };
+        Some(StoredAccess {
+            token: t.token.expose().to_string(),
+            issued_at: t.issued_at,
+            expires_at: t.expires_at,
+            refresh,
+        })
+    }
+
+    /// Takes the access token the member's record kept (a previous run's), when none is
+    /// cached and it goes with the member's current refresh token; [`CamInvoice::token`]
+    /// refreshes it when it is due, and a 401 replaces it.
+    pub(super) fn adopt_stored_access(&self, idx: usize, rec: &MemberRecord) {
+        let Some(a) = &rec.access else {
+            return;
+        };
+        if a.refresh != self.member(idx).fingerprint || a.token.is_empty() {
+            return;
+        }
+        crate::locks::lock(&self.tokens)
+            .entry(idx)
+            .or_insert_with(|| AccessToken {
+                token: Secret::new(a.token.clone()),
+                issued_at: a.issued_at,
+                expires_at: a.expires_at,
+            });
     }
 
     /// A Bearer GET with one refresh-and-retry on 401.

@@ -118,12 +118,16 @@ impl CamInvoice {
         )
     }
 
-    /// Adds the member's record to `batch`.
+    /// Adds the member's record to `batch`, with the access token in use (if any).
     pub(super) fn put_record(&self, batch: &mut Batch, idx: usize, rec: &MemberRecord) {
         let m = self.member(idx);
+        let rec = MemberRecord {
+            access: self.access_to_keep(idx),
+            ..rec.clone()
+        };
         batch.put_cursor(
             Unit::new(&self.account, &m.endpoint_id),
-            serde_json::to_vec(rec).expect("member record serializes"),
+            serde_json::to_vec(&rec).expect("member record serializes"),
         );
     }
 
@@ -274,6 +278,7 @@ impl CamInvoice {
             },
             ..MemberRecord::default()
         });
+        self.adopt_stored_access(idx, &rec);
         let begin = Observation::Begin {
             resync: ctx.resync,
             token_changed: rec
