@@ -40,6 +40,27 @@ fn engine(config: &Config) -> Arc<Engine> {
     Arc::new(Engine::new(store, config).unwrap())
 }
 
+/// A last whole cycle of account `idx`, every sink drained, and the emitted events graded
+/// against the ground truth since `start`.
+async fn last_cycle_then_fidelity(
+    e: &Engine,
+    idx: usize,
+    config: &Config,
+    sim: &Simulator,
+    start: i64,
+    dir: &std::path::Path,
+) -> (fidelity::Report, Vec<fidelity::Emitted>) {
+    e.tick(idx, false).await;
+    for s in &config.sinks {
+        let mut sink = sinks::build(s).unwrap();
+        sinks::drain(e.store(), &mut sink).await.unwrap();
+    }
+    let truth = fidelity::expected(&sim.journal(), &sim.credentials(), start);
+    let text = std::fs::read_to_string(dir.join("events.jsonl")).unwrap_or_default();
+    let emitted = fidelity::read_jsonl(&text).unwrap();
+    (fidelity::compare(&truth, &emitted), emitted)
+}
+
 fn adaptive_settings(config: &Config) -> pollhook::config::AdaptiveSettings {
     match &config.accounts[0].polling {
         Polling::Adaptive(s) => s.clone(),
@@ -144,17 +165,7 @@ async fn a_busy_member_is_polled_more_often_within_the_budget_and_the_schedule_s
     );
 
     // A last poll of everyone, then every ground-truth webhook must be in the log once.
-    e.tick(0, false).await;
-    for s in &config.sinks {
-        let mut sink = sinks::build(s).unwrap();
-        sinks::drain(e.store(), &mut sink).await.unwrap();
-    }
-    let truth = fidelity::expected(&sim.journal(), &sim.credentials(), start);
-    let emitted = fidelity::read_jsonl(
-        &std::fs::read_to_string(dir.path().join("events.jsonl")).unwrap_or_default(),
-    )
-    .unwrap();
-    let r = fidelity::compare(&truth, &emitted);
+    let (r, emitted) = last_cycle_then_fidelity(&e, 0, &config, &sim, start, dir.path()).await;
     assert!(r.expected > 100, "too little traffic: {r:?}");
     assert!(r.perfect(), "fidelity not perfect in adaptive mode: {r:#?}");
     // Every event's detection latency was measured.
@@ -264,17 +275,7 @@ async fn an_onlinepajak_company_is_polled_adaptively_within_its_budget() {
     );
     // The budget (0.05/s = 30 requests in 600 s) holds polls to a few dozen.
     assert!(polls <= 31, "polled {polls} times");
-    e.tick(1, false).await;
-    for s in &config.sinks {
-        let mut sink = sinks::build(s).unwrap();
-        sinks::drain(e.store(), &mut sink).await.unwrap();
-    }
-    let truth = fidelity::expected(&sim.journal(), &sim.credentials(), start);
-    let emitted = fidelity::read_jsonl(
-        &std::fs::read_to_string(dir.path().join("events.jsonl")).unwrap_or_default(),
-    )
-    .unwrap();
-    let r = fidelity::compare(&truth, &emitted);
+    let (r, _) = last_cycle_then_fidelity(&e, 1, &config, &sim, start, dir.path()).await;
     assert!(r.expected >= 20, "too little traffic: {r:?}");
     assert!(r.perfect(), "{r:#?}");
     let record = e
