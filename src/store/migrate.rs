@@ -26,8 +26,8 @@ use super::keys::{self, decode_seq};
 use super::names::{Names, Numbering};
 use super::open::{new_hash_key, open_db};
 use super::{
-    identity, DbError, StoreError, Unit, DATA, HASH_KEY, NEXT_SEQ, SCHEMA,
-    SCHEMA_VERSION, SLED_DIR, STORE_ID,
+    identity, DbError, StoreError, Unit, DATA, HASH_KEY, NEXT_SEQ, SCHEMA, SCHEMA_VERSION,
+    SLED_DIR, STORE_ID,
 };
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -126,11 +126,12 @@ fn a_second_opener_gets_a_clear_locked_error() {
 
 #[tokio::test]
 async fn a_new_store_takes_small_log_segments_and_one_made_with_sleds_default_still_opens() {
-    let conf = |dir: &Path| std::fs::read_to_string(dir.join(SLED_DIR).join("conf")).unwrap();
+    // sled's `conf`: text lines, then a binary checksum.
+    let conf = |dir: &Path| std::fs::read(dir.join(SLED_DIR).join("conf")).unwrap();
     // New: the store's segment size (garbage of a baseline walk drains sooner).
     let fresh = tempfile::tempdir().unwrap();
     drop(Store::open(fresh.path()).unwrap());
-    assert!(conf(fresh.path()).starts_with("segment_size: 131072\n"));
+    assert!(conf(fresh.path()).starts_with(b"segment_size: 131072\n"));
     // Made with sled's default 512 KiB (every schema-3 store before this): opens, keeps its
     // size (sled refuses a change), and reads back what it held.
     let old = tempfile::tempdir().unwrap();
@@ -141,14 +142,14 @@ async fn a_new_store_takes_small_log_segments_and_one_made_with_sleds_default_st
         let moved = old.path().join("made-by-default");
         std::fs::rename(&path, &moved).unwrap();
         let db = sled::Config::new().path(&path).open().unwrap();
-        let src = sled::open(&moved).unwrap();
+        let src = super::open::config(&moved).open().unwrap();
         db.import(src.export());
         db.flush().unwrap();
     }
-    assert!(conf(old.path()).starts_with("segment_size: 524288\n"));
+    assert!(conf(old.path()).starts_with(b"segment_size: 524288\n"));
     let s = Store::open(old.path()).unwrap();
     assert_eq!(s.read_outbox(0, 10).unwrap().len(), 3);
-    assert!(conf(old.path()).starts_with("segment_size: 524288\n"));
+    assert!(conf(old.path()).starts_with(b"segment_size: 524288\n"));
 }
 
 #[test]
