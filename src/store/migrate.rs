@@ -26,8 +26,8 @@ use super::keys::{self, decode_seq};
 use super::names::{Names, Numbering};
 use super::open::{new_hash_key, open_db};
 use super::{
-    identity, DbError, StoreError, Unit, CACHE_BYTES, DATA, HASH_KEY, NEXT_SEQ, SCHEMA,
-    SCHEMA_VERSION, SLED_DIR, STORE_ID,
+    identity, DbError, StoreError, Unit, DATA, HASH_KEY, NEXT_SEQ, SCHEMA, SCHEMA_VERSION,
+    SLED_DIR, STORE_ID,
 };
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -189,11 +189,7 @@ pub(super) fn migrate(state_dir: &Path) -> Result<Migrated, StoreError> {
 
 /// A new, empty sled database at `path` with the store's settings.
 pub(super) fn new_db(path: &Path) -> Result<sled::Db, StoreError> {
-    Ok(sled::Config::new()
-        .path(path)
-        .cache_capacity(CACHE_BYTES)
-        .flush_every_ms(None)
-        .open()?)
+    Ok(super::open::config(path).open()?)
 }
 
 /// Free bytes for an unprivileged writer on the file system of `dir`.

@@ -324,14 +324,45 @@ fn reconcile_identity(
 /// this process: sled's I/O threads let go of the file shortly after the last handle).
 pub(super) const LOCK_GRACE: std::time::Duration = std::time::Duration::from_millis(1000);
 
+/// sled's log segment for a new store. sled's default, 512 KiB, left up to 194 bytes on disk
+/// per document after a baseline walk of 1,000 members (records: 27): a segment is cleaned
+/// only once at most half of it is live, and a walk that rewrites each ~400-byte bucket some
+/// fifteen times leaves its garbage spread thinly over large segments. Smaller segments
+/// drain sooner (BENCHMARKS.md: the figures per size). Its quarter (32 KiB) is the largest
+/// page sled keeps inline; a leaf of 16 buckets is ~7 KB.
+const SEGMENT_BYTES: usize = 128 * 1024;
+
+/// sled's segment size cannot change once a store exists: the one its `conf` file names.
+const SLED_DEFAULT_SEGMENT: usize = 512 * 1024;
+
+/// The settings every sled database of the store opens with: [`CACHE_BYTES`], no periodic
+/// flush (commits flush), and the segment size — [`SEGMENT_BYTES`] for a new database, the
+/// size it was created with for an existing one.
+pub(super) fn config(path: &Path) -> sled::Config {
+    sled::Config::new()
+        .path(path)
+        .cache_capacity(CACHE_BYTES)
+        .flush_every_ms(None)
+        .segment_size(segment_size(path))
+}
+
+/// The segment size of the sled database at `path`: what its `conf` file says (sled writes
+/// `segment_size: N` as its first line), [`SEGMENT_BYTES`] when there is none yet.
+fn segment_size(path: &Path) -> usize {
+    match std::fs::read(path.join("conf")) {
+        Err(_) => SEGMENT_BYTES,
+        Ok(conf) => conf
+            .split(|b| *b == b'\n')
+            .filter_map(|line| line.strip_prefix(b"segment_size: "))
+            .find_map(|n| std::str::from_utf8(n).ok()?.trim().parse().ok())
+            .unwrap_or(SLED_DEFAULT_SEGMENT),
+    }
+}
+
 pub(super) fn open_db(path: &Path, state_dir: &Path) -> Result<sled::Db, StoreError> {
     let deadline = std::time::Instant::now() + LOCK_GRACE;
     loop {
-        let result = sled::Config::new()
-            .path(path)
-            .cache_capacity(CACHE_BYTES)
-            .flush_every_ms(None)
-            .open();
+        let result = config(path).open();
         match result {
             Ok(db) => return Ok(db),
             Err(sled::Error::Io(io))

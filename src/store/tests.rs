@@ -124,6 +124,34 @@ fn a_second_opener_gets_a_clear_locked_error() {
     }
 }
 
+#[tokio::test]
+async fn a_new_store_takes_small_log_segments_and_one_made_with_sleds_default_still_opens() {
+    // sled's `conf`: text lines, then a binary checksum.
+    let conf = |dir: &Path| std::fs::read(dir.join(SLED_DIR).join("conf")).unwrap();
+    // New: the store's segment size (garbage of a baseline walk drains sooner).
+    let fresh = tempfile::tempdir().unwrap();
+    drop(Store::open(fresh.path()).unwrap());
+    assert!(conf(fresh.path()).starts_with(b"segment_size: 131072\n"));
+    // Made with sled's default 512 KiB (every schema-3 store before this): opens, keeps its
+    // size (sled refuses a change), and reads back what it held.
+    let old = tempfile::tempdir().unwrap();
+    {
+        let s = with_events(old.path(), 3).await;
+        drop(s);
+        let path = old.path().join(SLED_DIR);
+        let moved = old.path().join("made-by-default");
+        std::fs::rename(&path, &moved).unwrap();
+        let db = sled::Config::new().path(&path).open().unwrap();
+        let src = super::open::config(&moved).open().unwrap();
+        db.import(src.export());
+        db.flush().unwrap();
+    }
+    assert!(conf(old.path()).starts_with(b"segment_size: 524288\n"));
+    let s = Store::open(old.path()).unwrap();
+    assert_eq!(s.read_outbox(0, 10).unwrap().len(), 3);
+    assert!(conf(old.path()).starts_with(b"segment_size: 524288\n"));
+}
+
 #[test]
 fn a_newer_schema_is_refused() {
     let dir = tempfile::tempdir().unwrap();

@@ -82,6 +82,11 @@ pub struct CamInvoice {
     /// Members synced at once (the account's `concurrency`): with a thousand members, an
     /// unbounded start would hold every member's chunk of detail fetches in memory at once.
     member_pool: Arc<tokio::sync::Semaphore>,
+    /// Documents of the account in hand at once, over all its members (`apply::IN_HAND`):
+    /// a chunk takes its permits before its records are read and its details fetched, and
+    /// gives them back once committed, so the memory of a burst bounds by design whatever
+    /// the number of members syncing.
+    in_hand: tokio::sync::Semaphore,
     /// The account's counters (provider anomalies are counted there).
     metrics: Arc<AccountMetrics>,
     /// Poll fields missing from every item of an answer: logged once an hour per account.
@@ -121,6 +126,7 @@ impl CamInvoice {
             tokens: Mutex::new(HashMap::new()),
             rotated: Mutex::new(HashMap::new()),
             member_pool,
+            in_hand: tokio::sync::Semaphore::new(apply::IN_HAND),
             drift: super::contract::DriftWatch::new("CamInvoice", account, Arc::clone(&metrics)),
             metrics,
         })

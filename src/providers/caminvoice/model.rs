@@ -51,7 +51,8 @@ pub struct PollItem {
 }
 
 /// A poll answer: the usable items, the unusable ones counted, and whether it listed more
-/// than [`MAX_POLL_ITEMS`] (then `items` is incomplete and must not move the cursor).
+/// than [`MAX_POLL_ITEMS`] (then `items` is incomplete — empty when the body was large enough
+/// to be counted first, see [`poll_items`] — and must not move the cursor).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PollAnswer {
     pub items: Vec<PollItem>,
@@ -62,6 +63,10 @@ pub struct PollAnswer {
     /// How many items carried each of [`poll_fields`].
     pub presence: Presence,
 }
+
+/// Bytes per item above which a poll body is counted before it is read ([`poll_items`]):
+/// an item with an id and a time takes more.
+const COUNT_FIRST_BYTES_PER_ITEM: usize = 32;
 
 const POLL_FIELDS: [&str; 3] = ["document_id", "updated_at", "type"];
 
@@ -173,6 +178,28 @@ pub fn poll_items(body: &[u8]) -> Result<PollAnswer, Malformed> {
     let mut unusable = Unusable::default();
     let fields = poll_fields();
     let mut presence = Presence::new("poll items", &fields);
+    // An answer over the cap is refused whole (the cycle walks the list instead): a body
+    // that may list that many is counted first, keeping nothing, so that a burst does not
+    // hold 100,000 parsed items only to drop them (~10 MB beside the body).
+    if body.len() > MAX_POLL_ITEMS * COUNT_FIRST_BYTES_PER_ITEM {
+        let seen = read_each(
+            body,
+            &["documents", "data"],
+            &Shape::record(POLL_FIELDS),
+            MAX_POLL_ITEMS,
+            |_, _| {},
+        )?;
+        // (Anything else — not found, junk, within the cap — is read as before.)
+        if seen.found && !seen.is_junk() && seen.dropped > 0 {
+            return Ok(PollAnswer {
+                items,
+                unusable,
+                listed: seen.total(),
+                over_cap: true,
+                presence,
+            });
+        }
+    }
     let seen = read_each(
         body,
         &["documents", "data"],
@@ -588,7 +615,10 @@ mod tests {
         let body = format!("[{}0]", item.repeat(MAX_POLL_ITEMS + 1));
         let a = poll_items(body.as_bytes()).unwrap();
         assert!(a.over_cap);
-        assert_eq!(a.items.len(), MAX_POLL_ITEMS);
+        assert!(
+            a.items.is_empty(),
+            "nothing is kept of an answer refused whole"
+        );
         assert_eq!(a.listed, MAX_POLL_ITEMS as u64 + 2);
     }
 
