@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 /// Documents diffed per commit: large enough to amortize the flush, small enough that a crash
 /// or a failure repeats little work.
-const CHUNK: usize = 256;
+pub(super) const CHUNK: usize = 256;
 
 /// Documents one account holds in hand at once, over all its members syncing together
 /// (each chunk's candidates with their records, fetched details, events and batch, from its

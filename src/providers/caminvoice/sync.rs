@@ -3,7 +3,7 @@
 //! what the cycle leaves in the member's record: progress, refusals, a revocation and its
 //! ENTITY.REVOKED, the last error. Also the member's record itself (load, put).
 
-use super::apply::Candidate;
+use super::apply::{Candidate, CHUNK};
 use super::client::{ApiError, LIST, POLL};
 use super::diff;
 use super::member::{self, Action, Observation, Standing, State};
@@ -199,8 +199,10 @@ impl CamInvoice {
         self.apply(idx, ctx, rec, &candidates, true).await
     }
 
-    /// Walks the list endpoint, both sides, every page, through the same diff. A page over
-    /// its cap is asked again as two pages of half the size.
+    /// Walks the list endpoint, both sides, every page, through the same diff, committed a
+    /// [`CHUNK`] of entries at a time (a failed walk loses at most its uncommitted pages: the
+    /// next walk sees them again). A page over its cap is asked again as two pages of half
+    /// the size.
     async fn resync(
         self: &Arc<Self>,
         idx: usize,
@@ -208,6 +210,7 @@ impl CamInvoice {
         rec: &mut MemberRecord,
     ) -> Result<Counts, Stop> {
         let mut total = Counts::default();
+        let mut pending: Vec<Candidate> = Vec::with_capacity(CHUNK);
         for (kind, side) in [
             (self.settings.list_send_type.as_str(), Side::Send),
             ("received", Side::Receive),
@@ -237,25 +240,33 @@ impl CamInvoice {
                 if let Some(line) = p.unusable.summary("unusable list entries skipped") {
                     tracing::warn!(member = %self.member(idx).endpoint_id, "page {page}: {line}");
                 }
-                let candidates: Vec<Candidate> = p
-                    .items
-                    .into_iter()
-                    .map(|d| Candidate {
-                        document_id: d.document_id.clone(),
-                        updated_at: d.updated_at,
-                        side: Some(side),
-                        known: Some(Box::new(d)),
-                    })
-                    .collect();
-                total += self.apply(idx, ctx, rec, &candidates, false).await?;
+                pending.extend(p.items.into_iter().map(|d| Candidate {
+                    document_id: d.document_id.clone(),
+                    updated_at: d.updated_at,
+                    side: Some(side),
+                    known: Some(Box::new(d)),
+                }));
                 let more = match total_pages {
                     Some(t) => page < t,
                     None => p.listed >= size,
                 };
-                if !more || p.listed == 0 {
+                let last = !more || p.listed == 0;
+                // Pages are gathered into whole chunks, one commit (and flush) each: a commit
+                // per page made a 100,000-change walk at 1M documents 10,002 flushed commits
+                // of ~10 events, and sled's memory grew with them (peak 75.5 MB against
+                // 62.4 gathered; BENCHMARKS.md, issue 12 follow-up).
+                if last || pending.len() >= CHUNK {
+                    total += self.apply(idx, ctx, rec, &pending, false).await?;
+                    pending.clear();
+                }
+                if last {
                     break;
                 }
                 page += 1;
+            }
+            if !pending.is_empty() {
+                total += self.apply(idx, ctx, rec, &pending, false).await?;
+                pending.clear();
             }
         }
         Ok(total)
