@@ -18,7 +18,7 @@
 //! [`find`] reads one record without allocating; [`merge`] is a commit's read-modify-write:
 //! the stored bucket plus a chunk's updates for it -> the new bucket.
 
-use super::codec::{doc_id_len, put_bytes, put_uvarint, Reader};
+use super::codec::{doc_id_len, items, put_bytes, put_uvarint, Corrupt, Reader};
 use siphasher::sip::SipHasher13;
 use std::hash::Hasher;
 
@@ -27,10 +27,6 @@ pub(super) const BUCKETS: u32 = 1 << 16;
 
 /// First byte of every bucket value, so that a later format can be told apart.
 pub(super) const FORMAT: u8 = 1;
-
-/// A bucket value that does not parse.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Corrupt;
 
 /// Maps document ids to buckets with a store's hash key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,28 +64,7 @@ pub(super) struct Record<'a> {
 
 /// The records of a bucket value, in order; an `Err` ends the iteration.
 pub(super) fn records(bucket: &[u8]) -> impl Iterator<Item = Result<Record<'_>, Corrupt>> {
-    let mut rest = match bucket.split_first() {
-        Some((&FORMAT, rest)) => Some(Reader(rest)),
-        _ => None,
-    };
-    let mut failed = rest.is_none();
-    std::iter::from_fn(move || {
-        if std::mem::take(&mut failed) {
-            rest = None;
-            return Some(Err(Corrupt));
-        }
-        let r = rest.as_mut()?;
-        if r.is_empty() {
-            return None;
-        }
-        match parse_one(r) {
-            Some(rec) => Some(Ok(rec)),
-            None => {
-                rest = None;
-                Some(Err(Corrupt))
-            }
-        }
-    })
+    items(bucket, FORMAT, parse_one)
 }
 
 fn parse_one<'a>(r: &mut Reader<'a>) -> Option<Record<'a>> {

@@ -55,6 +55,39 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// A stored value that does not parse (a bucket, an id bucket, an outbox group).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Corrupt;
+
+/// The items of a value made of a `format` byte and then items one after another, each read
+/// by `one`; an `Err` (another format byte, or an item `one` cannot read) ends the iteration.
+pub(super) fn items<'a, T: 'a>(
+    value: &'a [u8],
+    format: u8,
+    mut one: impl FnMut(&mut Reader<'a>) -> Option<T> + 'a,
+) -> impl Iterator<Item = Result<T, Corrupt>> + 'a {
+    let mut rest = match value.split_first() {
+        Some((&f, rest)) if f == format => Some(Reader(rest)),
+        _ => None,
+    };
+    let mut failed = rest.is_none();
+    std::iter::from_fn(move || {
+        if std::mem::take(&mut failed) {
+            rest = None;
+            return Some(Err(Corrupt));
+        }
+        let r = rest.as_mut()?;
+        if r.is_empty() {
+            return None;
+        }
+        let item = one(r);
+        if item.is_none() {
+            rest = None;
+        }
+        Some(item.ok_or(Corrupt))
+    })
+}
+
 /// Appends a varint length and the bytes.
 pub(super) fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     put_uvarint(out, b.len() as u64);

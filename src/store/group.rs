@@ -12,7 +12,7 @@
 //! the per-document ordering key (`account \0 subject`) and the line the envelope as sinks
 //! write it.
 
-use super::codec::{put_bytes, Reader};
+use super::codec::{put_bytes, Corrupt, Reader};
 
 pub(super) const FORMAT: u8 = 1;
 /// Events in one group at most.
@@ -22,10 +22,6 @@ pub(super) const MAX_EVENTS: usize = 64;
 pub(super) const MAX_BODY: usize = 24 * 1024;
 /// A group body larger than this is refused as corrupt instead of being allocated.
 const BODY_LIMIT: usize = 64 << 20;
-
-/// A value that does not parse.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Corrupt;
 
 /// One event to write: its ordering key and its envelope line.
 pub(super) struct Item<'a> {

@@ -8,7 +8,7 @@
 //! `[FORMAT] ([14 bytes][varint seq])*`. Ids that are not pollhook's own spelling (imported by
 //! a restore from a foreign line) are kept whole, one entry each, under their own prefix.
 
-use super::codec::{get_uvarint, put_uvarint};
+use super::codec::{items, put_uvarint, Corrupt};
 
 pub(super) const FORMAT: u8 = 1;
 
@@ -16,10 +16,6 @@ pub(super) const FORMAT: u8 = 1;
 pub(super) const HEAD: usize = 2;
 /// The stored rest of an id.
 pub(super) type Rest = [u8; 16 - HEAD];
-
-/// A bucket value that does not parse.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Corrupt;
 
 /// Splits a 16-byte id into its bucket and its stored rest.
 pub(super) fn split(id: &[u8; 16]) -> ([u8; HEAD], Rest) {
@@ -31,36 +27,9 @@ pub(super) fn split(id: &[u8; 16]) -> ([u8; HEAD], Rest) {
 
 /// The (rest, seq) entries of a bucket, in order; an `Err` ends the iteration.
 pub(super) fn entries(bucket: &[u8]) -> impl Iterator<Item = Result<(Rest, u64), Corrupt>> + '_ {
-    let mut rest = match bucket.split_first() {
-        Some((&FORMAT, rest)) => Some(rest),
-        _ => None,
-    };
-    let mut failed = rest.is_none();
-    std::iter::from_fn(move || {
-        if std::mem::take(&mut failed) {
-            rest = None;
-            return Some(Err(Corrupt));
-        }
-        let b = rest?;
-        if b.is_empty() {
-            return None;
-        }
-        let parsed = (b.len() > 16 - HEAD)
-            .then(|| {
-                let id: Rest = b[..16 - HEAD].try_into().expect("length checked");
-                get_uvarint(&b[16 - HEAD..]).map(|(seq, n)| (id, seq, 16 - HEAD + n))
-            })
-            .flatten();
-        match parsed {
-            Some((id, seq, used)) => {
-                rest = Some(&b[used..]);
-                Some(Ok((id, seq)))
-            }
-            None => {
-                rest = None;
-                Some(Err(Corrupt))
-            }
-        }
+    items(bucket, FORMAT, |r| {
+        let id: Rest = r.take(16 - HEAD)?.try_into().ok()?;
+        Some((id, r.uvarint()?))
     })
 }
 
